@@ -1,0 +1,66 @@
+# sculpt4d — every task a newcomer needs. `make help` lists them.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+BLENDER_VENV ?= $(CURDIR)/.venv-blender
+TINY_DATA ?= data/tiny
+.DEFAULT_GOAL := help
+
+help: ## list every target
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+install: ## install sculpt4d + dev tools (torch pinned to 2.13.0 via constraints.txt)
+	$(PIP) install --upgrade pip
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[dev]"
+
+install-sweep: ## optional: SLURM (submitit) launcher and Optuna sweeper for Hydra
+	$(PIP) install -e ".[sweep]"
+
+install-gpu: ## optional (CUDA machines): DeepSpeed; the MIT block-sparse kernel is a source build, see README
+	DS_BUILD_OPS=0 $(PIP) install --no-build-isolation "deepspeed>=0.15,<0.17"
+
+install-blender: ## optional: Blender (bpy 4.5, numpy<2) in its own venv for the Blender prep backend
+	$(PYTHON) -m venv $(BLENDER_VENV)
+	PIP_CONSTRAINT= $(BLENDER_VENV)/bin/pip install "bpy==4.5.15"
+
+test: ## run the CPU test suite (< 15 min on 2 cores)
+	$(PYTHON) -m pytest -m "not slow and not gpu" -x -q
+
+test-full: ## all tests including slow ones
+	$(PYTHON) -m pytest -q
+
+lint: ## ruff lint + format check
+	$(PYTHON) -m ruff check src tests benchmarks train.py predict.py
+	$(PYTHON) -m ruff format --check src tests benchmarks train.py predict.py
+
+format: ## ruff autofix + format
+	$(PYTHON) -m ruff check --fix src tests benchmarks train.py predict.py
+	$(PYTHON) -m ruff format src tests benchmarks train.py predict.py
+
+demo: ## run predict.py on the bundled box demo with the shipped tiny model
+	$(PYTHON) predict.py input=demos/box output_dir=outputs/demo/box
+
+demos: ## re-render data/demos/* from the procedural assets
+	$(PYTHON) scripts/make_demos.py
+
+data-tiny: ## make the tiny procedural 4D dataset (train + held-out benchmark split)
+	$(PYTHON) scripts/make_tiny_data.py --out $(TINY_DATA)
+
+train-tiny: ## train the tiny model: VAE -> 3D DiT -> 4D adapter (< 60 min on CPU)
+	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA)
+
+evaluate: ## evaluate the shipped model on the held-out benchmark (tables in README)
+	$(PYTHON) -m sculpt4d.evaluate
+
+bench: ## run every benchmark (prints side-by-side ratios; JSON under outputs/bench)
+	mkdir -p outputs/bench
+	$(PYTHON) benchmarks/attention.py --json outputs/bench/attention.json
+	$(PYTHON) benchmarks/flops.py --json outputs/bench/flops.json
+	$(PYTHON) benchmarks/decoding.py --json outputs/bench/decoding.json
+	$(PYTHON) benchmarks/prep.py --json outputs/bench/prep.json
+
+clean: ## remove caches and run outputs
+	rm -rf outputs multirun logs .pytest_cache .ruff_cache
+
+.PHONY: help install install-sweep install-gpu install-blender test test-full lint format demo demos data-tiny train-tiny evaluate bench clean
