@@ -1,0 +1,62 @@
+"""Shared helpers for the benchmark scripts: a plain-text table printer and a ``--json PATH`` writer."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+# Allow `python benchmarks/<name>.py` from a source checkout without `pip install -e .`.
+_SRC = Path(__file__).resolve().parents[1] / "src"
+if _SRC.is_dir() and str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+from sculpt4d.utils.io import write_json as _write_json  # noqa: E402
+
+__all__ = ["add_json_arg", "format_table", "print_table", "write_json"]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: list[dict[str, Any]], title: str | None = None) -> str:
+    """Render ``rows`` (dicts sharing keys; missing cells print empty) as an aligned text table."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    cells = [[_fmt(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells)
+    return "\n".join(lines)
+
+
+def print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
+    """Print ``rows`` as an aligned table (see :func:`format_table`)."""
+    print(format_table(rows, title), flush=True)
+    print(flush=True)
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the common ``--json PATH`` option (write the measured numbers as JSON)."""
+    parser.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON to PATH")
+    return parser
+
+
+def write_json(path: str | os.PathLike | None, payload: Any) -> None:
+    """Write ``payload`` atomically to ``path`` (no-op when ``path`` is None)."""
+    if path is None:
+        return
+    _write_json(path, payload)
+    print(f"wrote {path}", flush=True)
