@@ -12,7 +12,7 @@ help: ## list every target
 install: ## install sculpt4d + dev tools (torch pinned to 2.13.0 via constraints.txt)
 	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev,sweep]"
 
 install-sweep: ## optional: SLURM (submitit) launcher and Optuna sweeper for Hydra
 	$(PIP) install -e ".[sweep]"
