@@ -37,7 +37,7 @@ class AnimatedMesh:
     face_material: np.ndarray | None = None  # [F] int64 glTF material index (-1 = none)
     clip_name: str | None = None
     source: str = ""
-    extras: dict = field(default_factory=dict)  # e.g. {"num_instances": .., "skinned": ..}
+    extras: dict = field(default_factory=dict)  # {"parts": [{node, name, mesh, start, stop}], "skinned", ..}
 
     @property
     def num_frames(self) -> int:
@@ -424,12 +424,14 @@ def _load(doc: GltfDocument, num_frames: int, clip, allow_static: bool, times) -
     materials = js.get("materials", [])
     verts, faces, colors, uvs, fmat = [], [], [], [], []
     has_color, has_uv, texture, offset, n_inst, skinned = False, False, None, 0, 0, False
+    parts: list[dict] = []  # vertex range of every mesh instance (node), in merge order
     for ni in sorted(world):
         node = js["nodes"][ni]
         if "mesh" not in node:
             continue
         mesh = js["meshes"][node["mesh"]]
         n_inst += 1
+        start = offset
         for prim in mesh.get("primitives", []):
             attrs = prim.get("attributes", {})
             if "POSITION" not in attrs:
@@ -473,6 +475,7 @@ def _load(doc: GltfDocument, num_frames: int, clip, allow_static: bool, times) -
                 if src is not None:
                     texture = doc.image(src)
             fmat.append(np.full(len(tri), mat_i, np.int64))
+        parts.append(dict(node=ni, name=node.get("name", f"node_{ni}"), mesh=node["mesh"], start=start, stop=offset))
     if not verts:
         raise InputError(f"{path}: contains no triangle meshes in its scene")
     return AnimatedMesh(
@@ -485,5 +488,5 @@ def _load(doc: GltfDocument, num_frames: int, clip, allow_static: bool, times) -
         face_material=np.concatenate(fmat),
         clip_name=chosen.name if chosen else None,
         source=str(path),
-        extras=dict(num_instances=n_inst, skinned=skinned, static=chosen is None),
+        extras=dict(num_instances=n_inst, skinned=skinned, static=chosen is None, parts=parts),
     )
