@@ -1,0 +1,32 @@
+"""Geometry and temporal metrics (DESIGN §7): Chamfer, F-score, volumetric IoU, temporal jitter."""
+
+from sculpt4d.metrics.distance import (
+    WORST_CHAMFER,
+    SurfaceSamples,
+    chamfer_distance,
+    chamfer_fscore_from_samples,
+    fscore,
+    sample_surface,
+)
+from sculpt4d.metrics.evaluate import evaluate_sequence
+from sculpt4d.metrics.normalize import apply_normalization, normalize_sequence
+from sculpt4d.metrics.occupancy import default_bounds, grid_points, occupancy, volume_iou
+from sculpt4d.metrics.temporal import consecutive_chamfers, temporal_jitter
+
+__all__ = [
+    "WORST_CHAMFER",
+    "SurfaceSamples",
+    "apply_normalization",
+    "chamfer_distance",
+    "chamfer_fscore_from_samples",
+    "consecutive_chamfers",
+    "default_bounds",
+    "evaluate_sequence",
+    "fscore",
+    "grid_points",
+    "normalize_sequence",
+    "occupancy",
+    "sample_surface",
+    "temporal_jitter",
+    "volume_iou",
+]

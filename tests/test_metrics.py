@@ -1,0 +1,158 @@
+"""Metrics on analytic shapes (concentric / translated icospheres) with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import trimesh
+
+from sculpt4d.errors import InputError
+from sculpt4d.metrics import (
+    WORST_CHAMFER,
+    apply_normalization,
+    chamfer_distance,
+    evaluate_sequence,
+    fscore,
+    normalize_sequence,
+    temporal_jitter,
+    volume_iou,
+)
+
+N = 20_000  # samples per surface: fast, and accurate to ~1e-3 on these shapes
+
+
+def sphere(r: float, center=(0.0, 0.0, 0.0), subdivisions: int = 4) -> trimesh.Trimesh:
+    m = trimesh.creation.icosphere(subdivisions=subdivisions, radius=r)
+    m.apply_translation(center)
+    return m
+
+
+def test_concentric_spheres_chamfer():
+    cd = chamfer_distance(sphere(0.3), sphere(0.4), n=N, seed=0)
+    assert cd == pytest.approx(0.1, abs=3e-3)
+
+
+def test_chamfer_independent_samples_still_close():
+    # a different tessellation decorrelates the samples: the NN distance then also sees the sample spacing
+    cd = chamfer_distance(sphere(0.3, subdivisions=3), sphere(0.4, subdivisions=5), n=N, seed=1)
+    assert cd == pytest.approx(0.1, abs=5e-3)
+
+
+def test_identical_meshes_zero_chamfer():
+    assert chamfer_distance(sphere(0.3), sphere(0.3), n=N) == 0.0
+
+
+@pytest.mark.parametrize("d", [0.05, 0.2])
+def test_translated_sphere_chamfer_is_half_offset(d):
+    # For a unit-area-uniform point on a sphere of radius r, the mean distance to the same sphere moved
+    # by d <= r is (1/2)∫|sqrt(r²+d²-2rdu) - r| du = d/2 (u = cos θ uniform on [-1, 1]).
+    r = 0.4
+    cd = chamfer_distance(sphere(r), sphere(r, (d, 0.0, 0.0)), n=N, seed=3)
+    assert cd == pytest.approx(d / 2, rel=0.02, abs=2e-3)  # NN to discrete samples biases up slightly
+
+
+def test_fscore_threshold():
+    inner, near, far = sphere(0.3), sphere(0.33), sphere(0.4)
+    assert fscore(inner, near, tau=0.05, n=N) == pytest.approx(1.0)
+    assert fscore(inner, far, tau=0.05, n=N) == pytest.approx(0.0)
+    # translated by 0.1: points on the sides are close, the front/back ones are not
+    assert 0.0 < fscore(sphere(0.3), sphere(0.3, (0.1, 0, 0)), tau=0.05, n=N) < 1.0
+
+
+def test_volume_iou_concentric():
+    r1, r2 = 0.3, 0.4
+    iou = volume_iou(sphere(r1), sphere(r2), resolution=64)
+    assert iou == pytest.approx((r1 / r2) ** 3, abs=0.02)
+    assert volume_iou(sphere(r1), sphere(r1), resolution=32) == pytest.approx(1.0)
+
+
+def test_volume_iou_non_watertight_prediction():
+    # a sphere with a few faces removed is not watertight; winding numbers still see its inside
+    holey = sphere(0.4)
+    holey.update_faces(np.arange(len(holey.faces)) % 50 != 0)
+    assert not holey.is_watertight
+    assert volume_iou(holey, sphere(0.4), resolution=48) > 0.95
+
+
+def test_volume_iou_inverted_orientation():
+    inv = sphere(0.4)
+    inv.invert()
+    assert volume_iou(inv, sphere(0.4), resolution=32) == pytest.approx(1.0)
+
+
+def test_volume_iou_disjoint_and_fixed_bounds():
+    a, b = sphere(0.2, (-0.5, 0, 0)), sphere(0.2, (0.5, 0, 0))
+    assert volume_iou(a, b, resolution=32) == 0.0
+    box = ((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0))
+    assert volume_iou(sphere(0.3), sphere(0.4), resolution=64, bounds=box) == pytest.approx(0.42, abs=0.04)
+
+
+def test_static_sequence_zero_jitter():
+    seq = [sphere(0.3)] * 4
+    assert temporal_jitter(seq, seq, n=5000) == 0.0
+    # a static prediction of a static (but different) truth: both have ~no motion
+    assert temporal_jitter([sphere(0.35)] * 4, seq, n=5000) == 0.0
+
+
+def test_jitter_sees_missing_motion():
+    gt = [sphere(0.3, (0.05 * t, 0, 0)) for t in range(4)]
+    static = [sphere(0.3)] * 4
+    # gt moves 0.05 per frame -> consecutive CD = 0.025; the static prediction's is ~0
+    assert temporal_jitter(static, gt, n=N) == pytest.approx(0.025, abs=2e-3)
+    assert temporal_jitter(gt, gt, n=N) == 0.0
+
+
+def test_normalize_sequence():
+    seq = [sphere(0.5, (0, 0, 0)), sphere(0.5, (3.0, 0, 0))]
+    center, scale = normalize_sequence(seq)
+    np.testing.assert_allclose(center, [1.5, 0, 0], atol=1e-6)
+    assert scale == pytest.approx(1 / 4.0, rel=1e-6)  # union bbox x-extent: -0.5 .. 3.5
+    out = apply_normalization(seq, center, scale)
+    allv = np.concatenate([m.vertices for m in out])
+    assert allv.max(axis=0)[0] == pytest.approx(0.5) and allv.min(axis=0)[0] == pytest.approx(-0.5)
+    assert np.abs(allv).max() <= 0.5 + 1e-9
+    assert seq[0].vertices.max() == pytest.approx(0.5)  # inputs are untouched
+
+
+def test_normalization_invariance():
+    gts = [sphere(0.4, (0.02 * t, 0, 0)) for t in range(3)]
+    preds = [sphere(0.37, (0.03 * t, 0.01, 0), subdivisions=3) for t in range(3)]
+    k, shift = 7.5, np.array([3.0, -2.0, 1.0])
+
+    def moved(ms):
+        return [trimesh.Trimesh(m.vertices * k + shift, m.faces, process=False) for m in ms]
+
+    a = evaluate_sequence(preds, gts, n_points=5000, iou_res=32)
+    b = evaluate_sequence(moved(preds), moved(gts), n_points=5000, iou_res=32)
+    for key in ("chamfer", "iou", "fscore", "jitter"):
+        assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), key
+    assert b["scale"] == pytest.approx(a["scale"] / k)
+
+
+def test_evaluate_sequence_structure_and_values():
+    gts = [sphere(0.4, (0.05 * t, 0, 0)) for t in range(3)]
+    res = evaluate_sequence(gts, gts, n_points=4000, iou_res=24)
+    assert set(res) >= {"chamfer", "iou", "fscore", "jitter", "per_frame"}
+    assert len(res["per_frame"]) == 3
+    assert res["chamfer"] == 0.0 and res["fscore"] == 1.0 and res["jitter"] == 0.0
+    assert res["iou"] == pytest.approx(1.0)
+    with pytest.raises(InputError):
+        evaluate_sequence(gts[:2], gts, n_points=100, iou_res=8)
+
+
+def test_degenerate_meshes_get_worst_values():
+    empty = trimesh.Trimesh(vertices=np.zeros((0, 3)), faces=np.zeros((0, 3), dtype=int))
+    flat = trimesh.Trimesh(vertices=np.zeros((3, 3)), faces=[[0, 1, 2]], process=False)  # zero area
+    nan = sphere(0.3)
+    nan = trimesh.Trimesh(np.full_like(nan.vertices, np.nan), nan.faces, process=False)
+    s = sphere(0.3)
+    for bad in (empty, flat, nan, None):
+        assert chamfer_distance(bad, s, n=500) == WORST_CHAMFER
+        assert fscore(bad, s, n=500) == 0.0
+        assert volume_iou(bad, s, resolution=16) == 0.0
+    assert chamfer_distance(empty, None, n=500) == 0.0
+    assert volume_iou(empty, None, resolution=8) == 1.0
+    res = evaluate_sequence([empty, s], [s, s], n_points=500, iou_res=16)
+    assert res["per_frame"][0]["chamfer"] == WORST_CHAMFER
+    assert res["per_frame"][0]["iou"] == 0.0 and res["per_frame"][0]["fscore"] == 0.0
+    assert np.isfinite(res["jitter"])
