@@ -1,0 +1,69 @@
+"""Diagonal Gaussian posterior of the KL bottleneck and cross-frame noise sharing."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+class DiagonalGaussian:
+    """``N(mean, exp(logvar))`` from ``moments = cat(mean, logvar)`` on the last dim.
+
+    ``logvar`` is clamped to ``[logvar_min, logvar_max]`` (reference: -30/20; the tiny model uses
+    ``logvar_max=0`` so std ≤ 1 and the mean stays decodable, see tiny_feasibility.md).
+    """
+
+    def __init__(self, moments: Tensor, logvar_min: float = -30.0, logvar_max: float = 20.0,
+                 deterministic: bool = False):
+        self.mean, logvar = moments.chunk(2, dim=-1)  # [..., C] each
+        self.logvar = logvar.clamp(logvar_min, logvar_max)
+        self.deterministic = deterministic
+        if deterministic:  # a point mass at the mean
+            self.std = torch.zeros_like(self.mean)
+            self.var = torch.zeros_like(self.mean)
+        else:
+            self.std = torch.exp(0.5 * self.logvar)
+            self.var = torch.exp(self.logvar)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.mean.shape
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+    def sample(self, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
+        """``mean + std · eps`` with ``eps`` given or drawn from ``generator``."""
+        if noise is None:
+            noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype,
+                                device=generator.device if generator is not None else self.mean.device)
+        return self.mean + self.std * noise.to(self.mean.device, self.mean.dtype)
+
+    def kl(self) -> Tensor:
+        """KL to N(0, I), averaged over all non-batch dims -> ``[B]``."""
+        if self.deterministic:
+            return torch.zeros(self.mean.shape[0], device=self.mean.device)
+        dims = tuple(range(1, self.mean.dim()))
+        return 0.5 * torch.mean(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=dims)
+
+
+def shared_frame_noise(shape: tuple[int, ...] | torch.Size, alpha: float, generator: torch.Generator | None = None,
+                       device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``eps_t = sqrt(a)·eps_shared + sqrt(1-a)·eps_t_own`` for ``shape = [B, T, ...]``.
+
+    ``alpha=1``: every frame gets the same noise; ``alpha=0``: independent noise per frame. The result is
+    N(0, 1) per element for any ``alpha`` in [0, 1].
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"noise_share_alpha must be in [0, 1], got {alpha}")
+    shape = tuple(shape)
+    gdev = generator.device if generator is not None else device
+    shared = torch.randn((shape[0], 1, *shape[2:]), generator=generator, dtype=dtype, device=gdev)
+    if alpha >= 1.0:
+        eps = shared.expand(shape).clone()
+    else:
+        own = torch.randn(shape, generator=generator, dtype=dtype, device=gdev)
+        eps = math.sqrt(alpha) * shared + math.sqrt(1.0 - alpha) * own
+    return eps.to(device) if device is not None else eps
