@@ -45,8 +45,8 @@ def evaluate_sequence(
     preds_n = apply_normalization(preds, center, scale)
     gts_n = apply_normalization(gts, center, scale)
 
-    p_samples = [sample_surface(m, n_points, seed) for m in (preds_n)]
-    g_samples = [sample_surface(m, n_points, seed) for m in (gts_n)]
+    p_samples = [sample_surface(m, n_points, seed) for m in preds_n]
+    g_samples = [sample_surface(m, n_points, seed) for m in gts_n]
     per_frame = []
     for t in range(len(gts)):
         cd, f = chamfer_fscore_from_samples(p_samples[t], g_samples[t], tau, workers)

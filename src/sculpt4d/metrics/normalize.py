@@ -43,5 +43,7 @@ def apply_normalization(
             out.append(None)
             continue
         verts = (np.asarray(mesh.vertices, dtype=np.float64) - center) * float(scale)
-        out.append(trimesh.Trimesh(vertices=verts, faces=np.asarray(mesh.faces), process=False, validate=False))
+        out.append(
+            trimesh.Trimesh(vertices=verts, faces=np.asarray(mesh.faces), process=False, validate=False)
+        )
     return out

@@ -24,7 +24,9 @@ def jitter_from_samples(
 ) -> float:
     """Temporal jitter from pre-sampled surfaces; 0.0 for sequences shorter than two frames."""
     if len(pred) != len(gt):
-        raise InputError(f"temporal jitter needs as many predicted frames as ground-truth ones, got {len(pred)} vs {len(gt)}")
+        raise InputError(
+            f"temporal jitter needs as many predicted frames as ground-truth ones, got {len(pred)} vs {len(gt)}"
+        )
     if len(pred) < 2:
         return 0.0
     return float(np.abs(consecutive_chamfers(pred, workers) - consecutive_chamfers(gt, workers)).mean())
@@ -43,6 +45,6 @@ def temporal_jitter(
     included). Every surface is sampled with the same ``seed``, so two identical consecutive frames
     are exactly 0 apart (no sampling-noise floor). Empty frames use the Chamfer worst-value convention of ``chamfer_from_samples``.
     """
-    p = [sample_surface(m, n, seed) for m in (preds)]
-    g = [sample_surface(m, n, seed) for m in (gts)]
+    p = [sample_surface(m, n, seed) for m in preds]
+    g = [sample_surface(m, n, seed) for m in gts]
     return jitter_from_samples(p, g, workers)
