@@ -1,0 +1,235 @@
+"""Sequences of consistent 4D surface samples (+ occupancy queries, + one conditioning view per frame).
+
+An item is addressed by ``(object index, item seed)``; every random choice of the item (start frame,
+camera, point subset) comes from ``numpy.random.default_rng(item_seed)``, so the data stream is a pure
+function of the seeds (the same with any number of workers, and resumable: see :mod:`.sampler`).
+
+Coordinates: the on-disk format is normalised into [-0.5, 0.5] for the whole sequence; Hunyuan3D's VAE
+was trained on shapes normalised into [-0.9999, 0.9999] (``normalize_mesh``), so points and occupancy
+queries are scaled by :data:`POINT_SCALE` = 2 · 0.9999 here (and meshes decoded by the VAE live in that
+range: divide by ``POINT_SCALE`` to compare with the on-disk ground truth).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sculpt4d.data.records import RENDER_DIR, SURFACE_FILE, VOLUME_FILE, BadObjectError, ObjectRecord
+
+log = logging.getLogger(__name__)
+
+POINT_SCALE = 2.0 * 0.9999  # on-disk [-0.5, 0.5] -> the VAE's [-0.9999, 0.9999]
+OnBad = Literal["skip", "raise"]
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001 - any read failure makes the object bad
+        raise BadObjectError(f"{path}: cannot read ({type(e).__name__}: {e})") from e
+
+
+class _LazyNpz:
+    """Read individual arrays of an npz on demand (no cache)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                return {k: z[k] for k in keys}
+        except Exception as e:  # noqa: BLE001
+            raise BadObjectError(f"{self.path}: cannot read ({type(e).__name__}: {e})") from e
+
+
+class Objects4DDataset(Dataset):
+    """Per item: ``sequence_length`` consecutive frames (every ``stride``-th) of one object.
+
+    Returns a dict:
+      ``surface`` ``[T, P, 7]`` float32 — xyz·POINT_SCALE | unit normal | label (0 random, 1 sharp); the first
+      ``pc_size`` rows are random-surface points, then ``pc_sharpedge_size`` sharp ones, **with the same point
+      indices in every frame** (consistent sampling: row i is the same surface point over time);
+      ``images`` ``[T, 3, S, S]`` in [-1, 1] (if ``load_images``) — the same camera for every frame,
+      preprocessed exactly as inference (:func:`sculpt4d.utils.images.preprocess_image`), then resized to
+      ``image_size`` when given; ``vol_points`` ``[T, M, 3]`` / ``vol_occ`` ``[T, M]`` (if ``load_volume``);
+      ``frame_index`` ``[T]``, ``camera`` (int), ``object`` (str).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ObjectRecord],
+        *,
+        sequence_length: int = 8,
+        stride: int = 1,
+        pc_size: int = 40960,
+        pc_sharpedge_size: int = 0,
+        num_volume_points: int = 4096,
+        load_images: bool = True,
+        load_volume: bool = False,
+        preprocess_size: int = 512,
+        border_ratio: float = 0.15,
+        image_size: int | None = None,
+        random_start: bool = True,
+        camera: int | None = None,
+        cache: bool = False,
+        cache_images: bool = False,
+        on_bad_object: OnBad = "skip",
+    ) -> None:
+        if on_bad_object not in ("skip", "raise"):
+            raise ValueError(f"on_bad_object must be 'skip' or 'raise', got {on_bad_object!r}")
+        self.records = list(records)
+        self.sequence_length = int(sequence_length)
+        self.stride = int(stride)
+        self.pc_size = int(pc_size)
+        self.pc_sharpedge_size = int(pc_sharpedge_size)
+        self.num_volume_points = int(num_volume_points)
+        self.load_images = load_images
+        self.load_volume = load_volume
+        self.preprocess_size = int(preprocess_size)
+        self.border_ratio = float(border_ratio)
+        self.image_size = int(image_size) if image_size else None
+        self.random_start = random_start
+        self.camera = camera
+        self.cache = cache
+        self.cache_images = cache_images
+        self.on_bad_object = on_bad_object
+        self._npz_cache: dict[Path, dict[str, np.ndarray]] = {}
+        self._img_cache: OrderedDict[tuple[str, str, int], torch.Tensor] = OrderedDict()
+        self._bad: set[int] = set()  # per process (each worker keeps its own)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def span(self) -> int:
+        """Frames covered by one item."""
+        return (self.sequence_length - 1) * self.stride + 1
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _arrays(self, path: Path, keys: list[str]) -> dict[str, np.ndarray]:
+        if self.cache:
+            if path not in self._npz_cache:
+                self._npz_cache[path] = _load_npz(path)
+            data = self._npz_cache[path]
+            missing = [k for k in keys if k not in data]
+            if missing:
+                raise BadObjectError(f"{path}: missing {missing[:3]}")
+            return {k: data[k] for k in keys}
+        return _LazyNpz(path).get(keys)
+
+    def _image(self, rec: ObjectRecord, frame: str, cam: int) -> torch.Tensor:
+        key = (rec.name, frame, cam)
+        if self.cache_images and key in self._img_cache:
+            return self._img_cache[key]
+        from sculpt4d.utils.images import load_image, preprocess_image
+
+        path = rec.path / RENDER_DIR / frame / f"{cam:03d}.png"
+        if not path.is_file():  # fall back to the cam-th png in sorted order
+            pngs = sorted((rec.path / RENDER_DIR / frame).glob("*.png"))
+            if cam >= len(pngs):
+                raise BadObjectError(f"{rec.path / RENDER_DIR / frame}: view {cam} missing")
+            path = pngs[cam]
+        try:
+            img = preprocess_image(load_image(path), size=self.preprocess_size, border_ratio=self.border_ratio)
+        except Exception as e:  # noqa: BLE001
+            raise BadObjectError(f"{path}: cannot preprocess ({type(e).__name__}: {e})") from e
+        if self.image_size and self.image_size != img.shape[-1]:
+            img = resize_image(img, self.image_size)
+        if self.cache_images:
+            self._img_cache[key] = img
+        return img
+
+    # ------------------------------------------------------------------ items
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, seed = (key, key) if isinstance(key, int) else (int(key[0]), int(key[1]))
+        n = len(self.records)
+        for attempt in range(n):
+            i = (index + attempt) % n
+            if i in self._bad:
+                continue
+            try:
+                return self.load_item(i, seed)
+            except BadObjectError as e:
+                if self.on_bad_object == "raise":
+                    raise
+                self._bad.add(i)
+                log.warning("skipping bad object %s: %s", self.records[i].path, e)
+        raise BadObjectError(f"every object of the dataset is bad ({n} objects, e.g. {self.records[0].path})")
+
+    def load_item(self, index: int, seed: int) -> dict[str, Any]:
+        """The item of object ``index`` drawn with ``seed`` (raises :class:`BadObjectError`)."""
+        rec = self.records[index]
+        rng = np.random.default_rng(seed)
+        if rec.num_frames < self.span:
+            raise BadObjectError(f"{rec.path}: {rec.num_frames} frames < {self.span} needed")
+        max_start = rec.num_frames - self.span
+        start = int(rng.integers(0, max_start + 1)) if self.random_start else 0
+        frames = [rec.frames[start + k * self.stride] for k in range(self.sequence_length)]
+
+        # one index set for every frame: row i is the same surface point in each frame
+        idx_r = rng.choice(rec.num_random, self.pc_size, replace=rec.num_random < self.pc_size)
+        parts = [("random_surface", idx_r, 0.0)]
+        if self.pc_sharpedge_size > 0:
+            if rec.num_sharp == 0:
+                raise BadObjectError(f"{rec.path / SURFACE_FILE}: no sharp_surface points but pc_sharpedge_size > 0")
+            idx_s = rng.choice(rec.num_sharp, self.pc_sharpedge_size, replace=rec.num_sharp < self.pc_sharpedge_size)
+            parts.append(("sharp_surface", idx_s, 1.0))
+        keys = [f"{fr}/{field}" for fr in frames for field, _, _ in parts]
+        arrays = self._arrays(rec.path / SURFACE_FILE, keys)
+        surface = []
+        for fr in frames:
+            chunks = []
+            for field, idx, label in parts:
+                a = arrays[f"{fr}/{field}"]
+                if a.ndim != 2 or a.shape[1] != 6:
+                    raise BadObjectError(f"{rec.path / SURFACE_FILE}: '{fr}/{field}' has shape {a.shape}")
+                a = a[idx].astype(np.float32)  # [P_part, 6]
+                chunks.append(np.concatenate([a, np.full((len(a), 1), label, np.float32)], axis=1))
+            surface.append(np.concatenate(chunks, axis=0))
+        surf = torch.from_numpy(np.stack(surface))  # [T, P, 7]
+        if not torch.isfinite(surf).all():
+            raise BadObjectError(f"{rec.path / SURFACE_FILE}: non-finite values")
+        surf[..., :3] *= POINT_SCALE
+        normals = surf[..., 3:6]
+        surf[..., 3:6] = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        item: dict[str, Any] = {
+            "surface": surf,
+            "frame_index": torch.tensor([start + k * self.stride for k in range(self.sequence_length)]),
+            "object": rec.name,
+        }
+        if self.load_volume:
+            vkeys = [f"{fr}/{f}" for fr in frames for f in ("points", "occupancy")]
+            varr = self._arrays(rec.path / VOLUME_FILE, vkeys)
+            m = min(varr[f"{fr}/points"].shape[0] for fr in frames)
+            vidx = rng.choice(m, self.num_volume_points, replace=m < self.num_volume_points)
+            pts = np.stack([varr[f"{fr}/points"][vidx] for fr in frames]).astype(np.float32)  # [T, M, 3]
+            occ = np.stack([varr[f"{fr}/occupancy"][vidx] for fr in frames]).astype(np.float32)  # [T, M]
+            item["vol_points"] = torch.from_numpy(pts) * POINT_SCALE
+            item["vol_occ"] = torch.from_numpy((occ > 0.5).astype(np.float32))
+        cam = self.camera if self.camera is not None else (int(rng.integers(0, rec.num_views)) if rec.num_views else 0)
+        item["camera"] = cam
+        if self.load_images:
+            item["images"] = torch.stack([self._image(rec, fr, cam) for fr in frames])  # [T, 3, S, S]
+        return item
+
+
+def resize_image(img: torch.Tensor, size: int) -> torch.Tensor:
+    """``[3, S, S]`` (or ``[N, 3, S, S]``) in [-1, 1] -> ``size``², the conditioner's own resize.
+
+    :meth:`VideoConditioner.preprocess` resizes square inputs with antialiased bilinear interpolation;
+    doing it here (a linear map, so equal up to float rounding) keeps cached images small, and the
+    conditioner then skips its resize.
+    """
+    x = img if img.dim() == 4 else img[None]
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x if img.dim() == 4 else x[0]
