@@ -79,11 +79,11 @@ def _rot(m: Mesh, axis, angle: float) -> Mesh:
 
 # ------------------------------------------------------------------ categories
 # Each builder fills ``b`` under ``root`` and returns (meta, thinnest raw dimension).
-def _door(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray) -> tuple[dict, float]:
+def _door(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
     h = rng.uniform(0.85, 1.0)  # panel height
     w = rng.uniform(0.42, 0.6) * h  # panel width
-    t = rng.uniform(0.07, 0.1)  # panel thickness
-    fw = rng.uniform(0.08, 0.12)  # frame member width
+    t = rng.uniform(0.07, 0.1) * k  # panel thickness
+    fw = rng.uniform(0.08, 0.12) * k  # frame member width
     fd = t * rng.uniform(1.3, 1.8)  # frame depth
     gap = 0.01
     sill = bool(rng.uniform() < 0.5)
@@ -103,7 +103,7 @@ def _door(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray) -> 
     angle = np.deg2rad(rng.uniform(85, 110))
     hinge_x = -w / 2 - gap
     hinge = b.node("hinge", root, translation=[hinge_x, 0, 0])
-    knob_r = rng.uniform(0.035, 0.045)
+    knob_r = rng.uniform(0.035, 0.045) * k
     knob = _shift(ellipsoid([knob_r] * 3, 8, 12), [w - 0.12 * w, 0, sign * (t / 2 + knob_r * 0.6)])
     panel = b.mesh("panel", [(*box([w, h, t], [w / 2, 0, 0]), m_panel), (*knob, m_knob)])
     b.node("panel", hinge, panel)
@@ -128,22 +128,22 @@ def gear_outline(n_teeth: int, r_root: float, r_tip: float, samples_per_tooth: i
     return np.stack([(r * np.cos(ang)).ravel(), (r * np.sin(ang)).ravel()], 1)
 
 
-def _gear(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray) -> tuple[dict, float]:
+def _gear(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
     n_teeth = 10
     r_tip = 0.5
     r_root = r_tip * rng.uniform(0.72, 0.82)
-    thick = rng.uniform(0.1, 0.16)
+    thick = rng.uniform(0.1, 0.16) * k
     c_gear, c_hub, c_stand = _colour(rng), _colour(rng), _colour(rng)
     m_gear, m_hub, m_stand = b.material(c_gear, "gear"), b.material(c_hub, "hub"), b.material(c_stand, "stand")
     hub_r = r_root * rng.uniform(0.25, 0.35)
     hub = _rot(cylinder(hub_r, thick * 1.6, 20), [1, 0, 0], np.pi / 2)  # along z
-    marker_s = rng.uniform(0.08, 0.11)
+    marker_s = rng.uniform(0.08, 0.11) * k
     marker = box([marker_s, marker_s, marker_s], [0, r_root * 0.6, thick / 2 + marker_s / 2 - 0.01])
     gear = b.mesh("gear", [(*extrude(gear_outline(n_teeth, r_root, r_tip), thick), m_gear), (*hub, m_hub), (*marker, m_gear)])
     # static stand: base block + post behind the gear up to the axle
-    post_w = rng.uniform(0.08, 0.11)
+    post_w = rng.uniform(0.08, 0.11) * k
     z_post = -(thick * 0.8 + post_w / 2)
-    base_h = rng.uniform(0.07, 0.1)
+    base_h = rng.uniform(0.07, 0.1) * k
     y_base = -r_tip - 0.08 - base_h / 2
     stand = [
         box([r_tip * 1.6, base_h, rng.uniform(0.3, 0.45)], [0, y_base, z_post]),
@@ -167,10 +167,10 @@ def _gear(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray) -> 
     return meta, min(thick, post_w, base_h, marker_s)
 
 
-def _angle(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray) -> tuple[dict, float]:
+def _angle(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
     length = rng.uniform(0.6, 0.8)
     width = rng.uniform(0.35, 0.6)
-    t = rng.uniform(0.07, 0.1)
+    t = rng.uniform(0.07, 0.1) * k
     c_a, c_b, c_h = _colour(rng), _colour(rng), _colour(rng)
     m_a, m_b, m_h = b.material(c_a, "plate_a"), b.material(c_b, "plate_b"), b.material(c_h, "hinge")
     barrel = _rot(cylinder(t * 0.75, width * 1.05, 16), [1, 0, 0], np.pi / 2)  # along z
@@ -191,10 +191,10 @@ def _angle(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray) ->
     return meta, t
 
 
-def _box(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray) -> tuple[dict, float]:
+def _box(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
     sx, sz = rng.uniform(0.7, 1.0), rng.uniform(0.5, 0.8)
     sy = rng.uniform(0.35, 0.6)
-    t = rng.uniform(0.07, 0.09)  # wall thickness
+    t = rng.uniform(0.07, 0.09) * k  # wall thickness
     c_body, c_lid = _colour(rng), _colour(rng)
     m_body, m_lid = b.material(c_body, "body"), b.material(c_lid, "lid")
     y0 = -sy / 2
@@ -221,11 +221,11 @@ def _box(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray) -> t
     return meta, t
 
 
-def _figure(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray) -> tuple[dict, float]:
+def _figure(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
     """Chubby humanoid: one skinned mesh; arms blend shoulder/elbow weights (the skin bends them)."""
     rx, ry, rz = rng.uniform(0.27, 0.34), rng.uniform(0.32, 0.4), rng.uniform(0.22, 0.28)
     head_r = rng.uniform(0.14, 0.18)
-    arm_r, arm_l = rng.uniform(0.07, 0.09), rng.uniform(0.45, 0.55)
+    arm_r, arm_l = rng.uniform(0.07, 0.09) * k, rng.uniform(0.45, 0.55)
     leg_r, leg_l = rng.uniform(0.09, 0.12), rng.uniform(0.38, 0.48)
     colors = dict(body=_colour(rng), head=_colour(rng), arms=_colour(rng), legs=_colour(rng))
     mats = {k: b.material(c, k) for k, c in colors.items()}
@@ -313,12 +313,14 @@ BUILDERS: dict[str, Callable] = dict(door=_door, gear=_gear, angle=_angle, box=_
 ALIASES = {v: k for k, v in DEMO_NAMES.items()}
 
 
-def _build(category: str, seed: int, num_keyframes: int, root_t, root_s: float) -> tuple[GlbBuilder, int, dict, float]:
+def _build(
+    category: str, seed: int, num_keyframes: int, root_t, root_s: float, k: float
+) -> tuple[GlbBuilder, int, dict, float]:
     rng = np.random.default_rng([seed, CATEGORIES.index(category)])
     b = GlbBuilder()
     root = b.node(category, None, translation=root_t, scale=[root_s] * 3)
     u = np.linspace(0.0, 1.0, num_keyframes)  # normalised keyframe times
-    meta, thin = BUILDERS[category](b, root, rng, u)
+    meta, thin = BUILDERS[category](b, root, rng, u, k)
     return b, root, meta, thin
 
 
@@ -337,17 +339,23 @@ def generate_asset(category: str, seed: int, path: str | Path, num_keyframes: in
     if num_keyframes < 2:
         raise InputError(f"num_keyframes must be >= 2, got {num_keyframes}")
     path = Path(path)
-    # pass 1: raw units -> measure the motion's bounding box with our own evaluator
-    b, root, meta, thin = _build(category, seed, num_keyframes, [0, 0, 0], 1.0)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.glb"
-        b.save(raw, [root])
-        frames = load_animated_mesh(raw, num_frames=4 * num_keyframes).vertices.astype(np.float64)
-    lo, hi = frames.min((0, 1)), frames.max((0, 1))
-    scale = 1.0 / float((hi - lo).max())
+    # pass 1: raw units -> measure the motion's bounding box with our own evaluator; thicken thin parts
+    # (factor k) until they are >= MIN_THIN of the max extent
+    k = 1.0
+    for _ in range(4):
+        b, root, meta, thin = _build(category, seed, num_keyframes, [0, 0, 0], 1.0, k)
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "raw.glb"
+            b.save(raw, [root])
+            frames = load_animated_mesh(raw, num_frames=4 * num_keyframes).vertices.astype(np.float64)
+        lo, hi = frames.min((0, 1)), frames.max((0, 1))
+        scale = 1.0 / float((hi - lo).max())
+        if thin * scale >= MIN_THIN:
+            break
+        k *= MIN_THIN * 1.03 / (thin * scale)
     centre = (lo + hi) / 2
     # pass 2: same seed -> same geometry, with the normalising root transform
-    b, root, meta, thin = _build(category, seed, num_keyframes, -centre * scale, scale)
+    b, root, meta, thin = _build(category, seed, num_keyframes, -centre * scale, scale, k)
     meta = dict(
         category=category,
         demo_name=DEMO_NAMES[category],
