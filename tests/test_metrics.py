@@ -106,7 +106,7 @@ def test_normalize_sequence():
     seq = [sphere(0.5, (0, 0, 0)), sphere(0.5, (3.0, 0, 0))]
     center, scale = normalize_sequence(seq)
     np.testing.assert_allclose(center, [1.5, 0, 0], atol=1e-6)
-    assert scale == pytest.approx(1 / 4.0, rel=1e-6)  # union bbox x-extent: -0.5 .. 3.5
+    assert scale == pytest.approx(4.0, rel=1e-6)  # union bbox x-extent: -0.5 .. 3.5
     out = apply_normalization(seq, center, scale)
     allv = np.concatenate([m.vertices for m in out])
     assert allv.max(axis=0)[0] == pytest.approx(0.5) and allv.min(axis=0)[0] == pytest.approx(-0.5)
@@ -126,7 +126,7 @@ def test_normalization_invariance():
     b = evaluate_sequence(moved(preds), moved(gts), n_points=5000, iou_res=32)
     for key in ("chamfer", "iou", "fscore", "jitter"):
         assert b[key] == pytest.approx(a[key], rel=1e-6, abs=1e-9), key
-    assert b["scale"] == pytest.approx(a["scale"] / k)
+    assert b["scale"] == pytest.approx(a["scale"] * k)
 
 
 def test_evaluate_sequence_structure_and_values():
