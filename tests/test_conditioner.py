@@ -16,8 +16,14 @@ from sculpt4d.models.conditioner import (
 )
 from sculpt4d.utils.images import load_image, preprocess_image, preprocess_images, segment_foreground
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14,
-            image_size=56)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    patch_size=14,
+    image_size=56,
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +48,9 @@ def test_sequence_and_single_shapes(cond):
 def test_preprocess_matches_upstream_recipe(cond):
     x = torch.rand(1, 3, 70, 84) * 2 - 1
     y = (x + 1) / 2
-    y = F.interpolate(y, size=(56, 67), mode="bilinear", align_corners=False, antialias=True)  # shorter side -> 56
+    y = F.interpolate(
+        y, size=(56, 67), mode="bilinear", align_corners=False, antialias=True
+    )  # shorter side -> 56
     y = y[..., :, 6:62]  # centre crop: round((67 - 56) / 2) = 6 (banker's rounding of 5.5)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -101,7 +101,9 @@ def test_cfg_formula_and_zero_uncond():
     out2 = EulerSampler(2).sample(model, noise, cond, uncond, guidance_scale=w, progress=False)
     assert torch.allclose(out2, (1 + w * (vc - 1)).expand_as(noise), atol=1e-6)
     # skip_cfg_at_one: single batch, v = v_c
-    out3 = EulerSampler(2, skip_cfg_at_one=True).sample(model, noise, cond, guidance_scale=1.0, progress=False)
+    out3 = EulerSampler(2, skip_cfg_at_one=True).sample(
+        model, noise, cond, guidance_scale=1.0, progress=False
+    )
     assert seen["ctx"].shape[0] == b and torch.allclose(out3, vc.expand_as(noise))
 
 

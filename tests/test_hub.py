@@ -59,13 +59,16 @@ def test_sharded_bin_release_layout(tmp_path):
     assert names[0] == f"pytorch_model-00001-of-{n:05d}.bin"
     meta = json.loads(index.read_text())
     assert set(meta["weight_map"]) == set(sd) and meta["metadata"]["total_size"] == sum(
-        v.numel() * 2 for v in sd.values())
+        v.numel() * 2 for v in sd.values()
+    )
     assert_same(load_state_dict(index.parent), sd)
     assert_same(load_state_dict(index), sd)
     # re-saving with fewer shards removes the stale ones
     save_sharded_bin(sd, index.parent, max_shard_size="1GB")
     assert sorted(p.name for p in index.parent.iterdir()) == [
-        "pytorch_model-00001-of-00001.bin", "pytorch_model.bin.index.json"]
+        "pytorch_model-00001-of-00001.bin",
+        "pytorch_model.bin.index.json",
+    ]
     assert_same(load_state_dict(index.parent), sd)
 
 
@@ -90,8 +93,10 @@ def test_shared_and_view_tensors_are_saved(tmp_path):
 
 
 def test_hunyuan_ckpt_layout(tmp_path):
-    parts = {name: {k: v.half() for k, v in tiny(i).state_dict().items()}
-             for i, name in enumerate(["model", "vae", "conditioner"])}
+    parts = {
+        name: {k: v.half() for k, v in tiny(i).state_dict().items()}
+        for i, name in enumerate(["model", "vae", "conditioner"])
+    }
     torch.save(parts, tmp_path / "model.fp16.ckpt")
     sd = load_state_dict(tmp_path)
     assert "model.0.weight" in sd and "conditioner.scale" in sd
@@ -106,7 +111,9 @@ def test_lightning_ckpt_with_python_objects(tmp_path):
         "state_dict": {"_forward_module.model." + k: v for k, v in sd.items()},
         "hyper_parameters": {"cfg": HParams()},
         "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-4}]}],
-        "epoch": 3, "global_step": 10, "pytorch-lightning_version": "2.5.0",
+        "epoch": 3,
+        "global_step": 10,
+        "pytorch-lightning_version": "2.5.0",
     }
     torch.save(ckpt, tmp_path / "last.ckpt")
     got = load_state_dict(tmp_path / "last.ckpt")
@@ -172,7 +179,9 @@ def test_load_into_reports_keys_and_shapes():
     broken = dict(sd)
     broken.pop("2.bias")
     broken["extra.weight"] = torch.zeros(1)
-    with pytest.raises(CheckpointError, match=r"tiny: .*1 missing keys \(2\.bias\).*1 unexpected keys \(extra\.weight\)"):
+    with pytest.raises(
+        CheckpointError, match=r"tiny: .*1 missing keys \(2\.bias\).*1 unexpected keys \(extra\.weight\)"
+    ):
         load_into(m, broken, name="tiny")
     missing, unexpected = load_into(m, broken, strict=False)
     assert missing == ["2.bias"] and unexpected == ["extra.weight"]
@@ -194,22 +203,51 @@ def _fake_dit_sd(hidden=32, ctx=16, heads=4, depth=3):
 
 def test_infer_configs_and_shape_mismatch_hint():
     cfg = infer_dit_config({"model." + k: v for k, v in _fake_dit_sd().items()})
-    assert cfg == dict(in_channels=8, hidden_size=32, depth=3, context_dim=16, qk_norm=True, num_heads=4,
-                       qk_norm_type="rms", qkv_bias=False, num_moe_layers=1, num_experts=4, mlp_ratio=4)
+    assert cfg == dict(
+        in_channels=8,
+        hidden_size=32,
+        depth=3,
+        context_dim=16,
+        qk_norm=True,
+        num_heads=4,
+        qk_norm_type="rms",
+        qkv_bias=False,
+        num_moe_layers=1,
+        num_experts=4,
+        mlp_ratio=4,
+    )
     small = nn.Module()
     small.x_embedder = nn.Linear(8, 16)
-    with pytest.raises(CheckpointError, match=r"x_embedder\.weight: checkpoint \[32, 8\] vs model \[16, 8\]") as e:
+    with pytest.raises(
+        CheckpointError, match=r"x_embedder\.weight: checkpoint \[32, 8\] vs model \[16, 8\]"
+    ) as e:
         load_into(small, _fake_dit_sd(), name="DiT")
-    assert "hidden_size=32" in str(e.value) and "depth=3" in str(e.value) and "infer_dit_config" in str(e.value)
-    vae = {"post_kl.weight": torch.zeros(64, 16), "encoder.input_proj.weight": torch.zeros(64, 55),
-           "geo_decoder.query_proj.weight": torch.zeros(64, 51), "geo_decoder.ln_post.weight": torch.zeros(64),
-           "geo_decoder.cross_attn_decoder.mlp.c_fc.weight": torch.zeros(256, 64)}
+    assert (
+        "hidden_size=32" in str(e.value) and "depth=3" in str(e.value) and "infer_dit_config" in str(e.value)
+    )
+    vae = {
+        "post_kl.weight": torch.zeros(64, 16),
+        "encoder.input_proj.weight": torch.zeros(64, 55),
+        "geo_decoder.query_proj.weight": torch.zeros(64, 51),
+        "geo_decoder.ln_post.weight": torch.zeros(64),
+        "geo_decoder.cross_attn_decoder.mlp.c_fc.weight": torch.zeros(256, 64),
+    }
     for i in range(2):
         vae[f"transformer.resblocks.{i}.attn.attention.q_norm.weight"] = torch.zeros(16)
         vae[f"encoder.self_attn.resblocks.{i}.attn.c_qkv.weight"] = torch.zeros(192, 64)
-    assert infer_vae_config(vae) == dict(embed_dim=16, width=64, num_decoder_layers=2, num_encoder_layers=2,
-                                         qk_norm=True, heads=4, qkv_bias=False, num_freqs=8, point_feats=4,
-                                         geo_decoder_mlp_expand_ratio=4, geo_decoder_ln_post=True)
+    assert infer_vae_config(vae) == dict(
+        embed_dim=16,
+        width=64,
+        num_decoder_layers=2,
+        num_encoder_layers=2,
+        qk_norm=True,
+        heads=4,
+        qkv_bias=False,
+        num_freqs=8,
+        point_feats=4,
+        geo_decoder_mlp_expand_ratio=4,
+        geo_decoder_ln_post=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- resolve

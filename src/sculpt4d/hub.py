@@ -53,12 +53,16 @@ def resolve_checkpoint(spec: str | os.PathLike, cache_dir: str | os.PathLike | N
     if not s.startswith("hf://"):
         p = Path(s).expanduser()
         if not p.exists():
-            raise CheckpointError(f"{s}: checkpoint not found (no such file or folder). Pass a local path "
-                                  "or hf://owner/repo/subfolder.")
+            raise CheckpointError(
+                f"{s}: checkpoint not found (no such file or folder). Pass a local path "
+                "or hf://owner/repo/subfolder."
+            )
         return p.resolve()
     parts = s[len("hf://") :].strip("/").split("/")
     if len(parts) < 2 or not all(parts[:2]):
-        raise CheckpointError(f"{s}: expected hf://owner/repo[/subfolder], e.g. hf://TencentARC/Sculpt4D/blockmask_bf16")
+        raise CheckpointError(
+            f"{s}: expected hf://owner/repo[/subfolder], e.g. hf://TencentARC/Sculpt4D/blockmask_bf16"
+        )
     owner, repo = parts[0], parts[1]
     repo, _, revision = repo.partition("@")
     repo_id, sub = f"{owner}/{repo}", "/".join(parts[2:])
@@ -66,14 +70,20 @@ def resolve_checkpoint(spec: str | os.PathLike, cache_dir: str | os.PathLike | N
     try:
         from huggingface_hub import snapshot_download
 
-        root = snapshot_download(repo_id, revision=revision or None, allow_patterns=patterns,
-                                 cache_dir=str(cache_dir) if cache_dir else None)
+        root = snapshot_download(
+            repo_id,
+            revision=revision or None,
+            allow_patterns=patterns,
+            cache_dir=str(cache_dir) if cache_dir else None,
+        )
     except Exception as e:  # the hub raises many types (offline, 404, gated, network): one clear message
         raise CheckpointError(_hub_error_message(s, repo_id, sub, e)) from e
     path = Path(root) / sub if sub else Path(root)
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
-        raise CheckpointError(f"{s}: '{sub}' was not found in the Hugging Face repo {repo_id} "
-                              "(check the subfolder name on the repo page).")
+        raise CheckpointError(
+            f"{s}: '{sub}' was not found in the Hugging Face repo {repo_id} "
+            "(check the subfolder name on the repo page)."
+        )
     return path
 
 
@@ -84,12 +94,22 @@ def _hub_error_message(spec: str, repo_id: str, sub: str, e: Exception) -> str:
     include = f" --include '{sub}/*'" if sub else ""
     local = f"checkpoints/{repo_id.split('/')[-1]}"
     target = f"{local}/{sub}" if sub else local
-    howto = (f"Download it on a machine with internet (`huggingface-cli download {repo_id}{include} "
-             f"--local-dir {local}`) and pass the local path {target} instead.")
-    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+    howto = (
+        f"Download it on a machine with internet (`huggingface-cli download {repo_id}{include} "
+        f"--local-dir {local}`) and pass the local path {target} instead."
+    )
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in (
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
+    )
     if offline or name in ("OfflineModeIsEnabled", "LocalEntryNotFoundError"):
-        why = ("offline mode (HF_HUB_OFFLINE=1) and it is not in the local Hugging Face cache" if offline
-               else "the Hugging Face Hub cannot be reached and it is not in the local cache")
+        why = (
+            "offline mode (HF_HUB_OFFLINE=1) and it is not in the local Hugging Face cache"
+            if offline
+            else "the Hugging Face Hub cannot be reached and it is not in the local cache"
+        )
     elif name in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
         why = f"the repo or revision does not exist or needs access rights ({name})"
     else:
@@ -114,8 +134,10 @@ def load_state_dict(path: str | os.PathLike) -> StateDict:
         return _load_safetensors(p)
     if name.endswith(PICKLE_SUFFIXES):
         return _extract_state_dict(_torch_load(p), p)
-    raise CheckpointError(f"{p}: unknown checkpoint format (expected .safetensors, .bin, .ckpt, .pt, .pth "
-                          "or a *.index.json of shards)")
+    raise CheckpointError(
+        f"{p}: unknown checkpoint format (expected .safetensors, .bin, .ckpt, .pt, .pth "
+        "or a *.index.json of shards)"
+    )
 
 
 def _pick_file(d: Path) -> Path:
@@ -130,8 +152,10 @@ def _pick_file(d: Path) -> Path:
     if len(weights) == 1:
         return weights[0]
     listing = ", ".join(f.name for f in files[:10]) or "empty"
-    raise CheckpointError(f"{d}: cannot tell which file is the checkpoint (found: {listing}). Expected one of "
-                          f"{', '.join(DIR_CANDIDATES)}, or pass the file itself.")
+    raise CheckpointError(
+        f"{d}: cannot tell which file is the checkpoint (found: {listing}). Expected one of "
+        f"{', '.join(DIR_CANDIDATES)}, or pass the file itself."
+    )
 
 
 def _load_index(index: Path) -> StateDict:
@@ -139,18 +163,26 @@ def _load_index(index: Path) -> StateDict:
         weight_map = json.loads(index.read_text())["weight_map"]
         assert isinstance(weight_map, dict)
     except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
-        raise CheckpointError(f"{index}: malformed shard index ({type(e).__name__}: {e}); expected JSON with "
-                              "a 'weight_map' {tensor name: shard file}") from e
+        raise CheckpointError(
+            f"{index}: malformed shard index ({type(e).__name__}: {e}); expected JSON with "
+            "a 'weight_map' {tensor name: shard file}"
+        ) from e
     out: StateDict = {}
     for shard in dict.fromkeys(weight_map.values()):
         f = index.parent / shard
         if not f.is_file():
-            raise CheckpointError(f"{index}: shard {shard} is missing from {index.parent} (incomplete download?)")
-        out.update(_load_safetensors(f) if shard.endswith(".safetensors") else _extract_state_dict(_torch_load(f), f))
+            raise CheckpointError(
+                f"{index}: shard {shard} is missing from {index.parent} (incomplete download?)"
+            )
+        out.update(
+            _load_safetensors(f) if shard.endswith(".safetensors") else _extract_state_dict(_torch_load(f), f)
+        )
     missing = [k for k, s in weight_map.items() if k not in out]
     if missing:
-        raise CheckpointError(f"{index}: {len(missing)} tensors listed in the index are absent from their shards "
-                              f"(first: {', '.join(missing[:_SHOWN])})")
+        raise CheckpointError(
+            f"{index}: {len(missing)} tensors listed in the index are absent from their shards "
+            f"(first: {', '.join(missing[:_SHOWN])})"
+        )
     return out
 
 
@@ -160,8 +192,10 @@ def _load_safetensors(f: Path) -> StateDict:
     try:
         return load_file(str(f), device="cpu")
     except Exception as e:  # SafetensorError / OSError: header or data corrupt
-        raise CheckpointError(f"{f}: cannot read safetensors file ({type(e).__name__}: {e}); the file is "
-                              "truncated or corrupt — download/export it again.") from e
+        raise CheckpointError(
+            f"{f}: cannot read safetensors file ({type(e).__name__}: {e}); the file is "
+            "truncated or corrupt — download/export it again."
+        ) from e
 
 
 def _inert_stub(full_name: str) -> type:
@@ -220,13 +254,17 @@ def _torch_load(f: Path) -> Any:
     except pickle.UnpicklingError as e:
         m = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
         reason = m.group(1).strip() if m else (str(e).splitlines()[0] if str(e) else "")
-        raise CheckpointError(f"{f}: refused to unpickle ({reason}): only tensor checkpoints are read and pickled "
-                              "code is never executed. If the file is trusted, re-save its state dict with "
-                              "torch.save(model.state_dict(), ...) or as safetensors.") from e
+        raise CheckpointError(
+            f"{f}: refused to unpickle ({reason}): only tensor checkpoints are read and pickled "
+            "code is never executed. If the file is trusted, re-save its state dict with "
+            "torch.save(model.state_dict(), ...) or as safetensors."
+        ) from e
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else ""
-        raise CheckpointError(f"{f}: cannot read checkpoint ({type(e).__name__}: {msg}); the file is truncated, "
-                              "corrupt or not a PyTorch checkpoint — download/export it again.") from e
+        raise CheckpointError(
+            f"{f}: cannot read checkpoint ({type(e).__name__}: {msg}); the file is truncated, "
+            "corrupt or not a PyTorch checkpoint — download/export it again."
+        ) from e
 
 
 def _flatten(obj: Mapping, prefix: str = "") -> StateDict:
@@ -243,22 +281,31 @@ def _flatten(obj: Mapping, prefix: str = "") -> StateDict:
 def _extract_state_dict(obj: Any, f: Path) -> StateDict:
     """Tensors of a loaded pickle: Lightning ``state_dict``, DeepSpeed ``module``, Hunyuan nested, plain."""
     if not isinstance(obj, Mapping):
-        what = "a single tensor" if isinstance(obj, torch.Tensor) else f"a pickled {type(obj).__name__} object"
-        raise CheckpointError(f"{f}: not a state dict: the file holds {what} ({obj!r:.80}), expected a dict of "
-                              "tensors (nothing in it was executed)")
+        what = (
+            "a single tensor" if isinstance(obj, torch.Tensor) else f"a pickled {type(obj).__name__} object"
+        )
+        raise CheckpointError(
+            f"{f}: not a state dict: the file holds {what} ({obj!r:.80}), expected a dict of "
+            "tensors (nothing in it was executed)"
+        )
     sd_obj: Any = obj
     if isinstance(obj.get("state_dict"), Mapping):
         sd_obj = obj["state_dict"]  # Lightning
-    elif isinstance(obj.get("module"), Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+    elif isinstance(obj.get("module"), Mapping) and not any(
+        isinstance(v, torch.Tensor) for v in obj.values()
+    ):
         sd_obj = obj["module"]  # DeepSpeed model states
     sd = _flatten(sd_obj)
     if not sd:
-        raise CheckpointError(f"{f}: no tensors found (top-level keys: {', '.join(map(str, list(obj)[:10]))})")
+        raise CheckpointError(
+            f"{f}: no tensors found (top-level keys: {', '.join(map(str, list(obj)[:10]))})"
+        )
     return strip_prefixes(sd)
 
 
-def strip_prefixes(sd: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = ("_forward_module.", "module.")
-                   ) -> StateDict:
+def strip_prefixes(
+    sd: Mapping[str, torch.Tensor], prefixes: tuple[str, ...] = ("_forward_module.", "module.")
+) -> StateDict:
     """Remove wrapper prefixes (DeepSpeed ``_forward_module.``, DDP ``module.``) shared by every key."""
     out = dict(sd)
     changed = True
@@ -327,8 +374,11 @@ def infer_vae_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     g = lambda name: sd.get(p + name)  # noqa: E731
     width, embed = g("post_kl.weight").shape
     count = lambda pat: len({m.group(1) for k in sd if (m := re.match(re.escape(p) + pat, k))})  # noqa: E731
-    cfg: dict[str, Any] = {"embed_dim": int(embed), "width": int(width),
-                           "num_decoder_layers": count(r"transformer\.resblocks\.(\d+)\.")}
+    cfg: dict[str, Any] = {
+        "embed_dim": int(embed),
+        "width": int(width),
+        "num_decoder_layers": count(r"transformer\.resblocks\.(\d+)\."),
+    }
     if g("encoder.input_proj.weight") is not None:
         cfg["num_encoder_layers"] = count(r"encoder\.self_attn\.resblocks\.(\d+)\.")
     qn = g("transformer.resblocks.0.attn.attention.q_norm.weight")
@@ -353,7 +403,11 @@ def infer_dinov2_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         return {}
     w = sd[p + "embeddings.patch_embeddings.projection.weight"]
     layers = {m.group(1) for k in sd if (m := re.match(re.escape(p) + r"encoder\.layer\.(\d+)\.", k))}
-    cfg: dict[str, Any] = {"hidden_size": int(w.shape[0]), "patch_size": int(w.shape[-1]), "num_hidden_layers": len(layers)}
+    cfg: dict[str, Any] = {
+        "hidden_size": int(w.shape[0]),
+        "patch_size": int(w.shape[-1]),
+        "num_hidden_layers": len(layers),
+    }
     if (pe := sd.get(p + "embeddings.position_embeddings")) is not None:
         side = int(round((pe.shape[1] - 1) ** 0.5))
         cfg["image_size"] = side * cfg["patch_size"]
@@ -361,7 +415,11 @@ def infer_dinov2_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def _config_hint(sd: Mapping[str, torch.Tensor]) -> str:
-    for fn, what in ((infer_dit_config, "a DiT"), (infer_vae_config, "a ShapeVAE"), (infer_dinov2_config, "DINOv2")):
+    for fn, what in (
+        (infer_dit_config, "a DiT"),
+        (infer_vae_config, "a ShapeVAE"),
+        (infer_dinov2_config, "DINOv2"),
+    ):
         cfg = fn(sd)
         if cfg:
             args = ", ".join(f"{k}={v}" for k, v in cfg.items())
@@ -370,8 +428,9 @@ def _config_hint(sd: Mapping[str, torch.Tensor]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ load into
-def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor], strict: bool = True, name: str = "model"
-              ) -> tuple[list[str], list[str]]:
+def load_into(
+    module: nn.Module, sd: Mapping[str, torch.Tensor], strict: bool = True, name: str = "model"
+) -> tuple[list[str], list[str]]:
     """``module.load_state_dict(sd)`` with a readable :class:`CheckpointError` naming the problem keys.
 
     Shape mismatches always fail (checked before anything is copied) and suggest the config the
@@ -380,11 +439,17 @@ def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor], strict: bool = 
     Returns ``(missing, unexpected)``.
     """
     own = module.state_dict()
-    bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if k in own and v.shape != own[k].shape]
+    bad = [
+        (k, tuple(v.shape), tuple(own[k].shape))
+        for k, v in sd.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if bad:
         shown = "; ".join(f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in bad[:_SHOWN])
-        raise CheckpointError(f"{name}: {len(bad)} tensors have the wrong shape ({shown}"
-                              f"{'; ...' if len(bad) > _SHOWN else ''}).{_config_hint(sd)}")
+        raise CheckpointError(
+            f"{name}: {len(bad)} tensors have the wrong shape ({shown}"
+            f"{'; ...' if len(bad) > _SHOWN else ''}).{_config_hint(sd)}"
+        )
     try:
         res = module.load_state_dict(dict(sd), strict=False)
     except RuntimeError as e:  # size mismatches on keys renamed by load hooks
@@ -394,7 +459,9 @@ def load_into(module: nn.Module, sd: Mapping[str, torch.Tensor], strict: bool = 
         msg = [f"{name}: checkpoint does not match the model:"]
         for label, keys in (("missing", missing), ("unexpected", unexpected)):
             if keys:
-                msg.append(f"{len(keys)} {label} keys ({', '.join(keys[:_SHOWN])}{', ...' if len(keys) > _SHOWN else ''})")
+                msg.append(
+                    f"{len(keys)} {label} keys ({', '.join(keys[:_SHOWN])}{', ...' if len(keys) > _SHOWN else ''})"
+                )
         raise CheckpointError(" ".join(msg) + "." + _config_hint(sd))
     return missing, unexpected
 
@@ -450,8 +517,14 @@ def _write_index(index: Path, shards: list[StateDict], names: list[str], stale_g
             f.unlink()
 
 
-def save_safetensors(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, shard_size: int | str | None = None,
-                     *, max_shard_size: int | str | None = None, metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors(
+    sd: Mapping[str, torch.Tensor],
+    path: str | os.PathLike,
+    shard_size: int | str | None = None,
+    *,
+    max_shard_size: int | str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Path:
     """Write ``path`` (``*.safetensors``; a folder means ``<folder>/model.safetensors``) atomically.
 
     Above ``shard_size`` bytes writes ``<stem>-0000X-of-0000N.safetensors`` + ``<name>.index.json``
@@ -480,8 +553,9 @@ def save_safetensors(sd: Mapping[str, torch.Tensor], path: str | os.PathLike, sh
     return index
 
 
-def save_sharded_bin(sd: Mapping[str, torch.Tensor], directory: str | os.PathLike,
-                     max_shard_size: int | str = "10GB") -> Path:
+def save_sharded_bin(
+    sd: Mapping[str, torch.Tensor], directory: str | os.PathLike, max_shard_size: int | str = "10GB"
+) -> Path:
     """Write the Sculpt4D release layout: ``pytorch_model-0000X-of-0000N.bin`` + ``pytorch_model.bin.index.json``
     (always indexed, even for one shard). Shards first, index last, each atomically. Returns the index path."""
     d = Path(directory)

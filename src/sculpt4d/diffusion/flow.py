@@ -65,12 +65,20 @@ class FlowMatching:
         self.shift = shift
 
     def sample_timesteps(
-        self, batch_size: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
     ) -> torch.Tensor:
         """``[B]`` timesteps in [0, 1] with the configured sampler."""
         return sample_timesteps(
-            batch_size, self.timestep_sampling, generator, device=device,
-            mean=self.logit_mean, std=self.logit_std, shift=self.shift,
+            batch_size,
+            self.timestep_sampling,
+            generator,
+            device=device,
+            mean=self.logit_mean,
+            std=self.logit_std,
+            shift=self.shift,
         )
 
     @staticmethod

@@ -34,7 +34,9 @@ def shared_noise(
     out: torch.Tensor | None = None
     if alpha > 0.0:
         shared = torch.randn((shape[0], 1, *shape[2:]), generator=generator, device=device, dtype=dtype)
-        out = shared.expand(shape).clone() if alpha == 1.0 else math.sqrt(alpha) * shared  # [B,T,...]/[B,1,...]
+        out = (
+            shared.expand(shape).clone() if alpha == 1.0 else math.sqrt(alpha) * shared
+        )  # [B,T,...]/[B,1,...]
     if alpha < 1.0:
         own = torch.randn(shape, generator=generator, device=device, dtype=dtype)  # [B, T, ...]
         out = own if out is None else out + math.sqrt(1.0 - alpha) * own

@@ -29,10 +29,23 @@ OUR_PREFIX = "dinov2."
 Layout = Literal["v4", "v5"]
 
 # DINOv2-L/14 as in Hunyuan3D-2.1 (reference §3); user config entries override these.
-DINOV2_L = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-                patch_size=14, image_size=518, mlp_ratio=4, qkv_bias=True, layerscale_value=1.0,
-                layer_norm_eps=1e-6, use_swiglu_ffn=False, hidden_act="gelu", drop_path_rate=0.0,
-                hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+DINOV2_L = dict(
+    hidden_size=1024,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    intermediate_size=4096,
+    patch_size=14,
+    image_size=518,
+    mlp_ratio=4,
+    qkv_bias=True,
+    layerscale_value=1.0,
+    layer_norm_eps=1e-6,
+    use_swiglu_ffn=False,
+    hidden_act="gelu",
+    drop_path_rate=0.0,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 
 # transformers 4.x <-> 5.x names inside encoder.layer.{i}.
 _V4_TO_V5 = {
@@ -45,7 +58,9 @@ _V5_TO_V4 = {v: k for k, v in _V4_TO_V5.items()}
 _LAYER_RE = re.compile(r"(^|\.)encoder\.layer\.\d+\.")
 
 
-def remap_dinov2_keys(sd: Mapping[str, Any], to: Layout | Literal["installed"] = "installed") -> dict[str, Any]:
+def remap_dinov2_keys(
+    sd: Mapping[str, Any], to: Layout | Literal["installed"] = "installed"
+) -> dict[str, Any]:
     """Rename DINOv2 attention keys between transformers 4.x (``attention.attention.query``,
     ``attention.output.dense``) and 5.x (``attention.{q,k,v,o}_proj``); other keys are unchanged.
     Works on any prefix (``encoder.layer.{i}.`` must appear in the key)."""
@@ -99,14 +114,22 @@ def conditioner_to_hunyuan_keys(sd: Mapping[str, Any], layout: Layout = "v4") ->
 class VideoConditioner(nn.Module):
     """Frozen (by default) DINOv2 encoder applied to every frame of an image sequence."""
 
-    def __init__(self, dinov2: Mapping[str, Any] | None = None, image_size: int = 518, use_cls_token: bool = True,
-                 trainable: bool = False, frame_chunk: int | None = None) -> None:
+    def __init__(
+        self,
+        dinov2: Mapping[str, Any] | None = None,
+        image_size: int = 518,
+        use_cls_token: bool = True,
+        trainable: bool = False,
+        frame_chunk: int | None = None,
+    ) -> None:
         super().__init__()
         from transformers import Dinov2Config, Dinov2Model
 
         user = dict(dinov2 or {})
         if "intermediate_size" in user and "mlp_ratio" not in user:  # Dinov2Config sizes the MLP by mlp_ratio
-            user["mlp_ratio"] = int(user["intermediate_size"]) // int(user.get("hidden_size", DINOV2_L["hidden_size"]))
+            user["mlp_ratio"] = int(user["intermediate_size"]) // int(
+                user.get("hidden_size", DINOV2_L["hidden_size"])
+            )
         cfg = {**DINOV2_L, "image_size": image_size, **user}
         cfg["intermediate_size"] = int(cfg["mlp_ratio"] * cfg["hidden_size"])
         self.image_size = int(image_size)

@@ -43,7 +43,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
             return im.convert("RGBA" if has_alpha else "RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{p}: cannot read image ({type(e).__name__}: {e}); expected a PNG/JPEG/WebP file") from e
+        raise InputError(
+            f"{p}: cannot read image ({type(e).__name__}: {e}); expected a PNG/JPEG/WebP file"
+        ) from e
 
 
 def load_image_sequence(folder: str | os.PathLike, max_frames: int | None = None) -> list[Image.Image]:
@@ -74,16 +76,18 @@ def _to_uint8_array(img: Image.Image | np.ndarray) -> np.ndarray:
     return a
 
 
-def segment_foreground(rgb: np.ndarray, bg_threshold: float = 30.0, border_frac: float = 0.02,
-                       min_uniform: float = 0.95) -> np.ndarray:
+def segment_foreground(
+    rgb: np.ndarray, bg_threshold: float = 30.0, border_frac: float = 0.02, min_uniform: float = 0.95
+) -> np.ndarray:
     """Foreground mask ``[H, W]`` bool of an object on a plain background (see module doc)."""
     from scipy import ndimage
 
     h, w = rgb.shape[:2]
     bw = max(1, round(border_frac * min(h, w)))
     x = rgb[..., :3].astype(np.float32)
-    border = np.concatenate([x[:bw].reshape(-1, 3), x[-bw:].reshape(-1, 3),
-                             x[:, :bw].reshape(-1, 3), x[:, -bw:].reshape(-1, 3)])
+    border = np.concatenate(
+        [x[:bw].reshape(-1, 3), x[-bw:].reshape(-1, 3), x[:, :bw].reshape(-1, 3), x[:, -bw:].reshape(-1, 3)]
+    )
     bg = np.median(border, axis=0)  # [3]
     uniform = float((np.linalg.norm(border - bg, axis=1) <= bg_threshold).mean())
     if uniform < min_uniform:
@@ -102,18 +106,24 @@ def segment_foreground(rgb: np.ndarray, bg_threshold: float = 30.0, border_frac:
     fg = ndimage.binary_fill_holes(fg)
     frac = float(fg.mean())
     if frac == 0.0:
-        raise InputError("RGB image without alpha: no object found on the plain background "
-                         f"(nothing differs from the background colour by more than {bg_threshold}).")
+        raise InputError(
+            "RGB image without alpha: no object found on the plain background "
+            f"(nothing differs from the background colour by more than {bg_threshold})."
+        )
     if frac > 0.98:
-        raise InputError("RGB image without alpha: the whole image differs from its border colour; provide an "
-                         "RGBA image, or use rgb_mode='whole' to treat the whole image as the object.")
+        raise InputError(
+            "RGB image without alpha: the whole image differs from its border colour; provide an "
+            "RGBA image, or use rgb_mode='whole' to treat the whole image as the object."
+        )
     return fg
 
 
 def _resize_u8(a: np.ndarray, size_wh: tuple[int, int], resample: Image.Resampling) -> np.ndarray:
     """Resize each uint8 channel independently (no alpha premultiplication, like cv2)."""
-    chans = [np.asarray(Image.fromarray(np.ascontiguousarray(a[..., c])).resize(size_wh, resample))
-             for c in range(a.shape[-1])]
+    chans = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(a[..., c])).resize(size_wh, resample))
+        for c in range(a.shape[-1])
+    ]
     return np.stack(chans, axis=-1)
 
 
@@ -162,8 +172,13 @@ def to_rgba(img: ImageLike, rgb_mode: RGBMode = "segment", bg_threshold: float =
     return np.concatenate([a, alpha[..., None]], axis=-1)
 
 
-def preprocess_image(img: ImageLike, size: int = 512, border_ratio: float = 0.15,
-                     rgb_mode: RGBMode = "segment", bg_threshold: float = 30.0) -> torch.Tensor:
+def preprocess_image(
+    img: ImageLike,
+    size: int = 512,
+    border_ratio: float = 0.15,
+    rgb_mode: RGBMode = "segment",
+    bg_threshold: float = 30.0,
+) -> torch.Tensor:
     """Image (RGBA recommended) -> recentred, white background, ``[3, size, size]`` float32 in [-1, 1]."""
     rgb, _ = recenter(to_rgba(img, rgb_mode, bg_threshold), border_ratio)
     if rgb.shape[0] != size:
