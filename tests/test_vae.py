@@ -23,8 +23,18 @@ from sculpt4d.models.vae import (
 )
 from sculpt4d.models.vae.attention import CrossAttention, SelfAttention
 
-TINY = dict(num_latents=16, embed_dim=8, width=64, heads=4, num_encoder_layers=1, num_decoder_layers=2,
-            pc_size=320, downsample_ratio=20, logvar_max=0.0, scale_factor=1.0)
+TINY = dict(
+    num_latents=16,
+    embed_dim=8,
+    width=64,
+    heads=4,
+    num_encoder_layers=1,
+    num_decoder_layers=2,
+    pc_size=320,
+    downsample_ratio=20,
+    logvar_max=0.0,
+    scale_factor=1.0,
+)
 
 
 def tiny_vae(seed: int = 0, **kw) -> ShapeVAE:
@@ -32,7 +42,7 @@ def tiny_vae(seed: int = 0, **kw) -> ShapeVAE:
     vae = ShapeVAE(**{**TINY, **kw}).eval()
     # Make the posterior non-degenerate: a visible logvar so sampling noise is measurable.
     with torch.no_grad():
-        vae.pre_kl.bias[TINY["embed_dim"]:] = -1.0
+        vae.pre_kl.bias[TINY["embed_dim"] :] = -1.0
     return vae
 
 
@@ -80,12 +90,18 @@ def test_full_size_meta_state_dict_matches_reference_table():
     for key, shape in expected.items():
         assert tuple(sd[key].shape) == shape, key
     # no biases where the reference has none, no Fourier buffer, no stray blocks
-    for absent in ("encoder.cross_attn.attn.c_q.bias", "encoder.self_attn.resblocks.0.attn.c_qkv.bias",
-                   "transformer.resblocks.16.ln_1.weight", "encoder.self_attn.resblocks.8.ln_1.weight"):
+    for absent in (
+        "encoder.cross_attn.attn.c_q.bias",
+        "encoder.self_attn.resblocks.0.attn.c_qkv.bias",
+        "transformer.resblocks.16.ln_1.weight",
+        "encoder.self_attn.resblocks.8.ln_1.weight",
+    ):
         assert absent not in sd
     assert not any("frequencies" in k for k in sd)
-    groups = {p: sum(v.numel() for k, v in sd.items() if k.startswith(p + ".")) for p in
-              ("encoder", "pre_kl", "post_kl", "transformer", "geo_decoder")}
+    groups = {
+        p: sum(v.numel() for k, v in sd.items() if k.startswith(p + "."))
+        for p in ("encoder", "pre_kl", "post_kl", "transformer", "geo_decoder")
+    }
     assert round(groups["encoder"] / 1e6, 2) == 113.40
     assert round(groups["transformer"] / 1e6, 2) == 201.49
     assert round(groups["geo_decoder"] / 1e6, 2) == 12.65
@@ -151,7 +167,8 @@ def test_self_attention_per_head_interleaved_qkv():
     q, k, v = (x @ Wqkv[i * W : (i + 1) * W].T for i in range(3))
     split = lambda t: t.view(2, 5, H, hd).transpose(1, 2)
     std = torch.nn.functional.scaled_dot_product_attention(
-        _ln(split(q), attn.attention.q_norm), _ln(split(k), attn.attention.k_norm), split(v))
+        _ln(split(q), attn.attention.q_norm), _ln(split(k), attn.attention.k_norm), split(v)
+    )
     std = std.transpose(1, 2).flatten(2) @ attn.c_proj.weight.T + attn.c_proj.bias
     assert not torch.allclose(out, std, atol=1e-3)
 
@@ -197,8 +214,10 @@ def test_fps_matches_bruteforce_and_is_deterministic():
     a = farthest_point_sample(xyz, k=20, generator=torch.Generator().manual_seed(7))
     b = farthest_point_sample(xyz, k=20, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, b)
-    starts = {int(farthest_point_sample(xyz, k=2, generator=torch.Generator().manual_seed(s))[0, 0])
-              for s in range(6)}
+    starts = {
+        int(farthest_point_sample(xyz, k=2, generator=torch.Generator().manual_seed(s))[0, 0])
+        for s in range(6)
+    }
     assert len(starts) > 1
     assert idx.shape == (3, 20) and all(len(set(r.tolist())) == 20 for r in idx)
 
@@ -226,7 +245,9 @@ def test_encode_shapes_and_too_few_points():
     z = vae.encode(s, generator=torch.Generator().manual_seed(0))
     assert z.shape == (2, 16, 8)
     post, sel = vae.encode_posterior(s, generator=torch.Generator().manual_seed(0))
-    assert isinstance(sel, QuerySelection) and sel.query_idx.shape == (2, 16) and sel.input_idx.shape == (320,)
+    assert (
+        isinstance(sel, QuerySelection) and sel.query_idx.shape == (2, 16) and sel.input_idx.shape == (320,)
+    )
     with pytest.raises(InputError, match="320"):
         vae.encode(random_surface(1, 200))
     with pytest.raises(InputError, match="channels"):
@@ -237,7 +258,9 @@ def test_sequence_encoding_reuses_frame0_query_points():
     vae = tiny_vae()
     surf = random_surface(2, 4, 400, seed=1)
     # frames differ (motion): frame t = frame 0 shifted
-    surf[:, :, :, :3] = surf[:, :1, :, :3] + torch.arange(4).view(1, 4, 1, 1) * torch.tensor([0.05, -0.02, 0.0])
+    surf[:, :, :, :3] = surf[:, :1, :, :3] + torch.arange(4).view(1, 4, 1, 1) * torch.tensor(
+        [0.05, -0.02, 0.0]
+    )
     post, sel = vae.encode_posterior(surf, generator=torch.Generator().manual_seed(5))
     assert post.mean.shape == (2, 4, 16, 8)
     # the selection is the one picked on frame 0 with the same generator state

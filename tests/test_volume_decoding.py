@@ -45,8 +45,17 @@ def torus_fn(R: float = 0.55, r: float = 0.2, sharp: float = 20.0):
 
 def tiny_vae(seed: int = 0) -> ShapeVAE:
     torch.manual_seed(seed)
-    return ShapeVAE(num_latents=16, embed_dim=8, width=64, heads=4, num_encoder_layers=1, num_decoder_layers=2,
-                    num_freqs=4, pc_size=320, logvar_max=0.0).eval()
+    return ShapeVAE(
+        num_latents=16,
+        embed_dim=8,
+        width=64,
+        heads=4,
+        num_encoder_layers=1,
+        num_decoder_layers=2,
+        num_freqs=4,
+        pc_size=320,
+        logvar_max=0.0,
+    ).eval()
 
 
 # ---- dense grid convention ------------------------------------------------------------------------------
@@ -114,7 +123,9 @@ def test_hierarchical_matches_dense_on_tiny_vae_field():
         dense = decode_dense(field, B, 32)
         hier = decode_hierarchical(field, B, 32, min_resolution=8)
     assert hier.num_queries < dense.num_queries
-    torch.testing.assert_close(hier.logits[hier.evaluated], dense.logits[hier.evaluated], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        hier.logits[hier.evaluated], dense.logits[hier.evaluated], atol=1e-4, rtol=1e-4
+    )
     vd, _ = extract_surface(dense.logits, B)
     vh, _ = extract_surface(hier.logits, B)
     cell = 2 * B / 32
@@ -171,15 +182,22 @@ def test_nan_regions_take_the_side_of_their_neighbours():
 
 
 def test_empty_surface_gives_empty_arrays():
-    for grid in (torch.full((9, 9, 9), -3.0), torch.full((9, 9, 9), 3.0), torch.full((9, 9, 9), float("nan"))):
+    for grid in (
+        torch.full((9, 9, 9), -3.0),
+        torch.full((9, 9, 9), 3.0),
+        torch.full((9, 9, 9), float("nan")),
+    ):
         v, f = extract_surface(grid, B)
         assert v.shape == (0, 3) and f.shape == (0, 3)
 
 
-@pytest.mark.parametrize(("algo", "modules", "package", "hint"), [
-    ("dmc", ("diso",), "diso", "pip install diso"),
-    ("fc", ("kaolin", "kaolin.non_commercial"), "kaolin", "pip install kaolin"),
-])
+@pytest.mark.parametrize(
+    ("algo", "modules", "package", "hint"),
+    [
+        ("dmc", ("diso",), "diso", "pip install diso"),
+        ("fc", ("kaolin", "kaolin.non_commercial"), "kaolin", "pip install kaolin"),
+    ],
+)
 def test_missing_backend_error(monkeypatch, algo, modules, package, hint):
     for m in modules:
         monkeypatch.setitem(sys.modules, m, None)  # import now fails even if installed

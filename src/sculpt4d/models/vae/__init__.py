@@ -1,6 +1,12 @@
 """ShapeVAE (Hunyuan3D-2.1 layout), point sampling, volume decoding and surface extraction."""
 
-from .attention import CrossAttention, ResidualAttentionBlock, ResidualCrossAttentionBlock, SelfAttention, Transformer
+from .attention import (
+    CrossAttention,
+    ResidualAttentionBlock,
+    ResidualCrossAttentionBlock,
+    SelfAttention,
+    Transformer,
+)
 from .decoder import GeometryDecoder
 from .embedder import FourierEmbedder
 from .encoder import PointCrossAttentionEncoder, QuerySelection

@@ -55,8 +55,14 @@ class SelfAttention(nn.Module):
 class CrossAttention(nn.Module):
     """Queries from ``x`` (``c_q``), keys/values from ``data`` (``c_kv`` viewed per head as ``[k_h | v_h]``)."""
 
-    def __init__(self, width: int, heads: int, data_width: int | None = None, qkv_bias: bool = False,
-                 qk_norm: bool = True):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        data_width: int | None = None,
+        qkv_bias: bool = False,
+        qk_norm: bool = True,
+    ):
         super().__init__()
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
@@ -107,8 +113,15 @@ class ResidualAttentionBlock(nn.Module):
 class ResidualCrossAttentionBlock(nn.Module):
     """``x += attn(ln_1(x), ln_2(data)); x += mlp(ln_3(x))``."""
 
-    def __init__(self, width: int, heads: int, data_width: int | None = None, mlp_expand_ratio: int = 4,
-                 qkv_bias: bool = False, qk_norm: bool = True):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        data_width: int | None = None,
+        mlp_expand_ratio: int = 4,
+        qkv_bias: bool = False,
+        qk_norm: bool = True,
+    ):
         super().__init__()
         data_width = data_width or width
         self.attn = CrossAttention(width, heads, data_width, qkv_bias=qkv_bias, qk_norm=qk_norm)

@@ -14,8 +14,17 @@ class GeometryDecoder(nn.Module):
     Logits are positive inside the shape; the surface is the 0 level set.
     """
 
-    def __init__(self, fourier_embedder: FourierEmbedder, width: int, heads: int, mlp_expand_ratio: int = 4,
-                 downsample_ratio: int = 1, qkv_bias: bool = False, qk_norm: bool = True, use_ln_post: bool = True):
+    def __init__(
+        self,
+        fourier_embedder: FourierEmbedder,
+        width: int,
+        heads: int,
+        mlp_expand_ratio: int = 4,
+        downsample_ratio: int = 1,
+        qkv_bias: bool = False,
+        qk_norm: bool = True,
+        use_ln_post: bool = True,
+    ):
         super().__init__()
         if downsample_ratio != 1:
             raise NotImplementedError("geo_decoder_downsample_ratio != 1 is not used by Hunyuan3D-2.1")

@@ -19,7 +19,9 @@ class FourierEmbedder(nn.Module):
 
     frequencies: Tensor
 
-    def __init__(self, num_freqs: int = 8, input_dim: int = 3, include_input: bool = True, include_pi: bool = False):
+    def __init__(
+        self, num_freqs: int = 8, input_dim: int = 3, include_input: bool = True, include_pi: bool = False
+    ):
         super().__init__()
         self.num_freqs = num_freqs
         self.input_dim = input_dim
@@ -31,7 +33,9 @@ class FourierEmbedder(nn.Module):
     def out_dim(self) -> int:
         return self.input_dim * (2 * self.num_freqs + int(self.include_input))
 
-    def _make_frequencies(self, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+    def _make_frequencies(
+        self, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
         f = 2.0 ** torch.arange(self.num_freqs, dtype=torch.float32, device=device)
         if self.include_pi:
             f = f * math.pi

@@ -33,9 +33,21 @@ class QuerySelection(NamedTuple):
 class PointCrossAttentionEncoder(nn.Module):
     """Fourier(xyz)+features -> ``input_proj`` -> cross-attn(queries, points) -> self-attn -> ``ln_post``."""
 
-    def __init__(self, fourier_embedder: FourierEmbedder, num_latents: int, width: int, heads: int, layers: int,
-                 point_feats: int, pc_size: int, pc_sharpedge_size: int = 0, downsample_ratio: float = 20,
-                 qkv_bias: bool = False, qk_norm: bool = True, use_ln_post: bool = True):
+    def __init__(
+        self,
+        fourier_embedder: FourierEmbedder,
+        num_latents: int,
+        width: int,
+        heads: int,
+        layers: int,
+        point_feats: int,
+        pc_size: int,
+        pc_sharpedge_size: int = 0,
+        downsample_ratio: float = 20,
+        qkv_bias: bool = False,
+        qk_norm: bool = True,
+        use_ln_post: bool = True,
+    ):
         super().__init__()
         self.fourier_embedder = fourier_embedder  # shared with the VAE and the geometry decoder
         self.num_latents = num_latents
@@ -55,11 +67,14 @@ class PointCrossAttentionEncoder(nn.Module):
             return [(0, num_points, float(self.num_latents))]
         total = self.pc_size + self.pc_sharpedge_size
         nq_rand = self.pc_size / total * self.num_latents
-        return [(0, self.pc_size, nq_rand),
-                (self.pc_size, num_points - self.pc_size, self.num_latents - nq_rand)]
+        return [
+            (0, self.pc_size, nq_rand),
+            (self.pc_size, num_points - self.pc_size, self.num_latents - nq_rand),
+        ]
 
-    def select(self, xyz: Tensor, generator: torch.Generator | None = None,
-               random_start: bool = True) -> QuerySelection:
+    def select(
+        self, xyz: Tensor, generator: torch.Generator | None = None, random_start: bool = True
+    ) -> QuerySelection:
         """Pick the input subset (randperm) and the FPS query points from ``xyz [B, P, 3]``.
 
         Randomness (permutation, FPS start) comes from ``generator`` (global RNG if None); with
@@ -76,7 +91,9 @@ class PointCrossAttentionEncoder(nn.Module):
                     f"downsample_ratio), got {count} of {P}; sample more surface points (pc_size)."
                 )
             gdev = generator.device if generator is not None else xyz.device
-            perm = torch.randperm(count, generator=generator, device=gdev)[:n_in].to(xyz.device) + offset  # [K]
+            perm = (
+                torch.randperm(count, generator=generator, device=gdev)[:n_in].to(xyz.device) + offset
+            )  # [K]
             k = fps_count(n_in, nq / n_in)
             if random_start:
                 start = torch.randint(n_in, (B,), generator=generator, device=gdev).to(xyz.device)

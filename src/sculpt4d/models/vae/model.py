@@ -67,15 +67,29 @@ class ShapeVAE(nn.Module):
 
         self.fourier_embedder = FourierEmbedder(num_freqs=num_freqs, input_dim=3, include_pi=include_pi)
         self.encoder = PointCrossAttentionEncoder(
-            self.fourier_embedder, num_latents, width, heads, num_encoder_layers, point_feats, pc_size,
-            pc_sharpedge_size, downsample_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm,
+            self.fourier_embedder,
+            num_latents,
+            width,
+            heads,
+            num_encoder_layers,
+            point_feats,
+            pc_size,
+            pc_sharpedge_size,
+            downsample_ratio,
+            qkv_bias=qkv_bias,
+            qk_norm=qk_norm,
         )
         self.pre_kl = nn.Linear(width, 2 * embed_dim)
         self.post_kl = nn.Linear(embed_dim, width)
         self.transformer = Transformer(width, heads, num_decoder_layers, qkv_bias=qkv_bias, qk_norm=qk_norm)
         self.geo_decoder = GeometryDecoder(
-            self.fourier_embedder, width, heads, mlp_expand_ratio=geo_decoder_mlp_expand_ratio,
-            downsample_ratio=geo_decoder_downsample_ratio, qkv_bias=qkv_bias, qk_norm=qk_norm,
+            self.fourier_embedder,
+            width,
+            heads,
+            mlp_expand_ratio=geo_decoder_mlp_expand_ratio,
+            downsample_ratio=geo_decoder_downsample_ratio,
+            qkv_bias=qkv_bias,
+            qk_norm=qk_norm,
             use_ln_post=geo_decoder_ln_post,
         )
         self._init_weights(0.25 * math.sqrt(1.0 / width))
@@ -89,8 +103,12 @@ class ShapeVAE(nn.Module):
                     nn.init.zeros_(m.bias)
 
     # ---- encoding -------------------------------------------------------------------------------
-    def encode_posterior(self, surface: Tensor, query_idx: QuerySelection | tuple[Tensor, Tensor] | None = None,
-                         generator: torch.Generator | None = None) -> tuple[DiagonalGaussian, QuerySelection]:
+    def encode_posterior(
+        self,
+        surface: Tensor,
+        query_idx: QuerySelection | tuple[Tensor, Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[DiagonalGaussian, QuerySelection]:
         """Posterior over latents for ``surface [B, P, 3+F]`` (-> ``[B, N, C]``) or ``[B, T, P, 3+F]``
         (-> ``[B, T, N, C]``).
 
@@ -99,7 +117,9 @@ class ShapeVAE(nn.Module):
         Returns ``(posterior, selection)``.
         """
         if surface.dim() not in (3, 4):
-            raise InputError(f"surface must be [B, P, 3+F] or [B, T, P, 3+F], got shape {tuple(surface.shape)}")
+            raise InputError(
+                f"surface must be [B, P, 3+F] or [B, T, P, 3+F], got shape {tuple(surface.shape)}"
+            )
         seq = surface.dim() == 4
         first = surface[:, 0] if seq else surface  # [B, P, 3+F]
         if query_idx is None:
@@ -109,33 +129,43 @@ class ShapeVAE(nn.Module):
         if seq:
             B, T = surface.shape[:2]
             frames = surface.flatten(0, 1)  # [B*T, P, 3+F]
-            per_frame = QuerySelection(selection.input_idx,
-                                       selection.query_idx.expand(B, -1).repeat_interleave(T, dim=0))
+            per_frame = QuerySelection(
+                selection.input_idx, selection.query_idx.expand(B, -1).repeat_interleave(T, dim=0)
+            )
             moments = self.pre_kl(self.encoder(frames, per_frame))  # [B*T, N, 2C]
             moments = moments.view(B, T, *moments.shape[1:])  # [B, T, N, 2C]
         else:
             moments = self.pre_kl(self.encoder(surface, selection))  # [B, N, 2C]
         return DiagonalGaussian(moments, self.logvar_min, self.logvar_max), selection
 
-    def encode(self, surface: Tensor, sample_posterior: bool = True,
-               generator: torch.Generator | None = None) -> Tensor:
+    def encode(
+        self, surface: Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
+    ) -> Tensor:
         """``surface [B, P, 3+F]`` -> ``z [B, N, C]`` (a posterior sample, or its mean). No scale_factor."""
         posterior, _ = self.encode_posterior(surface, generator=generator)
         return posterior.sample(generator) if sample_posterior else posterior.mode()
 
-    def encode_sequence(self, surface: Tensor, sample_posterior: bool = True, noise_share_alpha: float = 1.0,
-                        generator: torch.Generator | None = None) -> Tensor:
+    def encode_sequence(
+        self,
+        surface: Tensor,
+        sample_posterior: bool = True,
+        noise_share_alpha: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """``surface [B, T, P, 3+F]`` -> ``z [B, T, N, C]`` with one query-point pick per sequence.
 
         Posterior noise ``eps_t = sqrt(a)·eps_shared + sqrt(1-a)·eps_t_own`` (``a = noise_share_alpha``).
         """
         if surface.dim() != 4:
-            raise InputError(f"encode_sequence expects surface [B, T, P, 3+F], got shape {tuple(surface.shape)}")
+            raise InputError(
+                f"encode_sequence expects surface [B, T, P, 3+F], got shape {tuple(surface.shape)}"
+            )
         posterior, _ = self.encode_posterior(surface, generator=generator)
         if not sample_posterior:
             return posterior.mode()
-        eps = shared_frame_noise(posterior.shape, noise_share_alpha, generator, posterior.mean.device,
-                                 posterior.mean.dtype)
+        eps = shared_frame_noise(
+            posterior.shape, noise_share_alpha, generator, posterior.mean.device, posterior.mean.dtype
+        )
         return posterior.sample(noise=eps)
 
     # ---- decoding -------------------------------------------------------------------------------
@@ -150,8 +180,16 @@ class ShapeVAE(nn.Module):
         """Occupancy logits (positive inside) at ``xyz [B, P, 3]`` given ``h [B, N, W]`` -> ``[B, P]``."""
         return self.geo_decoder(xyz.to(h.dtype), h).squeeze(-1)
 
-    def _volumes(self, z: Tensor, bounds: Bounds, resolution: int, num_chunks: int, hierarchical: bool,
-                 level: float, min_resolution: int = 63) -> list[VolumeResult]:
+    def _volumes(
+        self,
+        z: Tensor,
+        bounds: Bounds,
+        resolution: int,
+        num_chunks: int,
+        hierarchical: bool,
+        level: float,
+        min_resolution: int = 63,
+    ) -> list[VolumeResult]:
         if z.dim() != 3:
             raise InputError(f"latents must be [B, N, C], got shape {tuple(z.shape)}")
         out = []
@@ -164,15 +202,32 @@ class ShapeVAE(nn.Module):
                     return self.query(hb, xyz.to(hb.device)[None])[0].float()  # [P]
 
                 if hierarchical:
-                    out.append(decode_hierarchical(query_fn, bounds, resolution, num_chunks, level=level,
-                                                   min_resolution=min_resolution, device=z.device))
+                    out.append(
+                        decode_hierarchical(
+                            query_fn,
+                            bounds,
+                            resolution,
+                            num_chunks,
+                            level=level,
+                            min_resolution=min_resolution,
+                            device=z.device,
+                        )
+                    )
                 else:
                     out.append(decode_dense(query_fn, bounds, resolution, num_chunks, device=z.device))
         return out
 
-    def decode_volume(self, z: Tensor, bounds: Bounds = 1.01, resolution: int = 256, num_chunks: int = 8000,
-                      hierarchical: bool = True, level: float = 0.0, return_results: bool = False,
-                      min_resolution: int = 63) -> Tensor | list[VolumeResult]:
+    def decode_volume(
+        self,
+        z: Tensor,
+        bounds: Bounds = 1.01,
+        resolution: int = 256,
+        num_chunks: int = 8000,
+        hierarchical: bool = True,
+        level: float = 0.0,
+        return_results: bool = False,
+        min_resolution: int = 63,
+    ) -> Tensor | list[VolumeResult]:
         """Logits on the ``(R+1)^3`` grid ``[B, R+1, R+1, R+1]`` float32; NaN = not evaluated (hierarchical).
 
         ``return_results=True`` gives the per-item :class:`VolumeResult` (NaN-free logits, evaluated
@@ -183,22 +238,32 @@ class ShapeVAE(nn.Module):
             return results
         return torch.stack([r.with_nan() for r in results])
 
-    def latents_to_mesh(self, z: Tensor, bounds: Bounds = 1.01, octree_resolution: int = 256,
-                        mc_level: float = 0.0, num_chunks: int = 8000, mc_algo: str = "mc",
-                        hierarchical: bool = True, largest_component: bool = False,
-                        min_resolution: int = 63) -> list[trimesh.Trimesh]:
+    def latents_to_mesh(
+        self,
+        z: Tensor,
+        bounds: Bounds = 1.01,
+        octree_resolution: int = 256,
+        mc_level: float = 0.0,
+        num_chunks: int = 8000,
+        mc_algo: str = "mc",
+        hierarchical: bool = True,
+        largest_component: bool = False,
+        min_resolution: int = 63,
+    ) -> list[trimesh.Trimesh]:
         """``z [B, N, C]`` (unscaled VAE latents) -> one mesh per item (empty mesh + warning if no surface).
 
         ``min_resolution``: coarsest level of the hierarchical decode (halving stops above it).
         ``largest_component`` keeps only the connected component with most faces (off = reference parity).
         """
         meshes = []
-        for b, res in enumerate(self._volumes(z, bounds, octree_resolution, num_chunks, hierarchical, mc_level,
-                                                      min_resolution)):
+        for b, res in enumerate(
+            self._volumes(z, bounds, octree_resolution, num_chunks, hierarchical, mc_level, min_resolution)
+        ):
             verts, faces = extract_surface(res.logits, bounds, mc_level, mc_algo)
             if len(faces) == 0:
-                warnings.warn(f"latents_to_mesh: item {b} has no surface at level {mc_level} (empty mesh)",
-                              stacklevel=2)
+                warnings.warn(
+                    f"latents_to_mesh: item {b} has no surface at level {mc_level} (empty mesh)", stacklevel=2
+                )
             mesh = trimesh.Trimesh(vertices=verts, faces=faces)
             if largest_component and len(mesh.faces):
                 parts = mesh.split(only_watertight=False)

@@ -15,8 +15,13 @@ class DiagonalGaussian:
     ``logvar_max=0`` so std ≤ 1 and the mean stays decodable, see tiny_feasibility.md).
     """
 
-    def __init__(self, moments: Tensor, logvar_min: float = -30.0, logvar_max: float = 20.0,
-                 deterministic: bool = False):
+    def __init__(
+        self,
+        moments: Tensor,
+        logvar_min: float = -30.0,
+        logvar_max: float = 20.0,
+        deterministic: bool = False,
+    ):
         self.mean, logvar = moments.chunk(2, dim=-1)  # [..., C] each
         self.logvar = logvar.clamp(logvar_min, logvar_max)
         self.deterministic = deterministic
@@ -37,8 +42,12 @@ class DiagonalGaussian:
     def sample(self, generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
         """``mean + std · eps`` with ``eps`` given or drawn from ``generator``."""
         if noise is None:
-            noise = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype,
-                                device=generator.device if generator is not None else self.mean.device)
+            noise = torch.randn(
+                self.mean.shape,
+                generator=generator,
+                dtype=self.mean.dtype,
+                device=generator.device if generator is not None else self.mean.device,
+            )
         return self.mean + self.std * noise.to(self.mean.device, self.mean.dtype)
 
     def kl(self) -> Tensor:
@@ -49,8 +58,13 @@ class DiagonalGaussian:
         return 0.5 * torch.mean(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=dims)
 
 
-def shared_frame_noise(shape: tuple[int, ...] | torch.Size, alpha: float, generator: torch.Generator | None = None,
-                       device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
+def shared_frame_noise(
+    shape: tuple[int, ...] | torch.Size,
+    alpha: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """``eps_t = sqrt(a)·eps_shared + sqrt(1-a)·eps_t_own`` for ``shape = [B, T, ...]``.
 
     ``alpha=1``: every frame gets the same noise; ``alpha=0``: independent noise per frame. The result is

@@ -85,8 +85,13 @@ def _empty() -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
 
 
-def extract_surface(grid: Tensor | np.ndarray, bounds: Bounds = 1.01, level: float = 0.0, algo: str = "mc",
-                    exact_bounds: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def extract_surface(
+    grid: Tensor | np.ndarray,
+    bounds: Bounds = 1.01,
+    level: float = 0.0,
+    algo: str = "mc",
+    exact_bounds: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Mesh the ``level`` set of a logits grid ``[R+1]^3`` (positive inside).
 
     Returns ``verts [V, 3]`` float32 in the bounds' coordinates and ``faces [F, 3]`` int64 with outward
@@ -100,8 +105,12 @@ def extract_surface(grid: Tensor | np.ndarray, bounds: Bounds = 1.01, level: flo
     if algo == "dmc":
         backend = _require("diso", "diso", "dmc", "pip install diso")
     elif algo == "fc":
-        backend = _require("kaolin.non_commercial", "kaolin", "fc",
-                           "pip install kaolin (wheels per torch/CUDA: https://kaolin.readthedocs.io)")
+        backend = _require(
+            "kaolin.non_commercial",
+            "kaolin",
+            "fc",
+            "pip install kaolin (wheels per torch/CUDA: https://kaolin.readthedocs.io)",
+        )
     g = _to_numpy(grid)
     if np.isnan(g).any():
         g = fill_unevaluated(g, level)

@@ -72,7 +72,9 @@ def grid_axes(bounds: Bounds, resolution: int, device: torch.device | str | None
     return [torch.from_numpy(np.linspace(lo[d], hi[d], resolution + 1)).float().to(device) for d in range(3)]
 
 
-def _query_chunks(query_fn: QueryFn, xyz_of: Callable[[int, int], Tensor], total: int, num_chunks: int) -> Tensor:
+def _query_chunks(
+    query_fn: QueryFn, xyz_of: Callable[[int, int], Tensor], total: int, num_chunks: int
+) -> Tensor:
     out = []
     for start in range(0, total, num_chunks):
         xyz = xyz_of(start, min(start + num_chunks, total))  # [c, 3]
@@ -82,6 +84,7 @@ def _query_chunks(query_fn: QueryFn, xyz_of: Callable[[int, int], Tensor], total
 
 def _query_indices(query_fn: QueryFn, axes: list[Tensor], ijk: Tensor, num_chunks: int) -> Tensor:
     """Logits at integer grid points ``ijk [M, 3]`` -> ``[M]``."""
+
     def xyz_of(a: int, b: int) -> Tensor:
         c = ijk[a:b]
         return torch.stack([axes[0][c[:, 0]], axes[1][c[:, 1]], axes[2][c[:, 2]]], dim=-1)
@@ -89,8 +92,13 @@ def _query_indices(query_fn: QueryFn, axes: list[Tensor], ijk: Tensor, num_chunk
     return _query_chunks(query_fn, xyz_of, ijk.shape[0], num_chunks)
 
 
-def decode_dense(query_fn: QueryFn, bounds: Bounds = 1.01, resolution: int = 256, num_chunks: int = 8000,
-                 device: torch.device | str | None = None) -> VolumeResult:
+def decode_dense(
+    query_fn: QueryFn,
+    bounds: Bounds = 1.01,
+    resolution: int = 256,
+    num_chunks: int = 8000,
+    device: torch.device | str | None = None,
+) -> VolumeResult:
     """Evaluate every point of the ``(R+1)^3`` grid, ``num_chunks`` points per call."""
     axes = grid_axes(bounds, resolution, device)
     n = resolution + 1
@@ -143,9 +151,16 @@ def near_surface_mask(logits: Tensor, level: float = 0.0, threshold: float = 0.9
     return mask
 
 
-def decode_hierarchical(query_fn: QueryFn, bounds: Bounds = 1.01, resolution: int = 256, num_chunks: int = 8000,
-                        level: float = 0.0, threshold: float = 0.95, min_resolution: int = 63,
-                        device: torch.device | str | None = None) -> VolumeResult:
+def decode_hierarchical(
+    query_fn: QueryFn,
+    bounds: Bounds = 1.01,
+    resolution: int = 256,
+    num_chunks: int = 8000,
+    level: float = 0.0,
+    threshold: float = 0.95,
+    min_resolution: int = 63,
+    device: torch.device | str | None = None,
+) -> VolumeResult:
     """Coarse-to-fine decoding (reference ``HierarchicalVolumeDecoding``, without FlashVDM's top-k).
 
     Decode the coarsest level densely. For each finer level (2× resolution): mark coarse points near the
@@ -168,7 +183,8 @@ def decode_hierarchical(query_fn: QueryFn, bounds: Bounds = 1.01, resolution: in
         grid = F.interpolate(grid[None, None], size=(r + 1,) * 3, mode="trilinear", align_corners=True)[0, 0]
         ijk = fine.nonzero()  # [M, 3]
         if ijk.shape[0]:
-            grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = _query_indices(query_fn, grid_axes(bounds, r, grid.device),
-                                                                   ijk, num_chunks).to(grid.dtype)
+            grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = _query_indices(
+                query_fn, grid_axes(bounds, r, grid.device), ijk, num_chunks
+            ).to(grid.dtype)
         evaluated, total = fine, total + int(ijk.shape[0])
     return VolumeResult(grid.contiguous(), evaluated, total, levels)
