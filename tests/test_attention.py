@@ -1,0 +1,165 @@
+"""Masks (pinned densities, token-level rule) and backends (each equals dense, forward and backward)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from sculpt4d.models.attention import VARIANTS, build_block_mask, choose_backend, sparse_attention
+
+CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf" / "attention"
+
+
+@pytest.mark.parametrize("T,anchor,expected", [(8, True, 0.5569), (16, True, 0.3575), (16, False, 0.3101),
+                                               (32, True, 0.2222)])
+def test_blockmask_pinned_densities(T, anchor, expected):
+    m = build_block_mask("blockmask", T, 4096, block_size=128, anchor=anchor)
+    assert round(m.density, 4) == expected
+    assert m.block_density == m.density
+
+
+def _token_blockmask(T, N, b, decay, anchor):
+    """Independent token-level statement of the DESIGN §4 rule, reduced to blocks by 'any token pair'."""
+    r = torch.arange(N)
+    keep = torch.zeros(T * N // b, T * N // b, dtype=torch.bool)
+    for i in range(T):
+        for j in range(T):
+            d = abs(i - j)
+            if d <= 1 or (anchor and j == 0):
+                tok = torch.ones(N, N, dtype=torch.bool)
+            else:
+                w = 2 ** (math.floor(math.log2(N)) + 1) / 2 ** (math.floor(math.log2(d)) + 1) * decay
+                if w < b and d % round(b / w):
+                    tok = torch.zeros(N, N, dtype=torch.bool)
+                else:
+                    tok = (r[:, None] - r[None]).abs() <= max(w, b)
+            blk = tok.view(N // b, b, N // b, b).any(3).any(1)
+            keep[i * N // b:(i + 1) * N // b, j * N // b:(j + 1) * N // b] = blk
+    return keep
+
+
+@pytest.mark.parametrize("T,N,b,decay", [(9, 64, 8, 0.25), (12, 128, 16, 0.25), (6, 64, 4, 0.5), (34, 32, 8, 0.25)])
+@pytest.mark.parametrize("anchor", [True, False])
+def test_blockmask_matches_token_level_rule(T, N, b, decay, anchor):
+    m = build_block_mask("blockmask", T, N, block_size=b, decay=decay, anchor=anchor)
+    assert torch.equal(m.blocks, _token_blockmask(T, N, b, decay, anchor))
+
+
+def test_variant_structure():
+    T, N, b = 8, 256, 32
+    nb = N // b
+    for v in VARIANTS:  # the same-frame blocks are always kept (T=1 is the 3D model)
+        m = build_block_mask(v, T, N, block_size=b)
+        for i in range(T):
+            assert m.blocks[i * nb:(i + 1) * nb, i * nb:(i + 1) * nb].all(), v
+        assert 0 < m.density <= 1
+    assert build_block_mask("full", T, N, b).density == 1.0
+    assert build_block_mask("spatial", T, N, b).density == pytest.approx(1 / T)
+    tm = build_block_mask("temporal", T, N, b)
+    assert tm.density == pytest.approx(1 / T + (T - 1) / (T * N))  # own frame + 1 token per other frame
+    fp = build_block_mask("framepack", 16, 4096, 128)
+    kept = fp.frame_density()[15]  # query frame 15: nearest full, then 1/2, 1/4, ... (>= one block)
+    assert kept[15] == 1 and kept[14] == 1 and kept[13] == 0.5 and kept[12] == 0.25 and kept[0] == 1 / 32
+    rad = build_block_mask("radial", 16, 4096, 128)
+    assert rad.frame_density()[0, 0] == 1 and rad.frame_density()[5, 0] < 1  # no anchor
+    # more frames -> lower density; the anchor adds density
+    assert build_block_mask("framepack", 32, 4096).density < fp.density
+
+
+def test_cached_and_block_level_memory():
+    a = build_block_mask("blockmask", 16, 4096)
+    assert build_block_mask("blockmask", 16, 4096, block_size=128, anchor=True) is a
+    assert a.patterns.numel() <= 8 * 32 * 32 and a.pair_pattern.shape == (16, 16)
+    with pytest.raises(ValueError, match="unknown option"):
+        build_block_mask("blockmask", 4, 256, decya=0.3)
+    with pytest.raises(ValueError, match="multiple of block_size"):
+        build_block_mask("blockmask", 4, 100, block_size=32)
+
+
+def test_configs_compose_into_masks():
+    for v in ("blockmask", "radial", "framepack", "rope", "full", "temporal"):
+        cfg = yaml.safe_load((CONF / f"{v}.yaml").read_text())
+        assert cfg["variant"] == v and cfg["backend"] == "auto" and "_target_" not in cfg
+        cfg["block_size"] = 32
+        m = build_block_mask(cfg.pop("variant"), 4, 128, **cfg)
+        assert m.density > 0
+
+
+def _inputs(T, N, B=2, H=2, D=8, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, H, T * N, D, generator=g, dtype=dtype) for _ in range(3))
+    kp, vp = (torch.randn(B, H, T, 1, D, generator=g, dtype=dtype) for _ in range(2))
+    return q, k, v, (kp, vp)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("T,N,b", [(1, 32, 8), (7, 64, 8), (10, 32, 4)])
+@pytest.mark.parametrize("prefix", [False, True])
+def test_gather_equals_dense_forward_backward(variant, T, N, b, prefix):
+    m = build_block_mask(variant, T, N, block_size=b)
+    q, k, v, pre = _inputs(T, N)
+    leaves = [q, k, v, *pre]
+    for x in leaves:
+        x.requires_grad_(True)
+    outs, grads = [], []
+    for backend in ("dense", "gather"):
+        out = sparse_attention(q, k, v, m, backend, prefix_kv=pre if prefix else None)
+        g = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(),
+                                leaves[:5 if prefix else 3])
+        outs.append(out.detach())
+        grads.append(g)
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-10, rtol=1e-10)
+    for a, c in zip(*grads):
+        torch.testing.assert_close(c, a, atol=1e-10, rtol=1e-10)
+
+
+def test_dense_mask_is_the_attention_pattern():
+    """Perturbing a masked-out key leaves the output unchanged; a kept key changes it."""
+    T, N, b = 6, 32, 8
+    m = build_block_mask("blockmask", T, N, block_size=b)
+    q, k, v, _ = _inputs(T, N, B=1, H=1)
+    dense = m.dense_bool()
+    qi = 5 * N + 3  # a token of frame 5
+    off = (~dense[qi]).nonzero().flatten()[0].item()
+    on = dense[qi].nonzero().flatten()[-1].item()
+    base = sparse_attention(q, k, v, m, "gather")[0, 0, qi]
+    for idx, changes in ((off, False), (on, True)):
+        v2 = v.clone()
+        v2[0, 0, idx] += 10
+        moved = (sparse_attention(q, k, v2, m, "gather")[0, 0, qi] - base).abs().max() > 1e-6
+        assert bool(moved) == changes
+
+
+def test_fp32_gather_close_to_dense_and_auto_on_cpu():
+    m = build_block_mask("blockmask", 8, 64, block_size=16)
+    q, k, v, pre = _inputs(8, 64, dtype=torch.float32)
+    assert choose_backend(q, m, True) == "gather"
+    torch.testing.assert_close(sparse_attention(q, k, v, m, "auto", pre), sparse_attention(q, k, v, m, "dense", pre),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        sparse_attention(q, k, v, m, "triton")
+
+
+def test_block_sparse_attn_missing_or_cpu_is_a_clear_error():
+    m = build_block_mask("blockmask", 2, 128, block_size=128)
+    q, k, v, _ = _inputs(2, 128, dtype=torch.float32)
+    with pytest.raises((ImportError, ValueError)):
+        sparse_attention(q, k, v, m, "block_sparse_attn")
+
+
+@pytest.mark.slow
+def test_flex_compiled_cpu_inference_equals_dense():
+    """FlexAttention under torch.compile on CPU (inference only): ~1-2 min of compilation."""
+    for variant in ("blockmask", "temporal"):
+        m = build_block_mask(variant, 4, 64, block_size=16)
+        q, k, v, pre = _inputs(4, 64, B=1, dtype=torch.float32)
+        with torch.no_grad():
+            for p in (None, pre):
+                torch.testing.assert_close(sparse_attention(q, k, v, m, "flex", p),
+                                           sparse_attention(q, k, v, m, "dense", p), atol=2e-5, rtol=2e-5)
+    q.requires_grad_(True)
+    with pytest.raises(ValueError, match="no backward on CPU"):
+        sparse_attention(q, k, v, m, "flex")
