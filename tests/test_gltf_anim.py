@@ -30,7 +30,9 @@ def _part(am, node: int) -> np.ndarray:
 
 def _rest(path: Path, mesh: int) -> np.ndarray:
     doc = GltfDocument(path)
-    return doc.accessor(doc.json["meshes"][mesh]["primitives"][0]["attributes"]["POSITION"]).astype(np.float64)
+    return doc.accessor(doc.json["meshes"][mesh]["primitives"][0]["attributes"]["POSITION"]).astype(
+        np.float64
+    )
 
 
 def _keys(clip: str) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +95,9 @@ def test_linear_rotation_is_slerp():
 def test_cubic_rotation_hits_keys_and_is_normalised():
     inp = np.array([0.0, 1.0])
     # in-tangent, value, out-tangent per key; non-unit Hermite result must be normalised
-    out = np.array([[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0]], float)
+    out = np.array(
+        [[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 1, 1], [0, 0, 0, 0]], float
+    )
     r = evaluate_channel(inp, out, "CUBICSPLINE", np.array([0.0, 0.5, 1.0]), rotation=True)
     np.testing.assert_allclose(np.linalg.norm(r, axis=1), 1.0, atol=1e-9)
     np.testing.assert_allclose(r[0], [0, 0, 0, 1], atol=1e-9)
@@ -167,7 +171,9 @@ def test_skinned_vertex_follows_its_joint(name):
         inp = doc.accessor(smp["input"])[:, 0].astype(np.float64)
         key_t = inp[k] if key_t is None else key_t
         assert inp[k] == key_t
-        values[(ch["target"]["node"], ch["target"]["path"])] = doc.accessor(smp["output"])[k].astype(np.float64)
+        values[(ch["target"]["node"], ch["target"]["path"])] = doc.accessor(smp["output"])[k].astype(
+            np.float64
+        )
     (mesh_node,) = [i for i, n in enumerate(doc.json["nodes"]) if "skin" in n]
     skin = doc.json["skins"][doc.json["nodes"][mesh_node]["skin"]]
     attrs = doc.json["meshes"][doc.json["nodes"][mesh_node]["mesh"]]["primitives"][0]["attributes"]
@@ -205,7 +211,9 @@ def test_boxanimated_parts_move_rigidly():
         v = am.vertices[:, p["start"] : p["stop"]].astype(np.float64)
         d0 = np.linalg.norm(v[0, :50, None] - v[0, None, :50], axis=-1)
         for t in range(16):  # rigid: pairwise distances are preserved
-            np.testing.assert_allclose(np.linalg.norm(v[t, :50, None] - v[t, None, :50], axis=-1), d0, atol=1e-4)
+            np.testing.assert_allclose(
+                np.linalg.norm(v[t, :50, None] - v[t, None, :50], axis=-1), d0, atol=1e-4
+            )
         moved.append(np.abs(v - v[:1]).max())
     assert max(moved) > 0.5
     bbox = np.stack([am.vertices.min(1), am.vertices.max(1)], 1)  # [T, 2, 3]
@@ -238,7 +246,14 @@ def _static_triangle(path: Path) -> Path:
         "buffers": [{"byteLength": len(pos)}],
         "bufferViews": [{"buffer": 0, "byteLength": len(pos)}],
         "accessors": [
-            {"bufferView": 0, "componentType": 5126, "count": 3, "type": "VEC3", "min": [0, 0, 0], "max": [1, 1, 0]}
+            {
+                "bufferView": 0,
+                "componentType": 5126,
+                "count": 3,
+                "type": "VEC3",
+                "min": [0, 0, 0],
+                "max": [1, 1, 0],
+            }
         ],
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0}}]}],
         "nodes": [{"mesh": 0, "translation": [0, 0, 2]}],
@@ -256,7 +271,9 @@ def test_errors_name_the_file_and_problem(tmp_path):
     trunc.write_bytes((ASSETS / "BoxAnimated.glb").read_bytes()[:3000])
     with pytest.raises(InputError, match="trunc.glb.*truncated"):
         load_animated_mesh(trunc)
-    empty = _write_glb(tmp_path / "empty.glb", {"asset": {"version": "2.0"}, "nodes": [{}], "scenes": [{"nodes": [0]}]})
+    empty = _write_glb(
+        tmp_path / "empty.glb", {"asset": {"version": "2.0"}, "nodes": [{}], "scenes": [{"nodes": [0]}]}
+    )
     with pytest.raises(InputError, match="no meshes"):
         load_animated_mesh(empty)
     with pytest.raises(InputError, match="not found"):

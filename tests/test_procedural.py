@@ -67,7 +67,9 @@ def test_rigid_part_rotation_matches_config(assets, category, part):
     assert res < 1e-4  # rigid
     axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
     assert abs(abs(axis / np.linalg.norm(axis)) @ np.abs(meta["motion"]["axis"]) - 1) < 1e-3
-    assert _angle_deg(r) == pytest.approx(abs(meta["motion"]["end_deg"] - meta["motion"]["start_deg"]), abs=0.2)
+    assert _angle_deg(r) == pytest.approx(
+        abs(meta["motion"]["end_deg"] - meta["motion"]["start_deg"]), abs=0.2
+    )
     mid, _ = _kabsch(v[0], v[16])
     assert 0.1 < _angle_deg(mid) < _angle_deg(r)  # halfway through the clip it is part-way open
 
@@ -130,7 +132,12 @@ def test_seeds_are_deterministic_and_distinct(tmp_path):
 def test_collection_and_benchmark_split(tmp_path):
     train = generate_collection(tmp_path / "train", ["box", "fatman"], 2)
     bench = generate_collection(tmp_path / "bench", ["box"], 1, seed_offset=BENCHMARK_SEED_OFFSET)
-    assert [p.name for p in train] == ["box_000000.glb", "box_000001.glb", "figure_000000.glb", "figure_000001.glb"]
+    assert [p.name for p in train] == [
+        "box_000000.glb",
+        "box_000001.glb",
+        "figure_000000.glb",
+        "figure_000001.glb",
+    ]
     assert bench[0].name == f"box_{BENCHMARK_SEED_OFFSET:06d}.glb"
     index = json.loads((tmp_path / "train" / "index.json").read_text())
     assert [a["seed"] for a in index["assets"]] == [0, 1, 0, 1]

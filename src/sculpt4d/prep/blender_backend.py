@@ -73,7 +73,16 @@ def load_animated_mesh_blender(
         )  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "frames.npz"
-        cmd = [str(py), str(SCRIPT), "--input", str(path.resolve()), "--num-frames", str(num_frames), "--out", str(out)]
+        cmd = [
+            str(py),
+            str(SCRIPT),
+            "--input",
+            str(path.resolve()),
+            "--num-frames",
+            str(num_frames),
+            "--out",
+            str(out),
+        ]
         if clip is not None:
             cmd += ["--clip", str(clip)]
         try:

@@ -36,7 +36,7 @@ def _clip_actions(clip: str | None) -> tuple[str, list]:
     for act in actions:
         groups.setdefault(act.name, []).append(act)
     if clip is None:
-        best = max(groups, key=lambda n: (groups[n][0].frame_range[1] - groups[n][0].frame_range[0]))
+        best = max(groups, key=lambda n: groups[n][0].frame_range[1] - groups[n][0].frame_range[0])
         return best, groups[best]
     if clip in groups:
         return clip, groups[clip]
@@ -80,7 +80,8 @@ def main(argv: list[str]) -> None:
     hi = max(a.frame_range[1] for a in acts)  # NOT scene.frame_end (stays 250 after import)
     fps = scene.render.fps / scene.render.fps_base
     frames = np.linspace(lo, hi, args.num_frames)
-    meshes = sorted((o for o in scene.objects if o.type == "MESH"), key=lambda o: o.name)
+    shapes = {pb.custom_shape for o in scene.objects if o.type == "ARMATURE" for pb in o.pose.bones}
+    meshes = sorted((o for o in scene.objects if o.type == "MESH" and o not in shapes), key=lambda o: o.name)
     if not meshes:
         raise SystemExit("ERROR: no mesh objects after import")
     to_gltf = np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], np.float64)  # Blender Z-up -> glTF Y-up

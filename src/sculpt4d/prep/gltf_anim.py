@@ -161,7 +161,12 @@ def _clips(doc: GltfDocument) -> list[Clip]:
         channels, lo, hi = [], np.inf, -np.inf
         for ch in anim.get("channels", []):
             target = ch.get("target", {})
-            if "node" not in target or target.get("path") not in ("translation", "rotation", "scale", "weights"):
+            if "node" not in target or target.get("path") not in (
+                "translation",
+                "rotation",
+                "scale",
+                "weights",
+            ):
                 continue  # e.g. KHR_animation_pointer targets: not geometry
             smp = samplers[ch["sampler"]]
             inp = doc.accessor(smp["input"])[:, 0].astype(np.float64)
@@ -187,7 +192,14 @@ def list_clips(path: str | Path) -> list[dict]:
     """Animation clips of a glTF file: ``[{"index", "name", "start", "end", "duration", "channels"}]``."""
     doc = GltfDocument(path)
     return [
-        dict(index=c.index, name=c.name, start=c.start, end=c.end, duration=c.duration, channels=len(c.channels))
+        dict(
+            index=c.index,
+            name=c.name,
+            start=c.start,
+            end=c.end,
+            duration=c.duration,
+            channels=len(c.channels),
+        )
         for c in _clips(doc)
     ]
 
@@ -244,7 +256,9 @@ def _world_matrices(
             if ch is None:
                 vals[p] = np.broadcast_to(rest, (n_t, rest.shape[0]))
             else:
-                vals[p] = evaluate_channel(ch["input"], ch["output"], ch["interpolation"], times, p == "rotation")
+                vals[p] = evaluate_channel(
+                    ch["input"], ch["output"], ch["interpolation"], times, p == "rotation"
+                )
         return trs_matrix(vals["translation"], vals["rotation"], vals["scale"])
 
     world: dict[int, np.ndarray] = {}
@@ -415,7 +429,9 @@ def _load(doc: GltfDocument, num_frames: int, clip, allow_static: bool, times) -
     else:
         chosen = _select_clip(path, clips, clip)
         frame_times = (
-            np.linspace(chosen.start, chosen.end, num_frames) if times is None else np.asarray(times, np.float64)
+            np.linspace(chosen.start, chosen.end, num_frames)
+            if times is None
+            else np.asarray(times, np.float64)
         )
     n_t = len(frame_times)
     roots = _scene_roots(doc)
@@ -475,7 +491,9 @@ def _load(doc: GltfDocument, num_frames: int, clip, allow_static: bool, times) -
                 if src is not None:
                     texture = doc.image(src)
             fmat.append(np.full(len(tri), mat_i, np.int64))
-        parts.append(dict(node=ni, name=node.get("name", f"node_{ni}"), mesh=node["mesh"], start=start, stop=offset))
+        parts.append(
+            dict(node=ni, name=node.get("name", f"node_{ni}"), mesh=node["mesh"], start=start, stop=offset)
+        )
     if not verts:
         raise InputError(f"{path}: contains no triangle meshes in its scene")
     return AnimatedMesh(

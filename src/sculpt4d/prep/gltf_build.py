@@ -36,7 +36,10 @@ def lathe(radii, heights, segments: int = 24) -> tuple[np.ndarray, np.ndarray]:
     h = np.asarray(heights, np.float64)
     assert r[0] == 0 and r[-1] == 0 and len(r) >= 3
     a = np.linspace(0, 2 * np.pi, segments, endpoint=False)
-    rings = [np.stack([r[i] * np.cos(a), np.full(segments, h[i]), -r[i] * np.sin(a)], 1) for i in range(1, len(r) - 1)]
+    rings = [
+        np.stack([r[i] * np.cos(a), np.full(segments, h[i]), -r[i] * np.sin(a)], 1)
+        for i in range(1, len(r) - 1)
+    ]
     v = np.concatenate([[[0, h[0], 0]], *rings, [[0, h[-1], 0]]])
     n_ring, last = len(rings), len(v) - 1
     j = np.arange(segments)
@@ -118,29 +121,44 @@ class GlbBuilder:
 
     def _view(self, data: bytes, target: int | None = None) -> int:
         self.blob += b"\0" * (-len(self.blob) % 4)
-        self.g.bufferViews.append(gl.BufferView(buffer=0, byteOffset=len(self.blob), byteLength=len(data), target=target))
+        self.g.bufferViews.append(
+            gl.BufferView(buffer=0, byteOffset=len(self.blob), byteLength=len(data), target=target)
+        )
         self.blob += data
         return len(self.g.bufferViews) - 1
 
-    def accessor(self, arr: np.ndarray, kind: str, ctype: int = gl.FLOAT, target: int | None = None, bounds=False) -> int:
-        dt = {gl.FLOAT: np.float32, gl.UNSIGNED_SHORT: np.uint16, gl.UNSIGNED_INT: np.uint32, gl.UNSIGNED_BYTE: np.uint8}
+    def accessor(
+        self, arr: np.ndarray, kind: str, ctype: int = gl.FLOAT, target: int | None = None, bounds=False
+    ) -> int:
+        dt = {
+            gl.FLOAT: np.float32,
+            gl.UNSIGNED_SHORT: np.uint16,
+            gl.UNSIGNED_INT: np.uint32,
+            gl.UNSIGNED_BYTE: np.uint8,
+        }
         a = np.ascontiguousarray(arr, dtype=dt[ctype])
         count = a.shape[0]
         if kind == "MAT4":
             a = np.ascontiguousarray(a.transpose(0, 2, 1))  # column-major
         flat = a.reshape(count, -1)
-        acc = gl.Accessor(bufferView=self._view(a.tobytes(), target), componentType=ctype, count=count, type=kind)
+        acc = gl.Accessor(
+            bufferView=self._view(a.tobytes(), target), componentType=ctype, count=count, type=kind
+        )
         if bounds:
             acc.min, acc.max = flat.min(0).tolist(), flat.max(0).tolist()
         self.g.accessors.append(acc)
         return len(self.g.accessors) - 1
 
     def material(self, rgba, name: str = "") -> int:
-        pbr = gl.PbrMetallicRoughness(baseColorFactor=[float(c) for c in rgba], metallicFactor=0.0, roughnessFactor=0.7)
+        pbr = gl.PbrMetallicRoughness(
+            baseColorFactor=[float(c) for c in rgba], metallicFactor=0.0, roughnessFactor=0.7
+        )
         self.g.materials.append(gl.Material(name=name, pbrMetallicRoughness=pbr, doubleSided=False))
         return len(self.g.materials) - 1
 
-    def mesh(self, name: str, parts: list[tuple[np.ndarray, np.ndarray, int]], joints=None, weights=None) -> int:
+    def mesh(
+        self, name: str, parts: list[tuple[np.ndarray, np.ndarray, int]], joints=None, weights=None
+    ) -> int:
         """``parts``: [(V[n,3], F[m,3], material)], one primitive each. joints/weights: per part [n,4] or None."""
         prims = []
         for i, (v, f, mat) in enumerate(parts):
@@ -148,7 +166,9 @@ class GlbBuilder:
             if joints is not None:
                 attrs.JOINTS_0 = self.accessor(joints[i], "VEC4", gl.UNSIGNED_SHORT, gl.ARRAY_BUFFER)
                 attrs.WEIGHTS_0 = self.accessor(weights[i], "VEC4", target=gl.ARRAY_BUFFER)
-            ind = self.accessor(np.asarray(f).reshape(-1, 1), "SCALAR", gl.UNSIGNED_INT, gl.ELEMENT_ARRAY_BUFFER)
+            ind = self.accessor(
+                np.asarray(f).reshape(-1, 1), "SCALAR", gl.UNSIGNED_INT, gl.ELEMENT_ARRAY_BUFFER
+            )
             prims.append(gl.Primitive(attributes=attrs, indices=ind, material=mat, mode=gl.TRIANGLES))
         self.g.meshes.append(gl.Mesh(name=name, primitives=prims))
         return len(self.g.meshes) - 1
@@ -179,7 +199,9 @@ class GlbBuilder:
         out = self.accessor(values, "VEC4" if values.shape[1] == 4 else "VEC3")
         self.anim.samplers.append(gl.AnimationSampler(input=inp, output=out, interpolation="LINEAR"))
         self.anim.channels.append(
-            gl.AnimationChannel(sampler=len(self.anim.samplers) - 1, target=gl.AnimationChannelTarget(node=node, path=path))
+            gl.AnimationChannel(
+                sampler=len(self.anim.samplers) - 1, target=gl.AnimationChannelTarget(node=node, path=path)
+            )
         )
 
     def save(self, path: str | Path, roots: list[int], extras: dict | None = None) -> None:

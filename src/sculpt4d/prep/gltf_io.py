@@ -139,7 +139,9 @@ class GltfDocument:
         need = begin + (count - 1) * stride + elem if count else begin
         if need > len(buf):
             raise InputError(f"{self.path}: accessor data runs past the end of the buffer")
-        arr = np.ndarray((count, ncomp), dtype=dtype, buffer=buf, offset=begin, strides=(stride, dtype.itemsize))
+        arr = np.ndarray(
+            (count, ncomp), dtype=dtype, buffer=buf, offset=begin, strides=(stride, dtype.itemsize)
+        )
         return arr.copy()
 
     def accessor(self, index: int, normalize: bool = True) -> np.ndarray:

@@ -79,7 +79,9 @@ def _rot(m: Mesh, axis, angle: float) -> Mesh:
 
 # ------------------------------------------------------------------ categories
 # Each builder fills ``b`` under ``root`` and returns (meta, thinnest raw dimension).
-def _door(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
+def _door(
+    b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0
+) -> tuple[dict, float]:
     h = rng.uniform(0.85, 1.0)  # panel height
     w = rng.uniform(0.42, 0.6) * h  # panel width
     t = rng.uniform(0.07, 0.1) * k  # panel thickness
@@ -88,12 +90,22 @@ def _door(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: 
     gap = 0.01
     sill = bool(rng.uniform() < 0.5)
     c_frame, c_panel, c_knob = _colour(rng), _colour(rng), _colour(rng)
-    m_frame, m_panel, m_knob = b.material(c_frame, "frame"), b.material(c_panel, "panel"), b.material(c_knob, "knob")
+    m_frame, m_panel, m_knob = (
+        b.material(c_frame, "frame"),
+        b.material(c_panel, "panel"),
+        b.material(c_knob, "knob"),
+    )
     inner_w, inner_h = w + 2 * gap, h + 2 * gap
     y0 = -inner_h / 2
     frame = [
-        box([fw, inner_h + fw * (2 if sill else 1), fd], [-(inner_w + fw) / 2, fw * (0 if sill else 0.5) / 1, 0]),
-        box([fw, inner_h + fw * (2 if sill else 1), fd], [(inner_w + fw) / 2, fw * (0 if sill else 0.5) / 1, 0]),
+        box(
+            [fw, inner_h + fw * (2 if sill else 1), fd],
+            [-(inner_w + fw) / 2, fw * (0 if sill else 0.5) / 1, 0],
+        ),
+        box(
+            [fw, inner_h + fw * (2 if sill else 1), fd],
+            [(inner_w + fw) / 2, fw * (0 if sill else 0.5) / 1, 0],
+        ),
         box([inner_w, fw, fd], [0, inner_h / 2 + fw / 2, 0]),
     ]
     if sill:
@@ -111,7 +123,9 @@ def _door(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: 
     b.channel(hinge, "rotation", u * DURATION, q)
     meta = dict(
         parts=dict(frame="frame", moving="panel"),
-        motion=dict(kind="hinge", axis=[0, 1, 0], start_deg=0.0, end_deg=float(np.rad2deg(angle)), direction=sign),
+        motion=dict(
+            kind="hinge", axis=[0, 1, 0], start_deg=0.0, end_deg=float(np.rad2deg(angle)), direction=sign
+        ),
         dims=dict(width=w, height=h, thickness=t, frame_width=fw, sill=sill),
         colors=dict(frame=c_frame, panel=c_panel, knob=c_knob),
     )
@@ -128,18 +142,27 @@ def gear_outline(n_teeth: int, r_root: float, r_tip: float, samples_per_tooth: i
     return np.stack([(r * np.cos(ang)).ravel(), (r * np.sin(ang)).ravel()], 1)
 
 
-def _gear(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
+def _gear(
+    b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0
+) -> tuple[dict, float]:
     n_teeth = 10
     r_tip = 0.5
     r_root = r_tip * rng.uniform(0.72, 0.82)
     thick = rng.uniform(0.1, 0.16) * k
     c_gear, c_hub, c_stand = _colour(rng), _colour(rng), _colour(rng)
-    m_gear, m_hub, m_stand = b.material(c_gear, "gear"), b.material(c_hub, "hub"), b.material(c_stand, "stand")
+    m_gear, m_hub, m_stand = (
+        b.material(c_gear, "gear"),
+        b.material(c_hub, "hub"),
+        b.material(c_stand, "stand"),
+    )
     hub_r = r_root * rng.uniform(0.25, 0.35)
     hub = _rot(cylinder(hub_r, thick * 1.6, 20), [1, 0, 0], np.pi / 2)  # along z
     marker_s = rng.uniform(0.08, 0.11) * k
     marker = box([marker_s, marker_s, marker_s], [0, r_root * 0.6, thick / 2 + marker_s / 2 - 0.01])
-    gear = b.mesh("gear", [(*extrude(gear_outline(n_teeth, r_root, r_tip), thick), m_gear), (*hub, m_hub), (*marker, m_gear)])
+    gear = b.mesh(
+        "gear",
+        [(*extrude(gear_outline(n_teeth, r_root, r_tip), thick), m_gear), (*hub, m_hub), (*marker, m_gear)],
+    )
     # static stand: base block + post behind the gear up to the axle
     post_w = rng.uniform(0.08, 0.11) * k
     z_post = -(thick * 0.8 + post_w / 2)
@@ -167,14 +190,20 @@ def _gear(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: 
     return meta, min(thick, post_w, base_h, marker_s)
 
 
-def _angle(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
+def _angle(
+    b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0
+) -> tuple[dict, float]:
     length = rng.uniform(0.6, 0.8)
     width = rng.uniform(0.35, 0.6)
     t = rng.uniform(0.07, 0.1) * k
     c_a, c_b, c_h = _colour(rng), _colour(rng), _colour(rng)
     m_a, m_b, m_h = b.material(c_a, "plate_a"), b.material(c_b, "plate_b"), b.material(c_h, "hinge")
     barrel = _rot(cylinder(t * 0.75, width * 1.05, 16), [1, 0, 0], np.pi / 2)  # along z
-    b.node("plate_a", root, b.mesh("plate_a", [(*box([length, t, width], [length / 2, 0, 0]), m_a), (*barrel, m_h)]))
+    b.node(
+        "plate_a",
+        root,
+        b.mesh("plate_a", [(*box([length, t, width], [length / 2, 0, 0]), m_a), (*barrel, m_h)]),
+    )
     hinge = b.node("hinge", root)
     b.node("plate_b", hinge, b.mesh("plate_b", [(*box([length, t, width], [length / 2, 0, 0]), m_b)]))
     a0, a1 = rng.uniform(25, 40), rng.uniform(150, 175)
@@ -191,7 +220,9 @@ def _angle(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k:
     return meta, t
 
 
-def _box(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
+def _box(
+    b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0
+) -> tuple[dict, float]:
     sx, sz = rng.uniform(0.7, 1.0), rng.uniform(0.5, 0.8)
     sy = rng.uniform(0.35, 0.6)
     t = rng.uniform(0.07, 0.09) * k  # wall thickness
@@ -221,7 +252,9 @@ def _box(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: f
     return meta, t
 
 
-def _figure(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0) -> tuple[dict, float]:
+def _figure(
+    b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k: float = 1.0
+) -> tuple[dict, float]:
     """Chubby humanoid: one skinned mesh; arms blend shoulder/elbow weights (the skin bends them)."""
     rx, ry, rz = rng.uniform(0.27, 0.34), rng.uniform(0.32, 0.4), rng.uniform(0.22, 0.28)
     head_r = rng.uniform(0.14, 0.18)
@@ -275,15 +308,25 @@ def _figure(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k
         start += len(v)
 
     add("torso", _shift(ellipsoid([rx, ry, rz], 12, 24), [0, torso_y, 0]), mats["body"], "spine")
-    add("head", _shift(ellipsoid([head_r] * 3, 10, 20), [0, torso_y + ry + head_r * 0.7, 0]), mats["head"], "spine")
-    for side, sx in (("l", 1), ("r", -1)):
+    add(
+        "head",
+        _shift(ellipsoid([head_r] * 3, 10, 20), [0, torso_y + ry + head_r * 0.7, 0]),
+        mats["head"],
+        "spine",
+    )
+    for side in ("l", "r"):
         v, f = _shift(capsule(arm_r, arm_l, rings=18), jpos[f"{side}_shoulder"])
         d = shoulder_y - v[:, 1]  # distance down the arm
         blend = arm_r * 1.2
         w_el = np.clip((d - (elbow - blend)) / (2 * blend), 0, 1)
         w_el = w_el * w_el * (3 - 2 * w_el)
         add(f"{side}_arm", (v, f), mats["arms"], f"{side}_shoulder", f"{side}_elbow", w_el)
-        add(f"{side}_leg", _shift(capsule(leg_r, leg_l, rings=10), jpos[f"{side}_hip"]), mats["legs"], f"{side}_hip")
+        add(
+            f"{side}_leg",
+            _shift(capsule(leg_r, leg_l, rings=10), jpos[f"{side}_hip"]),
+            mats["legs"],
+            f"{side}_hip",
+        )
     ibm = np.stack([np.eye(4) for _ in names])
     ibm[:, :3, 3] = -np.asarray([jpos[n] for n in names])
     skin = b.skin([nodes[n] for n in names], ibm, nodes["pelvis"])
@@ -296,13 +339,22 @@ def _figure(b: GlbBuilder, root: int, rng: np.random.Generator, u: np.ndarray, k
     tk = u * DURATION
     x = [1, 0, 0]
     for side, s in (("l", 1.0), ("r", -1.0)):
-        b.channel(nodes[f"{side}_shoulder"], "rotation", tk, quat_axis_angle(x, -s * np.deg2rad(arm_amp) * np.sin(phase)))
+        b.channel(
+            nodes[f"{side}_shoulder"],
+            "rotation",
+            tk,
+            quat_axis_angle(x, -s * np.deg2rad(arm_amp) * np.sin(phase)),
+        )
         bend = np.deg2rad(10 + elbow_amp * (0.5 - 0.5 * np.cos(phase + (0 if s > 0 else np.pi))))
         b.channel(nodes[f"{side}_elbow"], "rotation", tk, quat_axis_angle(x, -bend))  # forearm forwards (+z)
-        b.channel(nodes[f"{side}_hip"], "rotation", tk, quat_axis_angle(x, s * np.deg2rad(leg_amp) * np.sin(phase)))
+        b.channel(
+            nodes[f"{side}_hip"], "rotation", tk, quat_axis_angle(x, s * np.deg2rad(leg_amp) * np.sin(phase))
+        )
     meta = dict(
         parts=dict(vertex_groups=groups, joints=names),
-        motion=dict(kind="walk", arm_swing_deg=arm_amp, leg_swing_deg=leg_amp, elbow_bend_deg=elbow_amp, cycles=cycles),
+        motion=dict(
+            kind="walk", arm_swing_deg=arm_amp, leg_swing_deg=leg_amp, elbow_bend_deg=elbow_amp, cycles=cycles
+        ),
         dims=dict(torso_radii=[rx, ry, rz], head_radius=head_r, arm=[arm_r, arm_l], leg=[leg_r, leg_l]),
         colors=colors,
     )
