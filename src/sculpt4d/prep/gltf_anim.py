@@ -433,7 +433,6 @@ def _load(doc: GltfDocument, num_frames: int, clip, allow_static: bool, times) -
             if times is None
             else np.asarray(times, np.float64)
         )
-    n_t = len(frame_times)
     roots = _scene_roots(doc)
     world, weight_ch = _world_matrices(doc, chosen, frame_times, roots)
 
