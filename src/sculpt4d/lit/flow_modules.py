@@ -1,0 +1,267 @@
+"""Flow-matching stages: ``DiT3DModule`` (single frames) and ``Sculpt4DModule`` (sequences, temporal adapter).
+
+Both encode the (frozen) VAE's posterior samples times ``scale_factor`` as data x1, condition on per-frame
+image tokens (zeroed with probability ``cond_drop_prob`` for CFG) and regress the velocity ``x1 − x0``
+(reference §4–5). Validation: the flow loss at fixed timesteps, then for a few items an Euler + CFG sample
+(EMA weights), decoded and scored by occupancy IoU at the ground-truth query points, and a strip image.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from sculpt4d.diffusion import EulerSampler, FlowMatching, shared_noise
+from sculpt4d.lit.base import BaseLitModule, to_plain
+from sculpt4d.lit.vae_module import occupancy_iou
+
+log = logging.getLogger(__name__)
+
+
+class _FlowModule(BaseLitModule):
+    """Shared parts: VAE (frozen), conditioner, velocity model, CFG dropout, validation sampling."""
+
+    def __init__(
+        self,
+        net: DictConfig | dict,
+        init_from: str | None = None,
+        root_dir: str | None = None,
+        scale_factor: float | None = None,
+        cond_drop_prob: float = 0.1,
+        timestep_sampling: str = "uniform",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(net, **kwargs)
+        self.init_from = init_from
+        self.cond_drop_prob = float(cond_drop_prob)
+        self.flow = FlowMatching(timestep_sampling=timestep_sampling)  # type: ignore[arg-type]
+        self.vae = instantiate(self.net_cfg["vae"])
+        self.conditioner = instantiate(self.net_cfg["conditioner"])
+        self._parts: dict[str, dict[str, torch.Tensor]] = {}
+        self._init_cfg: dict = {}
+        if init_from:
+            from sculpt4d.lit.init import init_scale_factor, load_init, load_part
+
+            self._parts, self._init_cfg = load_init(init_from, root_dir)
+            load_part(self.vae, self._parts, "vae", str(init_from))
+            sf = init_scale_factor(self._init_cfg)
+            if sf is not None and scale_factor is None:
+                self.vae.scale_factor = sf
+        if scale_factor is not None:
+            self.vae.scale_factor = float(scale_factor)
+        self.net_cfg["vae"]["scale_factor"] = float(self.vae.scale_factor)
+
+    @property
+    def scale_factor(self) -> float:
+        return float(self.vae.scale_factor)
+
+    def extra_hparams(self) -> dict[str, Any]:
+        return {"init_from": self.init_from, "cond_drop_prob": self.cond_drop_prob, "scale_factor": self.scale_factor}
+
+    def export_components(self) -> dict[str, nn.Module]:
+        return {"vae": self.vae, "model": self.model, "conditioner": self.conditioner}
+
+    # ------------------------------------------------------------------ pieces
+    def drop_condition(self, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Zero the whole condition of each item with probability ``cond_drop_prob`` (CFG's null context)."""
+        if self.cond_drop_prob <= 0:
+            return cond
+        keep = torch.rand(cond.shape[0], generator=generator, device=generator.device) >= self.cond_drop_prob
+        keep = keep.to(cond.device).view(-1, *([1] * (cond.dim() - 1)))
+        return cond * keep.to(cond.dtype)
+
+    def model_fn(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.model(x, t, cond)
+
+    def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_condition(self, batch: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(x1.shape, generator=generator, device=generator.device).to(x1)
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        gen = self.step_generator(self.global_step)
+        with torch.no_grad():
+            x1 = self.encode_latents(batch, gen)
+        cond = self.drop_condition(self.encode_condition(batch), gen)
+        t = self.flow.sample_timesteps(x1.shape[0], gen, device=gen.device).to(x1.device)
+        loss = self.flow.loss(self.model_fn, x1, cond, t=t, noise=self.noise(x1, gen))
+        self.log("train/loss", loss, prog_bar=True, batch_size=x1.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        gen = self.step_generator(batch_idx, salt=1)  # the same noise/timesteps at every validation
+        x1 = self.encode_latents(batch, gen)
+        cond = self.encode_condition(batch)
+        b = x1.shape[0]
+        t = (torch.arange(b, device=x1.device, dtype=torch.float32) + 0.5) / b  # stratified, fixed
+        loss = self.flow.loss(self.model_fn, x1, cond, t=t, noise=self.noise(x1, gen))
+        self.log("val/loss", loss, batch_size=b, sync_dist=True)
+        n = int(self.val_cfg.get("num_samples", 1))
+        if n > 0 and batch_idx == 0 and "vol_points" in batch:
+            self._validate_samples(batch, cond[:n], gen)
+
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, generator: torch.Generator, num_steps: int, guidance_scale: float
+               ) -> torch.Tensor:
+        """Euler + CFG from noise shaped like the latents of ``cond`` (DiT scale)."""
+        sampler = EulerSampler(num_steps=num_steps)
+        shape = self.latent_shape(cond)
+        noise = self.sample_noise(shape, generator).to(cond)
+        return sampler.sample(self.model_fn, noise, cond, None, guidance_scale=guidance_scale, progress=False)
+
+    def latent_shape(self, cond: torch.Tensor) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def sample_noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(shape, generator=generator, device=generator.device)
+
+    @torch.no_grad()
+    def _validate_samples(self, batch: dict[str, Any], cond: torch.Tensor, gen: torch.Generator) -> None:
+        n = cond.shape[0]
+        z = self.sample(cond, gen, int(self.val_cfg["num_steps"]), float(self.val_cfg["guidance_scale"]))
+        z = z.reshape(-1, *z.shape[-2:]) / self.scale_factor  # [n*T, N, C]
+        pts = batch["vol_points"][:n].flatten(0, 1)  # [n*T, M, 3]
+        occ = batch["vol_occ"][:n].flatten(0, 1)
+        logits = self.vae.query(self.vae.decode(z), pts).float()
+        iou = occupancy_iou(logits, occ)  # [n*T]
+        self.log("val/sample_iou", iou.mean(), batch_size=n, sync_dist=True)
+        if self.global_rank == 0 and self.val_cfg.get("strip", True):
+            from sculpt4d.lit.visualize import tensor_to_pil
+
+            k = min(z.shape[0], 8)  # the first sample's frames (4D) or the first samples (3D)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                meshes = self.vae.latents_to_mesh(z[:k], octree_resolution=int(self.val_cfg["mesh_resolution"]),
+                                                  hierarchical=False, num_chunks=20000)
+            images = None
+            if "images" in batch:
+                images = [tensor_to_pil(im) for im in batch["images"][:n].flatten(0, 1)[:k]]
+            self.log_strip("val/samples", meshes, images)
+
+
+class DiT3DModule(_FlowModule):
+    """Single-frame flow matching: frozen VAE, trainable 3D DiT (+ the conditioner if ``train_conditioner``).
+
+    The paper freezes DINOv2; the tiny model has no pretrained image encoder, so its conditioner is trained
+    here jointly (``train_conditioner: true``) and frozen for the 4D stage.
+    """
+
+    stage = "dit3d"
+
+    def __init__(self, net: DictConfig | dict, train_conditioner: bool = False, **kwargs: Any) -> None:
+        super().__init__(net, **kwargs)
+        self.train_conditioner = bool(train_conditioner)
+        self.model = instantiate(self.net_cfg["dit"])
+        if self._parts:
+            from sculpt4d.lit.init import load_part
+
+            src = str(self.init_from)
+            model_sd = self._parts.get("model") or {}
+            if model_sd and any(k.startswith("backbone.") for k in model_sd):  # a 4D export: take its backbone
+                model_sd = {k[len("backbone."):]: v for k, v in model_sd.items() if k.startswith("backbone.")}
+            load_part(self.model, {"model": model_sd}, "model", src, required=False)
+            load_part(self.conditioner, self._parts, "conditioner", src, required=not self.train_conditioner)
+            self._parts = {}
+        self.conditioner.set_trainable(self.train_conditioner)
+        self.frozen = [self.vae] + ([] if self.train_conditioner else [self.conditioner])
+        self._finish_init()
+
+    def extra_hparams(self) -> dict[str, Any]:
+        return {**super().extra_hparams(), "train_conditioner": self.train_conditioner}
+
+    def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        surface = batch["surface"].flatten(0, 1)  # [B*T, P, 7] (T = 1 for this stage)
+        return self.vae.encode(surface, sample_posterior=True, generator=generator) * self.scale_factor  # [B*T,N,C]
+
+    def encode_condition(self, batch: dict[str, Any]) -> torch.Tensor:
+        images = batch["images"].flatten(0, 1)  # [B*T, 3, S, S]
+        return self.conditioner(images)  # [B*T, L, D]
+
+    def latent_shape(self, cond: torch.Tensor) -> tuple[int, ...]:
+        return (cond.shape[0], self.vae.num_latents, self.vae.embed_dim)
+
+
+class Sculpt4DModule(_FlowModule):
+    """4D stage: frozen VAE + frozen 3D backbone + frozen conditioner; only ``model.adapter.*`` trains.
+
+    Latents of a sequence come from ``vae.encode_sequence`` (one query-point pick per sequence, posterior
+    noise shared across frames with ``noise_share_alpha``); the flow noise x0 is shared the same way
+    (``flow_noise_share_alpha``, as at inference); one timestep per sequence.
+    """
+
+    stage = "sculpt4d"
+
+    def __init__(
+        self,
+        net: DictConfig | dict,
+        attention: DictConfig | dict | None = None,
+        noise_share_alpha: float = 1.0,
+        flow_noise_share_alpha: float | None = None,
+        train_backbone: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(net, **kwargs)
+        from sculpt4d.models.dit import DiT4D
+
+        self.attention_cfg = to_plain(attention) or {"variant": "blockmask"}
+        self.noise_share_alpha = float(noise_share_alpha)
+        self.flow_noise_share_alpha = float(noise_share_alpha if flow_noise_share_alpha is None
+                                            else flow_noise_share_alpha)
+        adapter = self.net_cfg.get("adapter", {}) or {}
+        backbone = instantiate(self.net_cfg["dit"])
+        self.model = DiT4D(backbone=backbone, attention=self.attention_cfg,
+                           lora_rank=int(adapter.get("lora_rank", 16)), max_frames=int(adapter.get("max_frames", 64)))
+        if self._parts:
+            from sculpt4d.lit.init import load_part
+
+            src = str(self.init_from)
+            model_sd = self._parts.get("model") or {}
+            if any(k.startswith(("adapter.", "backbone.")) for k in model_sd):
+                load_part(self.model, self._parts, "model", src)  # a 4D export (continue / fine-tune)
+            else:
+                load_part(self.model.backbone, self._parts, "model", src)  # a 3D export fills the backbone
+            load_part(self.conditioner, self._parts, "conditioner", src)
+            self._parts = {}
+        self.conditioner.set_trainable(False)
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(train_backbone or name.startswith("adapter."))
+        self.frozen = [self.vae, self.conditioner] + ([] if train_backbone else [self.model.backbone])
+        self._finish_init()
+
+    def extra_hparams(self) -> dict[str, Any]:
+        return {**super().extra_hparams(), "attention": self.attention_cfg, "noise_share_alpha": self.noise_share_alpha,
+                "flow_noise_share_alpha": self.flow_noise_share_alpha}
+
+    def export_config(self) -> dict[str, Any]:
+        cfg = super().export_config()
+        cfg["attention"] = self.attention_cfg
+        return cfg
+
+    def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        z = self.vae.encode_sequence(batch["surface"], sample_posterior=True,
+                                     noise_share_alpha=self.noise_share_alpha, generator=generator)
+        return z * self.scale_factor  # [B, T, N, C]
+
+    def encode_condition(self, batch: dict[str, Any]) -> torch.Tensor:
+        with torch.no_grad():
+            return self.conditioner(batch["images"])  # [B, T, L, D]
+
+    def noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return shared_noise(x1.shape, self.flow_noise_share_alpha, generator).to(x1)
+
+    def sample_noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        return shared_noise(shape, self.flow_noise_share_alpha, generator)
+
+    def latent_shape(self, cond: torch.Tensor) -> tuple[int, ...]:
+        return (cond.shape[0], cond.shape[1], self.vae.num_latents, self.vae.embed_dim)

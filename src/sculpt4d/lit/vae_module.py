@@ -1,0 +1,91 @@
+"""``VAEModule``: point-cloud autoencoding with occupancy BCE + KL (the tiny model's first stage)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from sculpt4d.lit.base import BaseLitModule
+
+
+def occupancy_iou(logits: torch.Tensor, occ: torch.Tensor) -> torch.Tensor:
+    """IoU of ``logits > 0`` vs ``occ`` over query points, per item ``[B]`` (empty union -> 1)."""
+    pred, gt = logits > 0, occ > 0.5
+    inter = (pred & gt).sum(-1).float()
+    union = (pred | gt).sum(-1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+class VAEModule(BaseLitModule):
+    """Train ShapeVAE: ``loss = BCE(query(decode(z)), occupancy) + kl_weight · KL`` with ``z`` a posterior sample.
+
+    Batches need ``surface`` ``[B, T, P, 7]``, ``vol_points`` ``[B, T, M, 3]``, ``vol_occ`` ``[B, T, M]``; frames
+    are encoded independently. The logvar clamp is the VAE's own (``logvar_max``: 0 for tiny = std ≤ 1, so
+    the posterior mean stays decodable — tiny_feasibility.md's failure mode).
+    """
+
+    stage = "vae"
+
+    def __init__(self, net: DictConfig | dict, kl_weight: float = 1e-3, init_from: str | None = None,
+                 root_dir: str | None = None, **kwargs: Any) -> None:
+        super().__init__(net, **kwargs)
+        self.kl_weight = float(kl_weight)
+        self.vae = instantiate(self.net_cfg["vae"])
+        if init_from:
+            from sculpt4d.lit.init import load_init, load_part
+
+            parts, _ = load_init(init_from, root_dir)
+            load_part(self.vae, parts, "vae", str(init_from))
+        self._finish_init()
+
+    def extra_hparams(self) -> dict[str, Any]:
+        return {"kl_weight": self.kl_weight}
+
+    def export_components(self) -> dict[str, torch.nn.Module]:
+        return {"vae": self.vae}
+
+    def _forward(self, batch: dict[str, Any], generator: torch.Generator, sample: bool = True):
+        surface = batch["surface"].flatten(0, 1)  # [B*T, P, 7]
+        pts = batch["vol_points"].flatten(0, 1)  # [B*T, M, 3]
+        occ = batch["vol_occ"].flatten(0, 1)  # [B*T, M]
+        posterior, _ = self.vae.encode_posterior(surface, generator=generator)
+        z = posterior.sample(generator) if sample else posterior.mode()  # [B*T, N, C]
+        logits = self.vae.query(self.vae.decode(z), pts).float()  # [B*T, M]
+        bce = F.binary_cross_entropy_with_logits(logits, occ)
+        kl = posterior.kl().float().mean()
+        return logits, occ, bce, kl, posterior
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        gen = self.step_generator(self.global_step)
+        logits, occ, bce, kl, posterior = self._forward(batch, gen)
+        loss = bce + self.kl_weight * kl
+        bs = occ.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict({"train/bce": bce, "train/kl": kl, "train/acc": ((logits > 0) == (occ > 0.5)).float().mean(),
+                       "train/logvar": posterior.logvar.float().mean()}, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        gen = self.step_generator(batch_idx, salt=1)
+        logits, occ, bce, kl, posterior = self._forward(batch, gen, sample=False)  # decode the mean
+        bs = occ.shape[0]
+        self.log_dict({"val/bce": bce, "val/kl": kl, "val/iou": occupancy_iou(logits, occ).mean(),
+                       "val/latent_std": posterior.mode().float().std()}, batch_size=bs, sync_dist=True)
+        if batch_idx == 0:
+            self._log_meshes(batch, posterior.mode())
+
+    @torch.no_grad()
+    def _log_meshes(self, batch: dict[str, Any], z: torch.Tensor) -> None:
+        if self.global_rank != 0 or not self.val_cfg.get("strip", True):
+            return
+        k = min(z.shape[0], max(int(self.val_cfg.get("num_samples", 4)), 1))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            meshes = self.vae.latents_to_mesh(z[:k], octree_resolution=int(self.val_cfg["mesh_resolution"]),
+                                              hierarchical=False, num_chunks=20000)
+        self.log_strip("val/reconstruction", meshes)
