@@ -97,16 +97,16 @@ def test_near_surface_mask_marks_sign_changes_and_band():
 # ---- hierarchical vs dense ------------------------------------------------------------------------------
 @pytest.mark.parametrize("field", [sphere_fn(), torus_fn()], ids=["sphere", "torus"])
 def test_hierarchical_matches_dense_on_analytic_fields(field):
-    dense = decode_dense(field, B, 64)
-    hier = decode_hierarchical(field, B, 64, min_resolution=16)
-    assert hier.resolutions == [16, 32, 64]
+    dense = decode_dense(field, B, 48, num_chunks=1 << 16)
+    hier = decode_hierarchical(field, B, 48, num_chunks=1 << 16, min_resolution=12)
+    assert hier.resolutions == [12, 24, 48]
     assert hier.num_queries < 0.5 * dense.num_queries
     ev = hier.evaluated
     torch.testing.assert_close(hier.logits[ev], dense.logits[ev])
     vd, fd = extract_surface(dense.logits, B)
     vh, fh = extract_surface(hier.logits, B)
     vn, fn = extract_surface(hier.with_nan(), B)  # NaN-marked output gives the same mesh
-    assert len(fd) > 1000
+    assert len(fd) > 1000 and len(fh) == len(fd)
     assert chamfer(vd, vh) < 1e-4 and chamfer(vd, vn) < 1e-4
     assert torch.isnan(hier.with_nan()).any() and not torch.isnan(hier.logits).any()
 
@@ -120,15 +120,15 @@ def test_hierarchical_matches_dense_on_tiny_vae_field():
         mu, sd = probe.mean(), probe.std()
         sphere = sphere_fn(0.55, (0.0, 0.0, 0.0), sharp=12.0)
         field = lambda xyz: sphere(xyz) + 2.0 * (raw(xyz) - mu) / sd  # a VAE-bumped sphere
-        dense = decode_dense(field, B, 32)
-        hier = decode_hierarchical(field, B, 32, min_resolution=8)
+        dense = decode_dense(field, B, 24)
+        hier = decode_hierarchical(field, B, 24, min_resolution=6)
     assert hier.num_queries < dense.num_queries
     torch.testing.assert_close(
         hier.logits[hier.evaluated], dense.logits[hier.evaluated], atol=1e-4, rtol=1e-4
     )
     vd, _ = extract_surface(dense.logits, B)
     vh, _ = extract_surface(hier.logits, B)
-    cell = 2 * B / 32
+    cell = 2 * B / 24
     assert chamfer(vd, vh) < 0.05 * cell
 
 
@@ -137,19 +137,19 @@ def test_vae_decode_volume_dense_and_hierarchical():
     with torch.no_grad():
         vae.geo_decoder.output_proj.weight.mul_(200.0)  # logits of order ±10: a real band to refine
     z = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(1))
-    dense = vae.decode_volume(z, resolution=16, hierarchical=False)
-    hier = vae.decode_volume(z, resolution=16, hierarchical=True, min_resolution=4)
-    assert dense.shape == hier.shape == (2, 17, 17, 17) and dense.dtype == torch.float32
+    dense = vae.decode_volume(z, resolution=12, hierarchical=False)
+    hier = vae.decode_volume(z, resolution=12, hierarchical=True, min_resolution=3)
+    assert dense.shape == hier.shape == (2, 13, 13, 13) and dense.dtype == torch.float32
     assert not torch.isnan(dense).any()
     ok = ~torch.isnan(hier)
     assert 0 < ok.sum() < ok.numel()
     torch.testing.assert_close(hier[ok], dense[ok], atol=1e-4, rtol=1e-4)
-    results = vae.decode_volume(z, resolution=16, hierarchical=True, min_resolution=4, return_results=True)
+    results = vae.decode_volume(z, resolution=12, hierarchical=True, min_resolution=3, return_results=True)
     for r, grid in zip(results, hier):
-        assert r.resolutions == [4, 8, 16]
+        assert r.resolutions == [3, 6, 12]
         assert torch.equal(r.evaluated, ~torch.isnan(grid))
-        # coarse 5^3 dense + level-8 points + level-16 points (this random field is rough: most are refined)
-        assert 5**3 + int(r.evaluated.sum()) < r.num_queries <= 5**3 + 9**3 + 17**3
+        # coarse 4^3 dense + level-6 points + level-12 points (this random field is rough: most are refined)
+        assert 4**3 + int(r.evaluated.sum()) < r.num_queries <= 4**3 + 7**3 + 13**3
 
 
 # ---- surface extraction ---------------------------------------------------------------------------------
@@ -231,5 +231,5 @@ def test_latents_to_mesh_batch_components_and_empty(monkeypatch):
     monkeypatch.setattr(vae, "query", lambda h, xyz: -torch.ones(xyz.shape[:2]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        empty = vae.latents_to_mesh(z[:1], octree_resolution=16, hierarchical=False)[0]
+        empty = vae.latents_to_mesh(z[:1], octree_resolution=8, hierarchical=False)[0]
     assert len(empty.faces) == 0 and any("no surface" in str(w.message) for w in caught)
