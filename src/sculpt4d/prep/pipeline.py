@@ -26,7 +26,7 @@ from PIL import Image
 from sculpt4d.errors import InputError, MissingDependencyError
 from sculpt4d.prep import sampling as S
 from sculpt4d.prep.cameras import CameraRange, sample_cameras, transforms_dict
-from sculpt4d.prep.watertight import watertight
+from sculpt4d.prep.watertight import field_occupancy, watertight_field
 from sculpt4d.utils.io import atomic_path, write_json
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -240,16 +240,24 @@ def stage_sample(obj_dir: Path, p: PrepParams, progress: Progress | None = None)
     """Watertight every frame, track random + sharp samples, write 4d_sample_new.npz + 4d_volume.npz."""
     meta = json.loads((obj_dir / "meta.json").read_text())
     rest, frames = _frames_for_sampling(obj_dir, p, meta)
-    wts = []
+    wts, fields = [], []
     for t, (v, f) in enumerate(frames):
-        wts.append(watertight(v, f, p.grid_res, narrow_band=p.narrow_band))
+        wv, wf, w, grid = watertight_field(v, f, p.grid_res, narrow_band=p.narrow_band)
+        fields.append((w, grid))
+        if len(wf) == 0:
+            raise InputError(f"{obj_dir.name} frame {t}: the watertight surface is empty (the mesh encloses "
+                             "no volume, e.g. a single open sheet)")  # fmt: skip
+        wts.append((wv, wf))
         if progress:
             progress("watertight", t + 1, len(frames))
     rng = np.random.default_rng(object_seed(obj_dir.name, p.seed))
     rnd = S.sample_uniform(*rest, p.pc_random, rng)
     shp, n_sharp_edges = S.sample_sharp(*rest, p.pc_sharp, rng, p.sharp_angle)
-    tr_r = S.track(rnd, rest, frames, wts)
-    tr_s = S.track(shp, rest, frames, wts)
+    both = S.SurfaceSamples(np.concatenate([rnd.face, shp.face]), np.concatenate([rnd.bary, shp.bary]))
+    tr = S.track(both, rest, frames, wts)  # one closest-point query per frame for both kinds
+    nr = p.pc_random
+    tr_r = S.Tracked([x[:nr] for x in tr.points], [x[:nr] for x in tr.normals], tr.topology_changes)
+    tr_s = S.Tracked([x[nr:] for x in tr.points], [x[nr:] for x in tr.normals], tr.topology_changes)
     if progress:
         progress("sample", len(frames), len(frames))
     centre, scale = S.sequence_normalisation([*tr_r.points, *tr_s.points, *(v for v, _ in frames)])
@@ -266,15 +274,16 @@ def stage_sample(obj_dir: Path, p: PrepParams, progress: Progress | None = None)
     near_off = rng.normal(0.0, 0.01, size=(m // 2, 3))
     uni = rng.uniform(-0.55, 0.55, size=(m - m // 2, 3))
     vol: dict[str, np.ndarray] = {}
-    for t, (wv, wf) in enumerate(wts):
+    for t, (w, grid) in enumerate(fields):
         q = np.concatenate([S.normalise(tr_r.points[t][near_idx], centre, scale) + near_off, uni]).astype(np.float16)
         vol[f"frame_{t:04d}/points"] = q
-        vol[f"frame_{t:04d}/occupancy"] = S.occupancy((wv - centre) / scale, wf, q.astype(np.float64)).astype(np.uint8)
+        occ = field_occupancy(w, grid, q.astype(np.float64) * scale + centre)  # back to mesh coordinates
+        vol[f"frame_{t:04d}/occupancy"] = occ.astype(np.uint8)
     with atomic_path(obj_dir / "geo_data" / "4d_volume.npz") as tmp:
         np.savez_compressed(tmp, **vol)
     # source -> npz coordinates: (x - c1)/s1 then (y - c2)/s2  ==  (x - (c1 + s1 c2)) / (s1 s2)
     c1, s1 = np.asarray(meta["mesh_normalisation"]["centre"]), float(meta["mesh_normalisation"]["scale"])
-    changes = sorted(set(tr_r.topology_changes) | set(tr_s.topology_changes))
+    changes = list(tr.topology_changes)
     meta.update(
         normalisation=dict(centre=(c1 + s1 * centre).tolist(), scale=s1 * scale),
         sample_normalisation=dict(centre=centre.tolist(), scale=scale),

@@ -148,8 +148,9 @@ def track(
         p = samples.points(v, f)
         prev = p
         c, fi = closest_point(p, wv, wf)
-        n = trimesh.triangles.normals(np.asarray(wv, dtype=np.float64)[wf[fi]])[0]
-        bad = ~np.isfinite(n).all(1) | (np.linalg.norm(n, axis=1) < 0.5)  # degenerate faces
+        tri = np.asarray(wv, dtype=np.float64)[wf[fi]]  # [N, 3, 3]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        bad = ~np.isfinite(n).all(1) | (np.linalg.norm(n, axis=1) < 1e-20)  # degenerate faces
         if bad.any():
             n[bad] = _vertex_normal_fallback(wv, wf, fi[bad])
         out.points.append(c)

@@ -101,7 +101,7 @@ def check_points(data: dict[str, np.ndarray], jump: float = 0.1) -> dict:
     return out
 
 
-def check_renders(obj_dir: Path, frames: int = 3, min_inside: float = 0.95) -> dict:
+def check_renders(obj_dir: Path, frames: int = 3, min_inside: float = 0.95, dilate: int = 2) -> dict:
     """Project each frame's mesh.ply vertices with transforms.json: fraction inside the (dilated) alpha."""
     from PIL import Image
     from scipy import ndimage
@@ -130,7 +130,7 @@ def check_renders(obj_dir: Path, frames: int = 3, min_inside: float = 0.95) -> d
             if img.shape[:2] != (tf["height"], tf["width"]) or img.ndim != 3 or img.shape[2] != 4:
                 res["problems"].append(f"{fd.name}/{fr['file_path']}: shape {img.shape}")
                 continue
-            mask = ndimage.binary_dilation(img[..., 3] > 0, iterations=1)
+            mask = ndimage.binary_dilation(img[..., 3] > 0, iterations=dilate)
             uv, depth = project(v, fr)
             ok = (depth > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] < tf["width"]) & (uv[:, 1] < tf["height"])
             if not ok.any():

@@ -133,14 +133,28 @@ def winding_grid(
     return w
 
 
-def watertight(
+def watertight_field(
     vertices: np.ndarray, faces: np.ndarray, grid_res: int = 256, narrow_band: bool = True
-) -> tuple[np.ndarray, np.ndarray]:
-    """Closed triangle mesh of the 0.5 winding-number level set. -> (verts [N,3] f64, faces [M,3] i64)"""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
+    """Watertight mesh plus the winding-number grid it was extracted from. -> (verts, faces, w [R,R,R], grid)"""
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces, dtype=np.int64)
     grid = make_grid(vertices, grid_res)
     w = winding_grid(vertices, faces, grid, narrow_band=narrow_band)
     v, f = mcubes.marching_cubes(w, 0.5)
     v = grid.origin + v * grid.h
-    return v.astype(np.float64), np.ascontiguousarray(f, dtype=np.int64)
+    return v.astype(np.float64), np.ascontiguousarray(f, dtype=np.int64), w, grid
+
+
+def watertight(
+    vertices: np.ndarray, faces: np.ndarray, grid_res: int = 256, narrow_band: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Closed triangle mesh of the 0.5 winding-number level set. -> (verts [N,3] f64, faces [M,3] i64)"""
+    v, f, _, _ = watertight_field(vertices, faces, grid_res, narrow_band)
+    return v, f
+
+
+def field_occupancy(w: np.ndarray, grid: Grid, q: np.ndarray) -> np.ndarray:
+    """Inside test from the winding grid (trilinear, level 0.5 — the surface marching cubes extracts).  # [M] bool"""
+    ijk = ((np.asarray(q, dtype=np.float64) - grid.origin) / grid.h).T  # [3, M]
+    return ndimage.map_coordinates(w, ijk, order=1, mode="constant", cval=0.0) > 0.5
