@@ -339,3 +339,10 @@ def test_state_dict_roundtrip_identical_outputs():
     zb = b.encode(s, generator=torch.Generator().manual_seed(0))
     assert torch.equal(za, zb)
     assert torch.equal(a.query(a(za), xyz), b.query(b(zb), xyz))
+
+
+def test_sharp_edge_points_get_their_own_queries():
+    vae = tiny_vae(pc_size=240, pc_sharpedge_size=80)  # 12 random + 4 sharp-edge queries
+    post, sel = vae.encode_posterior(random_surface(2, 320), generator=torch.Generator().manual_seed(0))
+    assert post.mean.shape == (2, 16, 8) and sel.input_idx.shape == (320,)
+    assert (sel.query_idx[:, :12] < 240).all() and (sel.query_idx[:, 12:] >= 240).all()
