@@ -1,8 +1,8 @@
 """Surface-sample distances: Chamfer distance and F-score (DESIGN §7).
 
 Both sample each surface uniformly by area (``trimesh.sample.sample_surface``, seeded) and use
-``scipy.spatial.cKDTree`` for nearest neighbours. Empty/degenerate meshes (see ``clean_mesh``):
-two empty meshes agree perfectly (CD 0, F 1); one empty against a non-empty one gives the worst
+``scipy.spatial.cKDTree`` for nearest neighbours (``workers=-1``: all cores).
+Empty/degenerate meshes (see ``clean_mesh``): two empty meshes agree perfectly (CD 0, F 1); one empty against a non-empty one gives the worst
 values ``WORST_CHAMFER`` and F 0.
 """
 
@@ -41,7 +41,9 @@ def sample_surface(mesh: trimesh.Trimesh | None, n: int = 100_000, seed: int = 0
     else:
         pts, _ = trimesh.sample.sample_surface(m, int(n), seed=seed)
         pts = np.asarray(pts, dtype=np.float64)
-    return SurfaceSamples(points=pts, tree=cKDTree(pts))
+    # leafsize 64, unbalanced: ~2x faster queries than the defaults for surface samples queried from
+    # off-surface points (measured on 100k-sample spheres 0.01-0.1 apart)
+    return SurfaceSamples(points=pts, tree=cKDTree(pts, leafsize=64, balanced_tree=False))
 
 
 def _nn_dist(src: SurfaceSamples, dst: SurfaceSamples, workers: int) -> np.ndarray:
@@ -49,7 +51,7 @@ def _nn_dist(src: SurfaceSamples, dst: SurfaceSamples, workers: int) -> np.ndarr
     return d
 
 
-def chamfer_from_samples(a: SurfaceSamples, b: SurfaceSamples, workers: int = 1) -> float:
+def chamfer_from_samples(a: SurfaceSamples, b: SurfaceSamples, workers: int = -1) -> float:
     """Chamfer distance between two sampled surfaces (see ``chamfer_distance``)."""
     if a.empty and b.empty:
         return 0.0
@@ -59,7 +61,7 @@ def chamfer_from_samples(a: SurfaceSamples, b: SurfaceSamples, workers: int = 1)
 
 
 def chamfer_fscore_from_samples(
-    pred: SurfaceSamples, gt: SurfaceSamples, tau: float = 0.05, workers: int = 1
+    pred: SurfaceSamples, gt: SurfaceSamples, tau: float = 0.05, workers: int = -1
 ) -> tuple[float, float]:
     """``(chamfer, fscore)`` from one pair of nearest-neighbour queries."""
     if pred.empty and gt.empty:
@@ -76,7 +78,7 @@ def chamfer_fscore_from_samples(
 
 
 def chamfer_distance(
-    a: trimesh.Trimesh | None, b: trimesh.Trimesh | None, n: int = 100_000, seed: int = 0, workers: int = 1
+    a: trimesh.Trimesh | None, b: trimesh.Trimesh | None, n: int = 100_000, seed: int = 0, workers: int = -1
 ) -> float:
     """Mean of the two directional mean nearest-neighbour L2 distances between ``n`` surface samples each.
 
@@ -92,7 +94,7 @@ def fscore(
     tau: float = 0.05,
     n: int = 100_000,
     seed: int = 0,
-    workers: int = 1,
+    workers: int = -1,
 ) -> float:
     """F-score at threshold ``tau``: harmonic mean of precision (pred samples within ``tau`` of gt)
     and recall (gt samples within ``tau`` of pred); distances strictly below ``tau`` count."""

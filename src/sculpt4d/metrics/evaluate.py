@@ -24,7 +24,7 @@ def evaluate_sequence(
     seed: int = 0,
     normalize: bool = True,
     iou_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
-    workers: int = 1,
+    workers: int = -1,
 ) -> dict[str, Any]:
     """Chamfer, volumetric IoU, F-score@tau (means over frames) and temporal jitter of ``preds`` vs ``gts``.
 

@@ -11,7 +11,7 @@ from sculpt4d.errors import InputError
 from sculpt4d.metrics.distance import SurfaceSamples, chamfer_from_samples, sample_surface
 
 
-def consecutive_chamfers(samples: Sequence[SurfaceSamples], workers: int = 1) -> np.ndarray:
+def consecutive_chamfers(samples: Sequence[SurfaceSamples], workers: int = -1) -> np.ndarray:
     """CD between each pair of consecutive frames, shape [T-1]."""
     return np.array(
         [chamfer_from_samples(samples[t], samples[t + 1], workers) for t in range(len(samples) - 1)],
@@ -20,7 +20,7 @@ def consecutive_chamfers(samples: Sequence[SurfaceSamples], workers: int = 1) ->
 
 
 def jitter_from_samples(
-    pred: Sequence[SurfaceSamples], gt: Sequence[SurfaceSamples], workers: int = 1
+    pred: Sequence[SurfaceSamples], gt: Sequence[SurfaceSamples], workers: int = -1
 ) -> float:
     """Temporal jitter from pre-sampled surfaces; 0.0 for sequences shorter than two frames."""
     if len(pred) != len(gt):
@@ -37,7 +37,7 @@ def temporal_jitter(
     gts: Sequence[trimesh.Trimesh | None],
     n: int = 100_000,
     seed: int = 0,
-    workers: int = 1,
+    workers: int = -1,
 ) -> float:
     """Mean over t of |CD(pred_t, pred_t+1) − CD(gt_t, gt_t+1)| with ``n`` samples per surface.
 
