@@ -12,8 +12,8 @@ import argparse
 import time
 
 import torch
-
 from _common import add_json_arg, print_table, write_json
+
 from sculpt4d.models.dit import DiT4D, HunyuanDiT
 
 PAPER = dict(input_size=4096, in_channels=64, hidden_size=2048, context_dim=1024, depth=21, num_heads=16,
@@ -77,7 +77,7 @@ def main() -> None:
         for variant in args.variants:
             m4d = DiT4D(dit, {"variant": variant, "block_size": 128, "backend": args.backend}).to(dev, dtype).eval()
             with torch.no_grad():
-                sec, mem = timed(lambda m=m4d: m(xs, t, cs), args.repeats)
+                sec, mem = timed(lambda m=m4d, a=xs, c=cs: m(a, t, c), args.repeats)
             rows.append({"model": "DiT4D", "T": T, "variant": variant, "backend": args.backend,
                          "density": m4d.mask(T, 4096).density, "seconds": sec, "peak_GiB": mem,
                          "params_B": params / 1e9})
