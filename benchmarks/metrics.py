@@ -18,10 +18,11 @@ from sculpt4d.metrics import chamfer_distance, evaluate_sequence, fscore, tempor
 
 
 def timed(label: str, fn, *args, **kwargs):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args, **kwargs)
-    dt = time.perf_counter() - t0
-    print(f"{label:<44s} {dt:8.2f} s   -> {out if np.isscalar(out) else type(out).__name__}")
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    value = out if np.isscalar(out) else type(out).__name__
+    print(f"{label:<44s} wall {dt:7.2f} s  cpu {dc:7.2f} s  -> {value}")
     return out
 
 

@@ -2,8 +2,8 @@
 
 Both sample each surface uniformly by area (``trimesh.sample.sample_surface``, seeded) and use
 ``scipy.spatial.cKDTree`` for nearest neighbours (``workers=-1``: all cores).
-Empty/degenerate meshes (see ``clean_mesh``): two empty meshes agree perfectly (CD 0, F 1); one empty against a non-empty one gives the worst
-values ``WORST_CHAMFER`` and F 0.
+Empty/degenerate meshes (see ``clean_mesh``): two empty meshes agree perfectly (CD 0, F 1); one empty
+against a non-empty one gives the worst values ``WORST_CHAMFER`` and F 0.
 """
 
 from __future__ import annotations
