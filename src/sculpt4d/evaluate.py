@@ -43,14 +43,16 @@ def load_object(obj_dir: Path, sequence_length: int, cond_view: int) -> tuple[li
         raise InputError(f"{obj_dir}: {len(frame_dirs)} frames, need sequence_length={sequence_length}")
     meta_file = obj_dir / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    norm = meta.get("normalization") or meta.get("normalisation") or {}
-    center = np.asarray(norm.get("center", [0.0, 0.0, 0.0]), dtype=np.float64)
+    # mesh.ply is in the sequence's mesh normalisation; the point clouds (hence the VAE's frame) apply
+    # one more (x - centre) / scale on top of it (prep.pipeline.stage_sample).
+    norm = meta.get("sample_normalisation") or {}
+    center = np.asarray(norm.get("centre", [0.0, 0.0, 0.0]), dtype=np.float64)
     scale = float(norm.get("scale", 1.0))
     frames, gts = [], []
     for fd in frame_dirs:
         frames.append(fd / f"{cond_view:03d}.png")
         mesh = trimesh.load(fd / "mesh.ply", force="mesh", process=False)
-        verts = (np.asarray(mesh.vertices) - center) * scale * VAE_RANGE
+        verts = (np.asarray(mesh.vertices) - center) / scale * VAE_RANGE
         gts.append(trimesh.Trimesh(verts, np.asarray(mesh.faces), process=False))
     return frames, gts
 
