@@ -133,3 +133,56 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_dataset():
     """The :func:`make_synthetic_dataset` function, for tests that need their own (modifiable) copy."""
     return make_synthetic_dataset
+
+
+# ---------------------------------------------------------------------------------------------- configs
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# A model smaller than `model=tiny` for fast CPU tests (same architecture, every code path).
+MICRO_MODEL = [
+    "model.vae.num_latents=32", "model.vae.embed_dim=8", "model.vae.width=32", "model.vae.heads=2",
+    "model.vae.num_encoder_layers=1", "model.vae.num_decoder_layers=1", "pc_size=256",
+    "model.dit.input_size=32", "model.dit.in_channels=8", "model.dit.hidden_size=32", "model.dit.context_dim=32",
+    "model.dit.depth=3", "model.dit.num_heads=2", "model.dit.num_moe_layers=1", "model.dit.num_experts=2",
+    "model.conditioner.image_size=28", "model.conditioner.dinov2.hidden_size=32",
+    "model.conditioner.dinov2.num_hidden_layers=1", "model.conditioner.dinov2.num_attention_heads=2",
+    "model.conditioner.dinov2.intermediate_size=64", "model.conditioner.dinov2.image_size=28",
+    "model.preprocess.size=32", "model.adapter.lora_rank=2", "attention.block_size=16",
+]
+
+
+def compose_train(overrides: list[str], tmp_path: Path, data_root: Path | None = None):
+    """``conf/train.yaml`` composed in-process (Hydra compose API) with outputs under ``tmp_path``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    from sculpt4d.config import register_resolvers
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        extra = [f"data.root={data_root}"] if data_root is not None else []
+        cfg = compose(config_name="train", overrides=[f"output_folder={tmp_path}/out", *overrides, *extra],
+                      return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.extras.print_config = False
+    HydraConfig.instance().set_config(cfg)
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+@pytest.fixture
+def train_cfg(tmp_path: Path, tiny_dataset: Path):
+    """``train_cfg(stage, *overrides)``: a micro-model config of ``experiment=tiny_<stage>`` on the fixture data."""
+
+    def make(stage: str = "4d", *overrides: str, micro: bool = True):
+        base = [f"experiment=tiny_{stage}" if stage != "tiny" else "experiment=tiny", "init_from=null",
+                "sequence_length=3", "data.num_volume_points=128", "data.batch_size=2", "data.val_batch_size=2",
+                "logger=csv", "callbacks=none", "lit.val.num_steps=2", "lit.val.mesh_resolution=12",
+                "lit.val.strip=false", "training.warmup_steps=2"]
+        return compose_train([*base, *(MICRO_MODEL if micro else []), *overrides], tmp_path, tiny_dataset)
+
+    return make

@@ -175,9 +175,9 @@ class BaseLitModule(LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def frozen_state_keys(self) -> list[str]:
         keys = []
-        for name, child in self.named_children():
-            if child in self.frozen:
-                keys.extend(f"{name}.{k}" for k in child.state_dict())
+        for name, mod in self.named_modules():
+            if name and any(mod is f for f in self.frozen):
+                keys.extend(f"{name}.{k}" for k in mod.state_dict())
         return keys
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

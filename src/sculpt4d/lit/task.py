@@ -142,7 +142,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "callbacks": callbacks, "loggers": loggers,
                "trainer": trainer}
     if loggers:
-        hp = OmegaConf.to_container(cfg, resolve=True)
+        hp = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+              for k, v in cfg.items() if k != "hydra"}
         hp["params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         hp["params/total"] = sum(p.numel() for p in model.parameters())
         for lg in loggers:
