@@ -19,7 +19,7 @@ class CameraRange:
 
     elevation: tuple[float, float] = (-90.0, 90.0)  # degrees
     azimuth: tuple[float, float] = (-180.0, 180.0)  # degrees; 0 = in front of the object (+Z)
-    radius: float = 2.0  # distance to the look-at point, in normalised units (object fits [-0.5, 0.5]³)
+    radius: float = 2.6  # distance to the look-at point (normalised units): the unit cube's bounding sphere fits a 40° fov
     fov: float = 40.0  # full vertical = horizontal field of view, degrees (square images)
 
 

@@ -43,7 +43,7 @@ class PrepParams:
     resolution: int = 512
     elevation: tuple[float, float] = (-90.0, 90.0)
     azimuth: tuple[float, float] = (-180.0, 180.0)
-    radius: float = 2.0
+    radius: float = 2.6
     fov: float = 40.0
     shading: str = "auto"  # auto | geometry | color
     render_backend: str = "auto"  # auto | pyrender | embree
