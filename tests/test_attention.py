@@ -163,3 +163,33 @@ def test_flex_compiled_cpu_inference_equals_dense():
     q.requires_grad_(True)
     with pytest.raises(ValueError, match="no backward on CPU"):
         sparse_attention(q, k, v, m, "flex")
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_backends_equal_dense_forward_backward(variant, dtype):
+    T, N, b = 6, 256, 128
+    m = build_block_mask(variant, T, N, block_size=b)
+    q, k, v, pre = (x.cuda() if not isinstance(x, tuple) else tuple(y.cuda() for y in x)
+                    for x in _inputs(T, N, B=2, H=4, D=64, dtype=dtype))
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
+    backends = ["gather", "flex"] + (["block_sparse_attn"] if choose_backend(q.half(), m) == "block_sparse_attn" else [])
+    for p in (None, pre):
+        leaves = [q, k, v, *(p or ())]
+        ref_leaves = [x.detach().float().requires_grad_(True) for x in leaves]
+        ref = sparse_attention(*ref_leaves[:3], m, "dense", tuple(ref_leaves[3:]) or None)
+        ref_grads = torch.autograd.grad(ref.square().sum(), ref_leaves)
+        for be in backends:
+            if be == "block_sparse_attn" and (p is not None or dtype == torch.float32):
+                continue
+            ls = [x.detach().clone().requires_grad_(True) for x in leaves]
+            out = sparse_attention(*ls[:3], m, be, tuple(ls[3:]) or None)
+            torch.testing.assert_close(out.float(), ref, **tol)
+            grads = torch.autograd.grad(out.float().square().sum(), ls)
+            for g, r in zip(grads, ref_grads):
+                torch.testing.assert_close(g.float(), r, **{k_: 5 * v_ for k_, v_ in tol.items()})

@@ -140,3 +140,30 @@ def test_bad_inputs():
         m(torch.randn(1, 9, N, 8), torch.rand(1), torch.randn(1, 9, 5, 32))
     with pytest.raises(ValueError, match="unknown"):
         make("blockmask", decya=1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("variant", ["blockmask", "temporal", "rope"])
+def test_cuda_flex_model_equals_gather(variant):
+    torch.manual_seed(0)
+    bb = HunyuanDiT(**{**TINY, "input_size": 256}).eval()
+    with torch.no_grad():
+        for name, p in bb.named_parameters():
+            if name.endswith("gate.weight"):
+                p.mul_(20.0)  # decisive MoE routing
+    bb = bb.cuda()
+    m = DiT4D(bb, {"variant": variant, "block_size": 128}, lora_rank=4, max_frames=8, backend="flex").cuda()
+    randomise_adapter(m)
+    g = torch.Generator().manual_seed(1)
+    x, t, c = torch.randn(1, 4, 256, 8, generator=g), torch.rand(1, 4, generator=g), torch.randn(1, 4, 5, 32, generator=g)
+    x, t, c = x.cuda(), t.cuda(), c.cuda()
+    out = m(x, t, c)
+    out.square().mean().backward()
+    grad = m.adapter.lora[2].q.B.grad.clone()
+    m.zero_grad()
+    m.backend = "gather"
+    ref = m(x, t, c)
+    ref.square().mean().backward()
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(m.adapter.lora[2].q.B.grad, grad, atol=1e-4, rtol=1e-3)

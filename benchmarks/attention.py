@@ -1,0 +1,95 @@
+"""Wall time of each attention backend per variant, side by side with dense full attention (same run).
+
+Ratio = time / time(dense SDPA without mask); compare it with the mask density (ideal: ratio ~ density).
+
+    python benchmarks/attention.py --quick                      # T=16, N=1024, fp32, blockmask, gather
+    python benchmarks/attention.py --device cuda --sizes 16x4096 --dtypes bf16 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from _common import add_json_arg, print_table, write_json
+
+from sculpt4d.models.attention import build_block_mask, sparse_attention
+from sculpt4d.models.attention.backends import _block_sparse_func
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def timeit(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> float:
+    """Min wall time over ``repeats`` calls after one warm-up call (compiles / builds caches)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    fn()
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main() -> None:
+    ap = add_json_arg(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--sizes", default="8x1024,16x1024,8x4096,16x4096", help="comma list of TxN")
+    ap.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
+    ap.add_argument("--variants", nargs="+", default=["blockmask", "radial", "framepack", "temporal", "full"])
+    ap.add_argument("--backends", nargs="+", default=None,
+                    help="default: gather (+flex, +block_sparse_attn on CUDA); dense = SDPA with the token mask")
+    ap.add_argument("--heads", type=int, default=16)
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--block-size", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dense-max-tokens", type=int, default=32768, help="skip the masked-dense backend above this T*N")
+    ap.add_argument("--quick", action="store_true", help="T=16, N=1024, fp32, blockmask, gather only")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if args.quick:
+        args.sizes, args.dtypes, args.variants = "16x1024", ["fp32"], ["blockmask"]
+        args.backends = args.backends or ["gather"]
+    if args.backends is None:
+        args.backends = ["gather"] + (["flex"] + (["block_sparse_attn"] if _block_sparse_func() else [])
+                                      if device.type == "cuda" else [])
+    torch.manual_seed(0)
+    rows = []
+    for size in args.sizes.split(","):
+        T, N = (int(s) for s in size.lower().split("x"))
+        for dn in args.dtypes:
+            dt = DTYPES[dn]
+            q, k, v = (torch.randn(1, args.heads, T * N, args.head_dim, device=device, dtype=dt) for _ in range(3))
+            with torch.no_grad():
+                base = timeit(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats, device)
+                rows.append(dict(T=T, N=N, dtype=dn, variant="full", backend="sdpa (no mask)", density=1.0,
+                                 seconds=round(base, 4), ratio=1.0, ratio_over_density=1.0))
+                for variant in args.variants:
+                    mask = build_block_mask(variant, T, N, args.block_size)
+                    for be in args.backends:
+                        if be == "dense" and T * N > args.dense_max_tokens:
+                            continue  # the token mask alone would be (T N)^2 booleans
+                        try:
+                            s = timeit(lambda: sparse_attention(q, k, v, mask, be), args.repeats, device)
+                        except (ValueError, ImportError, RuntimeError) as e:  # e.g. kernel n/a for this case
+                            rows.append(dict(T=T, N=N, dtype=dn, variant=variant, backend=be,
+                                             density=round(mask.density, 4), seconds=f"n/a: {str(e)[:50]}"))
+                            continue
+                        rows.append(dict(T=T, N=N, dtype=dn, variant=variant, backend=be,
+                                         density=round(mask.density, 4), seconds=round(s, 4),
+                                         ratio=round(s / base, 4), ratio_over_density=round(s / base / mask.density, 3)))
+                    print_table([r for r in rows if (r["T"], r["N"], r["dtype"], r["variant"]) == (T, N, dn, variant)])
+    title = (f"attention wall time (min of {args.repeats}), B=1, H={args.heads}, D={args.head_dim}, "
+             f"block {args.block_size}, device {device}; ratio = time / dense SDPA")
+    print_table(rows, title)
+    write_json(args.json, dict(rows=rows, device=str(device), heads=args.heads, head_dim=args.head_dim,
+                               block_size=args.block_size, repeats=args.repeats, torch=torch.__version__))
+
+
+if __name__ == "__main__":
+    main()
