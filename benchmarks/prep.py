@@ -15,9 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import add_json_arg, print_table, write_json  # noqa: I001  (also puts src/ on sys.path)
-
 import numpy as np
+from _common import add_json_arg, print_table, write_json  # noqa: I001  (also puts src/ on sys.path)
 
 from sculpt4d.prep import sampling as S
 from sculpt4d.prep.cameras import CameraRange, sample_cameras
@@ -59,7 +58,9 @@ def bench_asset(name: str, path: Path, sz: dict, measure: int) -> list[dict]:
     rows.append(dict(asset=name, stage="watertight (narrow band)", unit="frame", wall_s=wall / len(pick),
                      cpu_s=cpu / len(pick), note=f"grid {sz['grid_res']}³, {len(wts[0][1])} faces out"))  # fmt: skip
     _, wall, cpu = timed(watertight, *frames[pick[0]], sz["grid_res"], narrow_band=False)
-    rows.append(dict(asset=name, stage="watertight (dense)", unit="frame", wall_s=wall, cpu_s=cpu, note="1 frame"))
+    rows.append(
+        dict(asset=name, stage="watertight (dense)", unit="frame", wall_s=wall, cpu_s=cpu, note="1 frame")
+    )
     rng = np.random.default_rng(0)
 
     def sample():
@@ -76,7 +77,9 @@ def bench_asset(name: str, path: Path, sz: dict, measure: int) -> list[dict]:
 
 def main() -> None:
     ap = add_json_arg(argparse.ArgumentParser(description=__doc__))
-    ap.add_argument("--quick", action="store_true", help="reduced sizes (16 frames, 8 views 128², grid 64, 4096 pts)")
+    ap.add_argument(
+        "--quick", action="store_true", help="reduced sizes (16 frames, 8 views 128², grid 64, 4096 pts)"
+    )
     ap.add_argument("--measure-frames", type=int, default=3)
     args = ap.parse_args()
     sz = dict(num_frames=32, num_views=24, resolution=512, grid_res=256, pc=40960)

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     t0 = time.perf_counter()
-    splits = {"train": (args.n_per_category, 0), "benchmark": (args.bench_per_category, BENCHMARK_SEED_OFFSET)}
+    splits = {
+        "train": (args.n_per_category, 0),
+        "benchmark": (args.bench_per_category, BENCHMARK_SEED_OFFSET),
+    }
     p = PrepParams(**TINY)
     stats: dict = {"params": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
                    "demo_view": DEMO_VIEW, "splits": {}}  # fmt: skip
@@ -75,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             generate_collection(glb_dir, args.categories, n, seed_offset=offset)
         t_gen = time.perf_counter() - ts
         inputs = [q for q in discover(glb_dir) if q in set(want)]
-        stages = ("frames", "render", "sample") + (("verify",) if split == "benchmark" or args.verify_train else ())
+        stages = ("frames", "render", "sample") + (
+            ("verify",) if split == "benchmark" or args.verify_train else ()
+        )
         res = run(inputs, out / split, p, stages, workers=args.workers, overwrite=args.overwrite)
         print_summary(res, out / split)
         failed += sum(r["status"] != "ok" for r in res)

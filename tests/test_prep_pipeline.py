@@ -11,7 +11,13 @@ import pytest
 import trimesh
 
 from sculpt4d.prep.pipeline import (
-    PrepParams, list_frames, process_object, read_ply, run, shard_items, STAGES,
+    STAGES,
+    PrepParams,
+    list_frames,
+    process_object,
+    read_ply,
+    run,
+    shard_items,
 )  # fmt: skip
 from sculpt4d.prep.watertight import watertight
 
@@ -84,7 +90,12 @@ def test_npz_format_and_consistency(prepared, name):
     with np.load(obj / "geo_data" / "4d_volume.npz", allow_pickle=False) as z:
         assert set(z.files) == {f"frame_{t:04d}/{k}" for t in range(4) for k in ("points", "occupancy")}
         occ, pts = z["frame_0000/occupancy"], z["frame_0000/points"]
-        assert occ.dtype == np.uint8 and occ.shape == (512,) and pts.dtype == np.float16 and pts.shape == (512, 3)
+        assert (
+            occ.dtype == np.uint8
+            and occ.shape == (512,)
+            and pts.dtype == np.float16
+            and pts.shape == (512, 3)
+        )
         assert 0 < occ.mean() < 1 and np.abs(pts[256:]).max() <= 0.55 + 1e-3
 
 
@@ -180,20 +191,28 @@ def test_hydra_config_composes_without_submitit(tmp_path):
         bad = tmp_path / "in"
         bad.mkdir()
         (bad / "broken.glb").write_bytes(b"nope")
-        cfg = compose("prep", overrides=[f"input={bad}", f"output_dir={tmp_path / 'o'}", "workers=1", "progress=false"])
+        cfg = compose(
+            "prep", overrides=[f"input={bad}", f"output_dir={tmp_path / 'o'}", "workers=1", "progress=false"]
+        )
         res = run_prep(cfg)
     assert res[0]["status"] == "failed"
     assert json.loads((tmp_path / "o" / "prep_failures.json").read_text())["num_failed"] == 1
 
 
-def test_hybrid_mode_without_blender_is_clear(prepared, tmp_path):
-    import importlib.util
+def test_hybrid_mode_blender_rest_pose_or_clear_error(prepared, tmp_path):
+    from sculpt4d.prep.blender_backend import blender_available
 
-    if importlib.util.find_spec("bpy") is not None:
-        pytest.skip("bpy installed")
     out, _ = prepared
     obj = tmp_path / "RiggedSimple"
     shutil.copytree(out / "RiggedSimple", obj)
     p = PrepParams(**{**P.__dict__, "input_mode": "hybrid"})
     r = process_object(ASSETS / "RiggedSimple.glb", tmp_path, p, ("sample",))
-    assert r["status"] == "failed" and "MissingDependencyError" in r["error"] and "bpy" in r["error"]
+    if not blender_available():
+        assert r["status"] == "failed" and "MissingDependencyError" in r["error"] and "bpy" in r["error"]
+        return
+    assert r["status"] == "ok", r.get("error")
+    meta = json.loads((obj / "meta.json").read_text())
+    assert meta["input_mode"] == "hybrid"
+    with np.load(obj / "geo_data" / "4d_sample_new.npz", allow_pickle=False) as z:
+        a = z["frame_0003/random_surface"]
+    assert a.shape == (512, 6) and np.isfinite(a).all() and np.abs(a[:, :3]).max() <= 0.5

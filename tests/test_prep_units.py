@@ -104,7 +104,7 @@ def test_sharp_samples_lie_on_sharp_edges():
     s, n_edges = S.sample_sharp(box.vertices, box.faces, 500, np.random.default_rng(0), 30.0)
     assert n_edges == 12  # a cube's 12 edges (the diagonals of its faces are flat)
     p = s.points(box.vertices, box.faces)
-    on_edge = (np.isclose(np.abs(p), 0.5, atol=1e-9).sum(1) >= 2)
+    on_edge = np.isclose(np.abs(p), 0.5, atol=1e-9).sum(1) >= 2
     assert on_edge.all()
     sphere = trimesh.creation.icosphere(3)
     _, n0 = S.sample_sharp(sphere.vertices, sphere.faces, 10, np.random.default_rng(0), 30.0)

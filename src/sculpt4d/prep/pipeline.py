@@ -110,21 +110,25 @@ def load_animation(path: Path, p: PrepParams):
 
 
 def _blender_module():
-    try:
-        import bpy  # noqa: F401
-    except ImportError:
-        try:
-            from sculpt4d.prep import blender as mod  # PREP-A's subprocess backend (own venv)
+    """PREP-A's Blender backend (bpy in its own venv, run as a subprocess); a clear error without it."""
+    from sculpt4d.prep import blender_backend as mod
 
-            return mod
-        except ImportError as e:
-            raise MissingDependencyError(
-                "bpy", "Blender animation export (backend=blender, input_mode=hybrid|export)",
-                alternative="backend=numpy input_mode=render", hint="make install-blender",
-            ) from e  # fmt: skip
-    from sculpt4d.prep import blender as mod
-
+    if not mod.blender_available():
+        raise MissingDependencyError(
+            "bpy",
+            "Blender animation export (backend=blender, input_mode=hybrid|export)",
+            alternative="backend=numpy input_mode=render",
+            hint="make install-blender (or set SCULPT4D_BLENDER_PYTHON)",
+        )
     return mod
+
+
+def _blender_rest_pose(mod, src: Path, clip) -> tuple[np.ndarray, np.ndarray]:
+    """Rest pose from Blender: its bind-pose export when the backend has one, else its first frame."""
+    if hasattr(mod, "export_rest_pose"):
+        return mod.export_rest_pose(src)
+    am = mod.load_animated_mesh_blender(src, num_frames=1, clip=clip)
+    return am.vertices[0], am.faces
 
 
 def vertex_colors_of(am) -> np.ndarray | None:
@@ -228,7 +232,7 @@ def _frames_for_sampling(obj_dir: Path, p: PrepParams, meta: dict):
     mod = _blender_module()
     src = Path(meta["source"])
     c, s = np.asarray(meta["mesh_normalisation"]["centre"]), float(meta["mesh_normalisation"]["scale"])
-    rv, rf = mod.export_rest_pose(src)
+    rv, rf = _blender_rest_pose(mod, src, p.clip)  # Blender's topology may differ: track() re-attaches
     rest = ((np.asarray(rv, np.float64) - c) / s, np.asarray(rf, np.int64))
     if p.input_mode == "hybrid":
         return rest, frames
@@ -275,7 +279,9 @@ def stage_sample(obj_dir: Path, p: PrepParams, progress: Progress | None = None)
     uni = rng.uniform(-0.55, 0.55, size=(m - m // 2, 3))
     vol: dict[str, np.ndarray] = {}
     for t, (w, grid) in enumerate(fields):
-        q = np.concatenate([S.normalise(tr_r.points[t][near_idx], centre, scale) + near_off, uni]).astype(np.float16)
+        q = np.concatenate([S.normalise(tr_r.points[t][near_idx], centre, scale) + near_off, uni]).astype(
+            np.float16
+        )
         vol[f"frame_{t:04d}/points"] = q
         occ = field_occupancy(w, grid, q.astype(np.float64) * scale + centre)  # back to mesh coordinates
         vol[f"frame_{t:04d}/occupancy"] = occ.astype(np.uint8)
@@ -303,7 +309,12 @@ def stage_sample(obj_dir: Path, p: PrepParams, progress: Progress | None = None)
 
 # ======================================================================================= orchestration
 STAGES = ("frames", "render", "sample", "verify")
-DOWNSTREAM = {"frames": ("render", "sample", "verify"), "render": ("verify",), "sample": ("verify",), "verify": ()}
+DOWNSTREAM = {
+    "frames": ("render", "sample", "verify"),
+    "render": ("verify",),
+    "sample": ("verify",),
+    "verify": (),
+}
 GLB_SUFFIXES = (".glb", ".gltf")
 
 
@@ -482,7 +493,16 @@ def run(
 
         if workers <= 1 or len(inputs) <= 1:
             for src in inputs:
-                finish(process_object(src, out_root, p, stages, overwrite, lambda s, d, t, n=src.stem: on_progress(n, s, d, t)))
+                finish(
+                    process_object(
+                        src,
+                        out_root,
+                        p,
+                        stages,
+                        overwrite,
+                        lambda s, d, t, n=src.stem: on_progress(n, s, d, t),
+                    )
+                )
         else:
             ctx = mp.get_context("spawn")
             pending = [str(s) for s in inputs]
@@ -494,7 +514,10 @@ def run(
                     broken: list[str] = []
                     with ProcessPoolExecutor(min(workers, len(pending)), mp_context=ctx, initializer=_init_worker,
                                              initargs=(q,)) as ex:  # fmt: skip
-                        futs = {ex.submit(_worker, s, str(out_root), p, tuple(stages), overwrite): s for s in pending}
+                        futs = {
+                            ex.submit(_worker, s, str(out_root), p, tuple(stages), overwrite): s
+                            for s in pending
+                        }
                         remaining = set(futs)
                         while remaining:
                             done = [f for f in remaining if f.done()]

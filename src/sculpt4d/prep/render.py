@@ -39,7 +39,9 @@ def _albedo(colors: np.ndarray | None, n: int, shading: str) -> tuple[np.ndarray
 class Renderer:
     """Renders RGBA views of one object; create once per object and call per frame."""
 
-    def __init__(self, resolution: int = 512, fov: float = 40.0, backend: str = "auto", shading: str = "auto"):
+    def __init__(
+        self, resolution: int = 512, fov: float = 40.0, backend: str = "auto", shading: str = "auto"
+    ):
         self.resolution, self.fov, self.shading = resolution, fov, shading
         self.backend = self._pick(backend)
         self._gl = None

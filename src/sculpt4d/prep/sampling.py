@@ -41,7 +41,9 @@ def face_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
 
 
-def sample_uniform(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator) -> SurfaceSamples:
+def sample_uniform(
+    vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.random.Generator
+) -> SurfaceSamples:
     """``n`` area-uniform surface samples."""
     area = face_areas(vertices, faces)
     if not np.isfinite(area).all() or area.sum() <= 0:
@@ -54,7 +56,9 @@ def sample_uniform(vertices: np.ndarray, faces: np.ndarray, n: int, rng: np.rand
     return SurfaceSamples(face.astype(np.int64), bary)
 
 
-def sharp_edges(vertices: np.ndarray, faces: np.ndarray, angle_deg: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+def sharp_edges(
+    vertices: np.ndarray, faces: np.ndarray, angle_deg: float = 30.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Edges whose dihedral angle exceeds ``angle_deg``. -> (face [E], corners [E, 2] in 0..2 of that face)
 
     Vertices are welded by position first, so glTF meshes split at hard edges still get adjacency.
@@ -94,7 +98,9 @@ def sample_sharp(
     return SurfaceSamples(face[k], bary), int(len(face))
 
 
-def closest_point(points: np.ndarray, vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def closest_point(
+    points: np.ndarray, vertices: np.ndarray, faces: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Closest surface points and their face indices. -> ([N,3], [N])"""
     _, fi, c = igl.point_mesh_squared_distance(
         np.ascontiguousarray(points, dtype=np.float64),

@@ -132,7 +132,13 @@ def check_renders(obj_dir: Path, frames: int = 3, min_inside: float = 0.95, dila
                 continue
             mask = ndimage.binary_dilation(img[..., 3] > 0, iterations=dilate)
             uv, depth = project(v, fr)
-            ok = (depth > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] < tf["width"]) & (uv[:, 1] < tf["height"])
+            ok = (
+                (depth > 0)
+                & (uv[:, 0] >= 0)
+                & (uv[:, 1] >= 0)
+                & (uv[:, 0] < tf["width"])
+                & (uv[:, 1] < tf["height"])
+            )
             if not ok.any():
                 res["problems"].append(f"{fd.name}/{fr['file_path']}: mesh not in view")
                 continue
@@ -215,7 +221,9 @@ def format_report(rep: dict) -> str:
     lines = [f"object {rep['object']}: {'OK' if rep['ok'] else 'PROBLEMS'}"]
     pts = rep.get("points")
     if pts:
-        lines.append(f"  bbox {np.round(pts['bbox_min'], 3)} .. {np.round(pts['bbox_max'], 3)}  extent {pts['extent']:.3f}")
+        lines.append(
+            f"  bbox {np.round(pts['bbox_min'], 3)} .. {np.round(pts['bbox_max'], 3)}  extent {pts['extent']:.3f}"
+        )
         for kind in KINDS:
             d = pts[kind]
             lines.append(
@@ -225,6 +233,8 @@ def format_report(rep: dict) -> str:
             )
     if "renders" in rep:
         r = rep["renders"]
-        lines.append(f"  renders: frames {r.get('frames_checked')} vertices in mask >= {r.get('inside_min', 0):.3f}")
+        lines.append(
+            f"  renders: frames {r.get('frames_checked')} vertices in mask >= {r.get('inside_min', 0):.3f}"
+        )
     lines += [f"  ! {p}" for p in rep["problems"]] + [f"  ? {w}" for w in rep.get("warnings", [])]
     return "\n".join(lines) + "\n"

@@ -94,7 +94,12 @@ def _region_boundary_range(labels: np.ndarray, n: int, band: np.ndarray, w: np.n
 
 
 def winding_grid(
-    vertices: np.ndarray, faces: np.ndarray, grid: Grid, narrow_band: bool = True, dilate: int = 2, margin: float = 0.1
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    grid: Grid,
+    narrow_band: bool = True,
+    dilate: int = 2,
+    margin: float = 0.1,
 ) -> np.ndarray:
     """Winding number at every grid point (exact in the band, region-constant outside).  # [R,R,R]
 
