@@ -476,7 +476,7 @@ def run(
         raise InputError(f"unknown stages {sorted(unknown)}; choose from {list(STAGES)}")
     results: dict[str, dict] = {}
     cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*cols, disable=not show_progress, transient=False) as bar:
+    with Progress(*cols, disable=not show_progress, transient=False, refresh_per_second=4) as bar:
         overall = bar.add_task("objects", total=len(inputs))
         tasks: dict[str, int] = {}
 
@@ -530,7 +530,7 @@ def run(
                                 except BrokenProcessPool:
                                     broken.append(futs[f])
                             if remaining and not done:
-                                wait(remaining, timeout=0.1, return_when=FIRST_COMPLETED)
+                                wait(remaining, timeout=0.25, return_when=FIRST_COMPLETED)
                 pending = broken
                 if pending and rnd == max_rounds - 1:
                     for s in pending:
