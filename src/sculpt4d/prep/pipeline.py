@@ -437,9 +437,6 @@ _QUEUE = None
 def _init_worker(q) -> None:
     global _QUEUE
     _QUEUE = q
-    import os
-
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _worker(src: str, out_root: str, p: PrepParams, stages: tuple[str, ...], overwrite: bool) -> dict:
