@@ -66,7 +66,7 @@ def main() -> None:
             dt = DTYPES[dn]
             q, k, v = (torch.randn(1, args.heads, T * N, args.head_dim, device=device, dtype=dt) for _ in range(3))
             with torch.no_grad():
-                base = timeit(lambda: F.scaled_dot_product_attention(q, k, v), args.repeats, device)
+                base = timeit(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v), args.repeats, device)
                 rows.append(dict(T=T, N=N, dtype=dn, variant="full", backend="sdpa (no mask)", density=1.0,
                                  seconds=round(base, 4), ratio=1.0, ratio_over_density=1.0))
                 for variant in args.variants:
@@ -75,7 +75,8 @@ def main() -> None:
                         if be == "dense" and T * N > args.dense_max_tokens:
                             continue  # the token mask alone would be (T N)^2 booleans
                         try:
-                            s = timeit(lambda: sparse_attention(q, k, v, mask, be), args.repeats, device)
+                            s = timeit(lambda q=q, k=k, v=v, mask=mask, be=be: sparse_attention(q, k, v, mask, be),
+                                       args.repeats, device)
                         except (ValueError, ImportError, RuntimeError) as e:  # e.g. kernel n/a for this case
                             rows.append(dict(T=T, N=N, dtype=dn, variant=variant, backend=be,
                                              density=round(mask.density, 4), seconds=f"n/a: {str(e)[:50]}"))

@@ -112,7 +112,7 @@ def gather_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
     """Exact block-sparse attention by gathering the kept key blocks of each query-block group."""
     B, H, L, D = q.shape
     b, nbt = mask.block_size, mask.T * mask.nb
-    qb, kb, vb = (x.reshape(B, H, nbt, b, D) for x in (q, k, v))  # [B, H, T*nb, b, D]
+    qb, kb, vb = (x.contiguous().view(B, H, nbt, b, D) for x in (q, k, v))  # [B, H, T*nb, b, D]
     P = 0 if prefix_kv is None else prefix_kv[0].shape[3]
     outs, order = [], []
     for rows, keys, nf, nd in _gather_plan(mask, q.device):
@@ -127,15 +127,15 @@ def gather_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
             r, kk = rows[s: s + step], keys[s: s + step]  # [G], [G, K]
             G = len(r)
             qg = qb[:, :, r]  # [B, H, G, b, D]   (advanced indexing: ~2x faster than index_select here)
-            kg = kb[:, :, kk.flatten()].view(B, H, G, K * b, D)
-            vg = vb[:, :, kk.flatten()].view(B, H, G, K * b, D)
+            kg = kb[:, :, kk.flatten()].reshape(B, H, G, K * b, D)
+            vg = vb[:, :, kk.flatten()].reshape(B, H, G, K * b, D)
             if P:
                 frames = r // mask.nb
                 kg = torch.cat([kg, prefix_kv[0].index_select(2, frames)], dim=3)  # [B, H, G, K*b+P, D]
                 vg = torch.cat([vg, prefix_kv[1].index_select(2, frames)], dim=3)
-            o = F.scaled_dot_product_attention(qg.view(B, H * G, b, D), kg.view(B, H * G, K * b + P, D),
-                                               vg.view(B, H * G, K * b + P, D), attn_mask=attn_mask)
-            outs.append(o.view(B, H, G, b, D))
+            o = F.scaled_dot_product_attention(qg.reshape(B, H * G, b, D), kg.reshape(B, H * G, K * b + P, D),
+                                               vg.reshape(B, H * G, K * b + P, D), attn_mask=attn_mask)
+            outs.append(o.reshape(B, H, G, b, D))
             order.append(r)
     out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # [B, H, T*nb, b, D] in plan order
     inv = torch.empty(nbt, dtype=torch.long, device=q.device)
