@@ -97,7 +97,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if not root.is_dir():
         root = Path(str(cfg.paths.data_dir)) / str(cfg.benchmark)
     if not root.is_dir():
-        raise InputError(f"benchmark folder '{cfg.benchmark}' not found (run `make data-tiny` to create data/tiny/bench)")
+        raise InputError(f"benchmark folder '{cfg.benchmark}' not found (run `make data-tiny` to create data/tiny/benchmark)")
     objects = find_objects(root)[: cfg.max_objects or None]
     methods = [str(m) for m in cfg.methods] + [f"variant:{v}" for v in cfg.variants]
     pipelines = {"base": build_pipeline(cfg)}
