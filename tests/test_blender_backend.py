@@ -18,7 +18,7 @@ from sculpt4d.prep.blender_backend import blender_available, load_animated_mesh_
 from sculpt4d.prep.gltf_anim import load_animated_mesh
 from sculpt4d.prep.procedural import generate_asset
 
-ASSETS = Path(__file__).resolve().parents[1].parent / "shared" / "assets" / "gltf"
+ASSETS = Path(__file__).resolve().parent / "assets" / "gltf"  # vendored Khronos samples
 needs_blender = pytest.mark.skipif(
     not blender_available(), reason="bpy venv missing: run `make install-blender` (bpy 4.5 in .venv-blender)"
 )
