@@ -163,11 +163,10 @@ def test_ddp_spawn_two_cpu_processes(train_cfg, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ entry point
-def test_multirun_attention_sweep_fast_dev_run(tiny_dataset: Path, tmp_path: Path) -> None:
-    """The documented sweep, as typed, on the fixture data (fast_dev_run: one train + one val batch each)."""
+def _sweep(tiny_dataset: Path, tmp_path: Path, extra: list[str]) -> None:
     cmd = [sys.executable, "train.py", "-m", "attention=blockmask,radial,framepack,rope", "experiment=tiny",
            "debug=fdr", f"data.root={tiny_dataset}", f"hydra.sweep.dir={tmp_path}/sweep",
-           f"output_folder={tmp_path}/out"]
+           f"output_folder={tmp_path}/out", *extra]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -177,3 +176,16 @@ def test_multirun_attention_sweep_fast_dev_run(tiny_dataset: Path, tmp_path: Pat
         overrides = (run / ".hydra" / "overrides.yaml").read_text()
         assert f"attention={variant}" in overrides
     assert (res.stdout + res.stderr).count("`Trainer.fit` stopped") >= 4
+
+
+def test_multirun_attention_sweep_fast_dev_run(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The documented sweep on the fixture data (fast_dev_run: one train + one val batch each), micro model."""
+    from conftest import MICRO_MODEL
+
+    _sweep(tiny_dataset, tmp_path, MICRO_MODEL)
+
+
+@pytest.mark.slow
+def test_multirun_attention_sweep_as_typed(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Exactly the documented command (model=tiny) + data.root; ~1-3 min on 2 cores."""
+    _sweep(tiny_dataset, tmp_path, [])

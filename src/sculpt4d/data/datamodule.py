@@ -181,6 +181,15 @@ class Objects4DDataModule(LightningDataModule):
                      sampler.start // self.hparams.batch_size)
         return self._loader(self.train_set, sampler, self.hparams.batch_size, True, ResumableDataLoader)
 
+    def fixed_train_dataloader(self, num_batches: int, batch_size: int | None = None) -> DataLoader:
+        """``num_batches`` training batches from the start of the stream (independent of the trainer's step):
+        e.g. to estimate the latent ``scale_factor`` after training."""
+        self.setup()
+        assert self.train_set is not None
+        bs = batch_size or self.hparams.batch_size
+        sampler = SeededStreamSampler(len(self.train_set), seed=self.hparams.seed, length=num_batches * bs)
+        return self._loader(self.train_set, sampler, bs, True)
+
     def val_keys(self) -> list[tuple[int, int]]:
         """Fixed validation items: every val object ``val_items_per_object`` times, seeds fixed by the seed."""
         assert self.val_set is not None

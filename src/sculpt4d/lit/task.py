@@ -160,8 +160,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
         datamodule.setup("fit")
         with model.ema_scope():
-            sf = estimate_scale_factor(model.vae, iter(datamodule.train_dataloader()),
-                                       int(cfg.training.scale_factor_batches))
+            n = int(cfg.training.scale_factor_batches)
+            sf = estimate_scale_factor(model.vae, datamodule.fixed_train_dataloader(n), n)
         model.vae.scale_factor = sf
         metrics["scale_factor"] = sf
         log.info(f"VAE latent scale_factor = 1/std(posterior means) = {sf:.6f}")

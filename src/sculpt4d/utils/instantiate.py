@@ -109,7 +109,8 @@ def get_metric_value(metric_dict: dict[str, Any], metric_name: str | None) -> fl
     if not metric_name:
         return None
     if metric_name not in metric_dict:
-        raise KeyError(f"metric '{metric_name}' not found; available: {sorted(metric_dict)}. Make sure it is "
-                       "logged by the LightningModule and that `optimized_metric` in hparams_search is correct.")
+        log.warning(f"metric '{metric_name}' not found (available: {sorted(metric_dict)}); is it logged by the "
+                    "LightningModule (e.g. validation ran) and is `optimized_metric` correct?")
+        return None
     value = metric_dict[metric_name]
     return float(value.item() if hasattr(value, "item") else value)

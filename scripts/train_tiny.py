@@ -1,0 +1,209 @@
+"""Train the tiny model end to end on CPU (``make train-tiny``): VAE -> 3D DiT -> 4D temporal adapter.
+
+Each stage is ``python train.py experiment=tiny_<stage>`` in its own process with a wall-clock budget
+(``trainer.max_time``), writing ``<out>/dit/tiny_<stage>/`` (checkpoints, CSV log, ``export/``); the next stage
+starts from the previous export (``init_from``). The VAE stage records ``scale_factor = 1/std`` of its
+posterior means on training data in its export's ``config.yaml``. The 3D stage trains the conditioner
+jointly; the 4D stage freezes it. At the end the 4D export is shipped to ``--ship`` (default
+``data/checkpoints/tiny``: ``model.safetensors`` + ``config.yaml`` + ``metrics.json``) and the loss curves
+are drawn to ``docs/images/tiny_loss_curves.png``.
+
+    python scripts/train_tiny.py --data data/tiny                    # ~45 min on 2 cores
+    python scripts/train_tiny.py --data data/tiny --minutes 2 2 2    # a smoke run
+    python scripts/train_tiny.py --data data/tiny --only 4d          # redo a stage from the existing exports
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("vae", "dit3d", "4d")
+
+
+def _hms(minutes: float) -> str:
+    s = int(round(minutes * 60))
+    return f"00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def read_csv_metrics(stage_dir: Path) -> list[dict[str, float]]:
+    """Rows of the stage's newest CSV log (``csv/version_*/metrics.csv``) as floats."""
+    files = sorted((stage_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    rows: list[dict[str, float]] = []
+    if not files:
+        return rows
+    with open(files[-1], newline="") as f:
+        for r in csv.DictReader(f):
+            rows.append({k: float(v) for k, v in r.items() if v not in ("", None)})
+    return rows
+
+
+def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Final losses: the mean of the last 10 logged ``train/loss`` values and the last ``val/*`` values."""
+    out: dict[str, float] = {}
+    train = [r["train/loss"] for r in rows if "train/loss" in r]
+    if train:
+        out["train/loss_first"] = sum(train[:10]) / len(train[:10])
+        out["train/loss_final"] = sum(train[-10:]) / len(train[-10:])
+    steps = [r["step"] for r in rows if "step" in r]
+    if steps:
+        out["steps"] = max(steps) + 1
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("val/"):
+                out[k] = v  # the last value wins
+    return out
+
+
+def plot_curves(stage_dirs: dict[str, Path], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(stage_dirs), figsize=(5 * len(stage_dirs), 3.6))
+    for ax, (stage, d) in zip(axes, stage_dirs.items()):
+        rows = read_csv_metrics(d)
+        pts = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+        if pts:
+            x, y = zip(*pts)
+            k = max(1, len(y) // 30)
+            smooth = [sum(y[max(0, i - k) : i + 1]) / len(y[max(0, i - k) : i + 1]) for i in range(len(y))]
+            ax.plot(x, y, color="0.8", lw=0.8, label="train/loss")
+            ax.plot(x, smooth, color="C0", lw=1.5, label="train/loss (smoothed)")
+        val = [(r["step"], r["val/loss"] if "val/loss" in r else r.get("val/bce")) for r in rows
+               if "val/loss" in r or "val/bce" in r]
+        if val:
+            vx, vy = zip(*val)
+            ax.plot(vx, vy, "o-", color="C3", lw=1.2, label="val/loss" if stage != "vae" else "val/bce (mean z)")
+        ax.set_title({"vae": "1. VAE (BCE + 1e-3 KL)", "dit3d": "2. 3D DiT (flow matching)",
+                      "4d": "3. 4D adapter (flow matching)"}[stage])
+        ax.set_xlabel("optimizer step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def run_stage(stage: str, args: argparse.Namespace, minutes: float, steps: int, init_from: Path | None,
+              log_path: Path) -> float:
+    exp = {"vae": "tiny_vae", "dit3d": "tiny_dit3d", "4d": "tiny_4d"}[stage]
+    cmd = [sys.executable, str(ROOT / "train.py"), f"experiment={exp}", f"data.root={args.data}/train",
+           f"output_folder={args.out}", f"trainer.max_time={_hms(minutes)}", f"training.steps={steps}",
+           "callbacks=plain", "extras.print_config=false", f"hydra.run.dir={args.out}/hydra/{stage}",
+           f"seed={args.seed}"]
+    if stage == "4d":
+        cmd += [f"sequence_length={args.frames}", f"attention={args.attention}", "config_name=tiny_4d"]
+    if init_from is not None:
+        cmd.append(f"init_from={init_from}")
+    if args.resume:
+        cmd.append("ckpt_path=last")
+    cmd += args.overrides.get(stage, [])
+    print(f"[train_tiny] {stage}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env={**os.environ, "WANDB_MODE": "offline"})
+    elapsed = time.monotonic() - t0
+    if proc.returncode != 0:
+        tail = log_path.read_text()[-3000:]
+        raise SystemExit(f"[train_tiny] stage {stage} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+    print(f"[train_tiny] {stage} done in {elapsed / 60:.1f} min", flush=True)
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT / "data/tiny", help="tiny dataset (with train/)")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs/train_tiny", help="stage runs + exports")
+    p.add_argument("--ship", type=Path, default=ROOT / "data/checkpoints/tiny", help="final export folder")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs/images/tiny_loss_curves.png")
+    p.add_argument("--minutes", type=float, nargs=3, default=(15.0, 15.0, 15.0), metavar=("VAE", "DIT3D", "4D"),
+                   help="wall-clock budget per stage (trainer.max_time)")
+    p.add_argument("--steps", type=int, nargs=3, default=None, metavar=("VAE", "DIT3D", "4D"),
+                   help="schedule length per stage (the LR cosine ends there); default: budget / s-per-step")
+    p.add_argument("--sec-per-step", type=float, nargs=3, default=(0.9, 1.0, 3.0), metavar=("VAE", "DIT3D", "4D"),
+                   help="expected step times used to size the schedules when --steps is not given")
+    p.add_argument("--frames", type=int, default=8, help="sequence length of the 4D stage")
+    p.add_argument("--attention", default="blockmask")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", choices=STAGES, nargs="+", default=list(STAGES), help="run only these stages")
+    p.add_argument("--resume", action="store_true", help="continue each stage from its last.ckpt")
+    p.add_argument("--override", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                   help="extra Hydra override for one stage, e.g. 4d:training.batch_size=1")
+    args = p.parse_args(argv)
+    args.data, args.out = args.data.resolve(), args.out.resolve()
+    if not (args.data / "train").is_dir():
+        raise SystemExit(f"{args.data}/train not found: make the tiny dataset first (make data-tiny)")
+    args.overrides = {}
+    for o in args.override:
+        stage, _, kv = o.partition(":")
+        args.overrides.setdefault(stage, []).append(kv)
+
+    stage_dirs = {"vae": args.out / "dit/tiny_vae", "dit3d": args.out / "dit/tiny_dit3d", "4d": args.out / "dit/tiny_4d"}
+    budgets = dict(zip(STAGES, args.minutes))
+    steps = dict(zip(STAGES, args.steps)) if args.steps else {
+        s: max(20, int(budgets[s] * 60 / sps)) for s, sps in zip(STAGES, args.sec_per_step)}
+    times: dict[str, float] = {}
+    prev = {"vae": None, "dit3d": stage_dirs["vae"] / "export", "4d": stage_dirs["dit3d"] / "export"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_total = time.monotonic()
+    for stage in STAGES:
+        if stage not in args.only:
+            continue
+        if not args.resume and stage_dirs[stage].exists():
+            shutil.rmtree(stage_dirs[stage])  # a fresh stage: no stale checkpoints / CSV versions
+        init = prev[stage]
+        if init is not None and not (init / "model.safetensors").is_file():
+            raise SystemExit(f"[train_tiny] {stage} needs {init} (run the previous stage first)")
+        times[stage] = run_stage(stage, args, budgets[stage], steps[stage], init, args.out / f"{stage}.log")
+
+    summary: dict[str, object] = {"stages": {}, "data": str(args.data), "frames": args.frames,
+                                  "attention": args.attention, "seed": args.seed}
+    for stage in STAGES:
+        m = summarise(read_csv_metrics(stage_dirs[stage]))
+        if stage in times:
+            m["minutes"] = round(times[stage] / 60, 2)
+        m["schedule_steps"] = steps[stage]
+        summary["stages"][stage] = m  # type: ignore[index]
+    vae_cfg = stage_dirs["vae"] / "export" / "config.yaml"
+    if vae_cfg.is_file():
+        from omegaconf import OmegaConf
+
+        summary["scale_factor"] = float(OmegaConf.load(vae_cfg).model.vae.scale_factor)
+    summary["total_minutes"] = round((time.monotonic() - t_total) / 60, 2)
+    final = stage_dirs["4d"] / "export"
+    if (final / "model.safetensors").is_file():
+        sys.path.insert(0, str(ROOT / "src"))
+        from sculpt4d.utils.io import atomic_dir
+
+        with atomic_dir(args.ship) as tmp:
+            for f in ("model.safetensors", "config.yaml"):
+                shutil.copy2(final / f, tmp / f)
+                os.chmod(tmp / f, 0o644)
+            (tmp / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+        print(f"[train_tiny] shipped {final} -> {args.ship}", flush=True)
+    plot_curves({s: d for s, d in stage_dirs.items() if d.exists()}, args.plot)
+    print(json.dumps(summary, indent=2, default=_json_default), flush=True)
+
+
+def _json_default(o: object) -> object:
+    return None if isinstance(o, float) and math.isnan(o) else str(o)
+
+
+if __name__ == "__main__":
+    main()
