@@ -37,7 +37,9 @@ def _hms(minutes: float) -> str:
 
 def read_csv_metrics(stage_dir: Path) -> list[dict[str, float]]:
     """Rows of the stage's newest CSV log (``csv/version_*/metrics.csv``) as floats."""
-    files = sorted((stage_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    files = sorted(
+        (stage_dir / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])
+    )
     rows: list[dict[str, float]] = []
     if not files:
         return rows
@@ -80,13 +82,23 @@ def plot_curves(stage_dirs: dict[str, Path], path: Path) -> None:
             smooth = [sum(y[max(0, i - k) : i + 1]) / len(y[max(0, i - k) : i + 1]) for i in range(len(y))]
             ax.plot(x, y, color="0.8", lw=0.8, label="train/loss")
             ax.plot(x, smooth, color="C0", lw=1.5, label="train/loss (smoothed)")
-        val = [(r["step"], r["val/loss"] if "val/loss" in r else r.get("val/bce")) for r in rows
-               if "val/loss" in r or "val/bce" in r]
+        val = [
+            (r["step"], r["val/loss"] if "val/loss" in r else r.get("val/bce"))
+            for r in rows
+            if "val/loss" in r or "val/bce" in r
+        ]
         if val:
             vx, vy = zip(*val)
-            ax.plot(vx, vy, "o-", color="C3", lw=1.2, label="val/loss" if stage != "vae" else "val/bce (mean z)")
-        ax.set_title({"vae": "1. VAE (BCE + 1e-3 KL)", "dit3d": "2. 3D DiT (flow matching)",
-                      "4d": "3. 4D adapter (flow matching)"}[stage])
+            ax.plot(
+                vx, vy, "o-", color="C3", lw=1.2, label="val/loss" if stage != "vae" else "val/bce (mean z)"
+            )
+        ax.set_title(
+            {
+                "vae": "1. VAE (BCE + 1e-3 KL)",
+                "dit3d": "2. 3D DiT (flow matching)",
+                "4d": "3. 4D adapter (flow matching)",
+            }[stage]
+        )
         ax.set_xlabel("optimizer step")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
@@ -99,13 +111,25 @@ def plot_curves(stage_dirs: dict[str, Path], path: Path) -> None:
     plt.close(fig)
 
 
-def run_stage(stage: str, args: argparse.Namespace, minutes: float, steps: int, init_from: Path | None,
-              log_path: Path) -> float:
+def run_stage(
+    stage: str, args: argparse.Namespace, minutes: float, steps: int, init_from: Path | None, log_path: Path
+) -> float:
     exp = {"vae": "tiny_vae", "dit3d": "tiny_dit3d", "4d": "tiny_4d"}[stage]
-    cmd = [sys.executable, str(ROOT / "train.py"), f"experiment={exp}", f"data.root={args.data}/train",
-           f"output_folder={args.out}", f"trainer.max_time={_hms(minutes)}", f"training.steps={steps}",
-           "callbacks=plain", "extras.print_config=false", f"hydra.run.dir={args.out}/hydra/{stage}",
-           f"seed={args.seed}"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"experiment={exp}",
+        f"data.root={args.data}/train",
+        f"output_folder={args.out}",
+        f"trainer.max_time={_hms(minutes)}",
+        f"training.steps={steps}",
+        "callbacks=plain",
+        "extras.print_config=false",
+        f"hydra.run.dir={args.out}/hydra/{stage}",
+        f"seed={args.seed}",
+        "+callbacks.fit_to_time._target_=sculpt4d.lit.callbacks.FitScheduleToTime",
+        "+callbacks.fit_to_time.calibration_steps=15",
+    ]
     if stage == "4d":
         cmd += [f"sequence_length={args.frames}", f"attention={args.attention}", "config_name=tiny_4d"]
     if init_from is not None:
@@ -116,12 +140,15 @@ def run_stage(stage: str, args: argparse.Namespace, minutes: float, steps: int, 
     print(f"[train_tiny] {stage}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "WANDB_MODE": "offline"})
+        proc = subprocess.run(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "offline"}
+        )
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:
         tail = log_path.read_text()[-3000:]
-        raise SystemExit(f"[train_tiny] stage {stage} failed (exit {proc.returncode}); log {log_path}:\n{tail}")
+        raise SystemExit(
+            f"[train_tiny] stage {stage} failed (exit {proc.returncode}); log {log_path}:\n{tail}"
+        )
     print(f"[train_tiny] {stage} done in {elapsed / 60:.1f} min", flush=True)
     return elapsed
 
@@ -132,19 +159,35 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=ROOT / "outputs/train_tiny", help="stage runs + exports")
     p.add_argument("--ship", type=Path, default=ROOT / "data/checkpoints/tiny", help="final export folder")
     p.add_argument("--plot", type=Path, default=ROOT / "docs/images/tiny_loss_curves.png")
-    p.add_argument("--minutes", type=float, nargs=3, default=(15.0, 15.0, 15.0), metavar=("VAE", "DIT3D", "4D"),
-                   help="wall-clock budget per stage (trainer.max_time)")
-    p.add_argument("--steps", type=int, nargs=3, default=None, metavar=("VAE", "DIT3D", "4D"),
-                   help="schedule length per stage (the LR cosine ends there); default: budget / s-per-step")
-    p.add_argument("--sec-per-step", type=float, nargs=3, default=(0.9, 1.0, 3.0), metavar=("VAE", "DIT3D", "4D"),
-                   help="expected step times used to size the schedules when --steps is not given")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        nargs=3,
+        default=(15.0, 15.0, 15.0),
+        metavar=("VAE", "DIT3D", "4D"),
+        help="wall-clock budget per stage (trainer.max_time)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        nargs=3,
+        default=(20000, 20000, 20000),
+        metavar=("VAE", "DIT3D", "4D"),
+        help="upper bound of the schedule per stage; the FitScheduleToTime callback shrinks it to what "
+        "the time budget allows (measured step rate), so the LR cosine ends with the budget",
+    )
     p.add_argument("--frames", type=int, default=8, help="sequence length of the 4D stage")
     p.add_argument("--attention", default="blockmask")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", choices=STAGES, nargs="+", default=list(STAGES), help="run only these stages")
     p.add_argument("--resume", action="store_true", help="continue each stage from its last.ckpt")
-    p.add_argument("--override", action="append", default=[], metavar="STAGE:KEY=VALUE",
-                   help="extra Hydra override for one stage, e.g. 4d:training.batch_size=1")
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="STAGE:KEY=VALUE",
+        help="extra Hydra override for one stage, e.g. 4d:training.batch_size=1",
+    )
     args = p.parse_args(argv)
     args.data, args.out = args.data.resolve(), args.out.resolve()
     if not (args.data / "train").is_dir():
@@ -154,10 +197,13 @@ def main(argv: list[str] | None = None) -> None:
         stage, _, kv = o.partition(":")
         args.overrides.setdefault(stage, []).append(kv)
 
-    stage_dirs = {"vae": args.out / "dit/tiny_vae", "dit3d": args.out / "dit/tiny_dit3d", "4d": args.out / "dit/tiny_4d"}
+    stage_dirs = {
+        "vae": args.out / "dit/tiny_vae",
+        "dit3d": args.out / "dit/tiny_dit3d",
+        "4d": args.out / "dit/tiny_4d",
+    }
     budgets = dict(zip(STAGES, args.minutes))
-    steps = dict(zip(STAGES, args.steps)) if args.steps else {
-        s: max(20, int(budgets[s] * 60 / sps)) for s, sps in zip(STAGES, args.sec_per_step)}
+    steps = dict(zip(STAGES, args.steps))
     times: dict[str, float] = {}
     prev = {"vae": None, "dit3d": stage_dirs["vae"] / "export", "4d": stage_dirs["dit3d"] / "export"}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -172,13 +218,18 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"[train_tiny] {stage} needs {init} (run the previous stage first)")
         times[stage] = run_stage(stage, args, budgets[stage], steps[stage], init, args.out / f"{stage}.log")
 
-    summary: dict[str, object] = {"stages": {}, "data": str(args.data), "frames": args.frames,
-                                  "attention": args.attention, "seed": args.seed}
+    summary: dict[str, object] = {
+        "stages": {},
+        "data": str(args.data),
+        "frames": args.frames,
+        "attention": args.attention,
+        "seed": args.seed,
+    }
     for stage in STAGES:
         m = summarise(read_csv_metrics(stage_dirs[stage]))
         if stage in times:
             m["minutes"] = round(times[stage] / 60, 2)
-        m["schedule_steps"] = steps[stage]
+        m["max_steps_bound"] = steps[stage]
         summary["stages"][stage] = m  # type: ignore[index]
     vae_cfg = stage_dirs["vae"] / "export" / "config.yaml"
     if vae_cfg.is_file():
@@ -192,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         from sculpt4d.utils.io import atomic_dir
 
         with atomic_dir(args.ship) as tmp:
+            os.chmod(tmp, 0o755)
             for f in ("model.safetensors", "config.yaml"):
                 shutil.copy2(final / f, tmp / f)
                 os.chmod(tmp / f, 0o644)

@@ -91,9 +91,15 @@ def make_synthetic_dataset(
         for f in range(num_frames):
             key = f"frame_{f:04d}"
             r = _rot_z(f * dtheta)
-            surf[f"{key}/random_surface"] = np.concatenate([rest_pts @ r.T, rest_nrm @ r.T], 1).astype(np.float16)
-            surf[f"{key}/sharp_surface"] = np.concatenate([edge_pts @ r.T, edge_nrm @ r.T], 1).astype(np.float16)
-            near = (rest_pts[rng.integers(0, num_points, num_volume // 2)] + rng.normal(0, 0.02, (num_volume // 2, 3)))
+            surf[f"{key}/random_surface"] = np.concatenate([rest_pts @ r.T, rest_nrm @ r.T], 1).astype(
+                np.float16
+            )
+            surf[f"{key}/sharp_surface"] = np.concatenate([edge_pts @ r.T, edge_nrm @ r.T], 1).astype(
+                np.float16
+            )
+            near = rest_pts[rng.integers(0, num_points, num_volume // 2)] + rng.normal(
+                0, 0.02, (num_volume // 2, 3)
+            )
             uni = rng.uniform(-0.55, 0.55, (num_volume - num_volume // 2, 3)) @ r  # rest frame
             q_rest = np.concatenate([near, uni])
             occ = np.all(np.abs(q_rest) <= h, axis=1)
@@ -106,10 +112,21 @@ def make_synthetic_dataset(
                 Image.fromarray(_render(h, f * dtheta, v, image_size)).save(fdir / f"{v:03d}.png")
                 c2w = np.eye(4)
                 c2w[:3, 3] = [0.0, -2.0, 0.0]
-                frames.append({"file_path": f"{v:03d}.png", "transform_matrix": c2w.tolist(),
-                               "fx": image_size, "fy": image_size, "cx": image_size / 2, "cy": image_size / 2})
-            (fdir / "transforms.json").write_text(json.dumps(
-                {"camera_angle_x": 0.69, "width": image_size, "height": image_size, "frames": frames}))
+                frames.append(
+                    {
+                        "file_path": f"{v:03d}.png",
+                        "transform_matrix": c2w.tolist(),
+                        "fx": image_size,
+                        "fy": image_size,
+                        "cx": image_size / 2,
+                        "cy": image_size / 2,
+                    }
+                )
+            (fdir / "transforms.json").write_text(
+                json.dumps(
+                    {"camera_angle_x": 0.69, "width": image_size, "height": image_size, "frames": frames}
+                )
+            )
             if write_mesh:
                 import trimesh
 
@@ -118,8 +135,18 @@ def make_synthetic_dataset(
                 box.export(fdir / "mesh.ply")
         np.savez_compressed(obj / "geo_data" / "4d_sample_new.npz", **surf)
         np.savez_compressed(obj / "geo_data" / "4d_volume.npz", **vol)
-        (obj / "meta.json").write_text(json.dumps({"category": "box", "seed": seed, "num_frames": num_frames,
-                                                   "center": [0, 0, 0], "scale": 1.0, "source": "synthetic"}))
+        (obj / "meta.json").write_text(
+            json.dumps(
+                {
+                    "category": "box",
+                    "seed": seed,
+                    "num_frames": num_frames,
+                    "center": [0, 0, 0],
+                    "scale": 1.0,
+                    "source": "synthetic",
+                }
+            )
+        )
     return root
 
 
@@ -140,14 +167,30 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # A model smaller than `model=tiny` for fast CPU tests (same architecture, every code path).
 MICRO_MODEL = [
-    "model.vae.num_latents=32", "model.vae.embed_dim=8", "model.vae.width=32", "model.vae.heads=2",
-    "model.vae.num_encoder_layers=1", "model.vae.num_decoder_layers=1", "pc_size=256",
-    "model.dit.input_size=32", "model.dit.in_channels=8", "model.dit.hidden_size=32", "model.dit.context_dim=32",
-    "model.dit.depth=3", "model.dit.num_heads=2", "model.dit.num_moe_layers=1", "model.dit.num_experts=2",
-    "model.conditioner.image_size=28", "model.conditioner.dinov2.hidden_size=32",
-    "model.conditioner.dinov2.num_hidden_layers=1", "model.conditioner.dinov2.num_attention_heads=2",
-    "model.conditioner.dinov2.intermediate_size=64", "model.conditioner.dinov2.image_size=28",
-    "model.preprocess.size=32", "model.adapter.lora_rank=2", "attention.block_size=16",
+    "model.vae.num_latents=32",
+    "model.vae.embed_dim=8",
+    "model.vae.width=32",
+    "model.vae.heads=2",
+    "model.vae.num_encoder_layers=1",
+    "model.vae.num_decoder_layers=1",
+    "pc_size=256",
+    "model.dit.input_size=32",
+    "model.dit.in_channels=8",
+    "model.dit.hidden_size=32",
+    "model.dit.context_dim=32",
+    "model.dit.depth=3",
+    "model.dit.num_heads=2",
+    "model.dit.num_moe_layers=1",
+    "model.dit.num_experts=2",
+    "model.conditioner.image_size=28",
+    "model.conditioner.dinov2.hidden_size=32",
+    "model.conditioner.dinov2.num_hidden_layers=1",
+    "model.conditioner.dinov2.num_attention_heads=2",
+    "model.conditioner.dinov2.intermediate_size=64",
+    "model.conditioner.dinov2.image_size=28",
+    "model.preprocess.size=32",
+    "model.adapter.lora_rank=2",
+    "attention.block_size=16",
 ]
 
 
@@ -164,8 +207,11 @@ def compose_train(overrides: list[str], tmp_path: Path, data_root: Path | None =
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         extra = [f"data.root={data_root}"] if data_root is not None else []
-        cfg = compose(config_name="train", overrides=[f"output_folder={tmp_path}/out", *overrides, *extra],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name="train",
+            overrides=[f"output_folder={tmp_path}/out", *overrides, *extra],
+            return_hydra_config=True,
+        )
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.extras.print_config = False
@@ -179,10 +225,20 @@ def train_cfg(tmp_path: Path, tiny_dataset: Path):
     """``train_cfg(stage, *overrides)``: a micro-model config of ``experiment=tiny_<stage>`` on the fixture data."""
 
     def make(stage: str = "4d", *overrides: str, micro: bool = True):
-        base = [f"experiment=tiny_{stage}" if stage != "tiny" else "experiment=tiny", "init_from=null",
-                "sequence_length=3", "data.num_volume_points=128", "data.batch_size=2", "data.val_batch_size=2",
-                "logger=csv", "callbacks=none", "lit.val.num_steps=2", "lit.val.mesh_resolution=12",
-                "lit.val.strip=false", "training.warmup_steps=2"]
+        base = [
+            f"experiment=tiny_{stage}" if stage != "tiny" else "experiment=tiny",
+            "init_from=null",
+            "sequence_length=3",
+            "data.num_volume_points=128",
+            "data.batch_size=2",
+            "data.val_batch_size=2",
+            "logger=csv",
+            "callbacks=none",
+            "lit.val.num_steps=2",
+            "lit.val.mesh_resolution=12",
+            "lit.val.strip=false",
+            "training.warmup_steps=2",
+        ]
         return compose_train([*base, *(MICRO_MODEL if micro else []), *overrides], tmp_path, tiny_dataset)
 
     return make

@@ -15,8 +15,19 @@ from sculpt4d.data.records import BadObjectError
 
 
 def _dm(root, **kw) -> Objects4DDataModule:
-    args = dict(root=str(root), sequence_length=4, pc_size=256, pc_sharpedge_size=64, num_volume_points=128,
-                preprocess_size=32, image_size=28, batch_size=2, num_val_objects=1, seed=3, load_volume=True)
+    args = dict(
+        root=str(root),
+        sequence_length=4,
+        pc_size=256,
+        pc_sharpedge_size=64,
+        num_volume_points=128,
+        preprocess_size=32,
+        image_size=28,
+        batch_size=2,
+        num_val_objects=1,
+        seed=3,
+        load_volume=True,
+    )
     args.update(kw)
     dm = Objects4DDataModule(**args)
     dm.setup("fit")
@@ -119,10 +130,12 @@ def _break(root: Path, how: str) -> Path:
 
 
 @pytest.mark.parametrize("how", ["corrupt", "missing_frame", "shape", "renders"])
-def test_bad_object_skipped_with_warning(tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture,
-                                        make_dataset) -> None:
-    root = make_dataset(tmp_path, num_objects=4, num_frames=5, num_points=300, num_sharp=60,
-                                  num_volume=200, write_mesh=False)
+def test_bad_object_skipped_with_warning(
+    tmp_path: Path, how: str, caplog: pytest.LogCaptureFixture, make_dataset
+) -> None:
+    root = make_dataset(
+        tmp_path, num_objects=4, num_frames=5, num_points=300, num_sharp=60, num_volume=200, write_mesh=False
+    )
     bad = _break(root, how)
     with caplog.at_level(logging.WARNING):
         dm = _dm(root, num_val_objects=0, val_fraction=0.0)
@@ -136,8 +149,9 @@ def test_bad_object_skipped_with_warning(tmp_path: Path, how: str, caplog: pytes
 
 def test_bad_object_at_load_time(tmp_path: Path, caplog: pytest.LogCaptureFixture, make_dataset) -> None:
     """An object that passes the scan but fails to load (corrupt image) is skipped when drawn."""
-    root = make_dataset(tmp_path, num_objects=3, num_frames=4, num_points=300, num_sharp=60,
-                                  num_volume=200, write_mesh=False)
+    root = make_dataset(
+        tmp_path, num_objects=3, num_frames=4, num_points=300, num_sharp=60, num_volume=200, write_mesh=False
+    )
     dm = _dm(root, num_val_objects=0, val_fraction=0.0, sequence_length=2)
     for png in (root / "obj_002/render_cond").rglob("*.png"):
         png.write_bytes(b"garbage")

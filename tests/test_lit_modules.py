@@ -14,9 +14,19 @@ from omegaconf import OmegaConf
 def _fit(cfg, steps: int, callbacks=()) -> tuple[object, object]:
     dm = instantiate(cfg.data)
     module = instantiate(cfg.lit, _recursive_=False)
-    trainer = Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                      use_distributed_sampler=False, gradient_clip_val=1.0, callbacks=list(callbacks))
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        gradient_clip_val=1.0,
+        callbacks=list(callbacks),
+    )
     trainer.fit(module, datamodule=dm)
     return module, trainer
 
@@ -44,9 +54,17 @@ def test_vae_step_trains_everything(train_cfg) -> None:
 
 def _fit_module(cfg, module, steps):
     dm = instantiate(cfg.data)
-    trainer = Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                      use_distributed_sampler=False)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+    )
     trainer.fit(module, datamodule=dm)
     return module, trainer
 
@@ -125,7 +143,9 @@ def test_stage_chain_init_from(train_cfg, tmp_path: Path) -> None:
     vae_mod, _ = _fit(train_cfg("vae"), 1)
     vae_mod.vae.scale_factor = 0.5
     vae_dir = vae_mod.export_checkpoint(tmp_path / "vae")
-    d3 = instantiate(train_cfg("dit3d", f"init_from={vae_dir}", "lit.train_conditioner=true").lit, _recursive_=False)
+    d3 = instantiate(
+        train_cfg("dit3d", f"init_from={vae_dir}", "lit.train_conditioner=true").lit, _recursive_=False
+    )
     assert d3.scale_factor == 0.5
     with vae_mod.ema_scope():
         for k, v in vae_mod.vae.state_dict().items():

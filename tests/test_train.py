@@ -32,10 +32,15 @@ def test_configs_compose_as_typed(tmp_path: Path) -> None:
     assert cfg.sequence_length == 8 and cfg.pc_size == 40960 and cfg.data.pc_size == 40960
     assert cfg.training.steps == 20000 and cfg.trainer.max_steps == 20000 and cfg.training.base_lr == 5e-5
     assert cfg.lit.optimizer.lr == 5e-5 and cfg.lit.scheduler.total_steps == 20000
-    assert cfg.checkpoint_dir.endswith("/dit/sculpt4d_blockmask") and cfg.callbacks.model_checkpoint.dirpath == cfg.checkpoint_dir
+    assert (
+        cfg.checkpoint_dir.endswith("/dit/sculpt4d_blockmask")
+        and cfg.callbacks.model_checkpoint.dirpath == cfg.checkpoint_dir
+    )
 
     p8 = _compose(["experiment=paper_8"], tmp_path)
-    assert p8.config_name == "4d_config_8" and p8.trainer.devices == 8 and p8.trainer.precision == "bf16-mixed"
+    assert (
+        p8.config_name == "4d_config_8" and p8.trainer.devices == 8 and p8.trainer.precision == "bf16-mixed"
+    )
     assert p8.trainer.strategy._target_.endswith("DeepSpeedStrategy") and p8.trainer.strategy.stage == 2
     assert p8.checkpoint_dir.endswith("dit/4d_config_8") and p8.model.vae.pc_size == 40960
     p16 = _compose(["experiment=paper_16"], tmp_path)
@@ -45,10 +50,19 @@ def test_configs_compose_as_typed(tmp_path: Path) -> None:
         assert c.attention.variant == variant and c.lit.attention.variant == variant and exp in c.config_name
     # stages select module + data needs; the user's attention choice wins over the experiment's
     vae = _compose(["experiment=tiny_vae", "attention=rope"], tmp_path)
-    assert vae.stage == "vae" and vae.data.load_volume and not vae.data.load_images and vae.data.sequence_length == 1
+    assert (
+        vae.stage == "vae"
+        and vae.data.load_volume
+        and not vae.data.load_images
+        and vae.data.sequence_length == 1
+    )
     assert vae.model.vae.num_latents == 256 and vae.pc_size == 2048 and vae.model.vae.pc_size == 2048
     d3 = _compose(["experiment=tiny_dit3d"], tmp_path)
-    assert d3.lit.train_conditioner and d3.init_from.endswith("dit/tiny_vae/export") and d3.data.sequence_length == 1
+    assert (
+        d3.lit.train_conditioner
+        and d3.init_from.endswith("dit/tiny_vae/export")
+        and d3.data.sequence_length == 1
+    )
     t4 = _compose(["experiment=tiny_4d", "attention=radial"], tmp_path)
     assert t4.attention.variant == "radial" and t4.attention.block_size == 32 and t4.data.sequence_length == 8
 
@@ -112,9 +126,15 @@ def test_resume_last_is_exact(train_cfg, tmp_path: Path) -> None:
     """4 steps straight == 2 steps + ckpt_path=last for 2 more: weights, EMA, optimizer, step, data stream."""
     from sculpt4d.lit.task import train
 
-    common = ["callbacks=plain", "callbacks.progress_log.every_n_steps=1", "training.steps=4",
-              "training.ckpt_every=2", "training.val_every=1000", "trainer.limit_val_batches=0",
-              "trainer.log_every_n_steps=1"]
+    common = [
+        "callbacks=plain",
+        "callbacks.progress_log.every_n_steps=1",
+        "training.steps=4",
+        "training.ckpt_every=2",
+        "training.val_every=1000",
+        "trainer.limit_val_batches=0",
+        "trainer.log_every_n_steps=1",
+    ]
     ref_cfg = train_cfg("4d", *common, "output_folder=" + str(tmp_path / "ref"))
     _, ref = train(ref_cfg)
     cfg1 = train_cfg("4d", *common, "trainer.max_steps=2", "output_folder=" + str(tmp_path / "res"))
@@ -153,9 +173,18 @@ def test_resume_last_is_exact(train_cfg, tmp_path: Path) -> None:
 def test_ddp_spawn_two_cpu_processes(train_cfg, tmp_path: Path) -> None:
     from sculpt4d.lit.task import train
 
-    cfg = train_cfg("vae", "trainer.strategy=ddp_spawn", "trainer.devices=2", "trainer.accelerator=cpu",
-                    "training.steps=2", "training.ckpt_every=2", "training.val_every=1000",
-                    "trainer.limit_val_batches=0", "callbacks=plain", "export_dir=" + str(tmp_path / "export"))
+    cfg = train_cfg(
+        "vae",
+        "trainer.strategy=ddp_spawn",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "training.steps=2",
+        "training.ckpt_every=2",
+        "training.val_every=1000",
+        "trainer.limit_val_batches=0",
+        "callbacks=plain",
+        "export_dir=" + str(tmp_path / "export"),
+    )
     train(cfg)
     ck = torch.load(Path(cfg.checkpoint_dir) / "ckpt-00000002.ckpt", map_location="cpu", weights_only=False)
     assert ck["global_step"] == 2
@@ -164,9 +193,18 @@ def test_ddp_spawn_two_cpu_processes(train_cfg, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ entry point
 def _sweep(tiny_dataset: Path, tmp_path: Path, extra: list[str]) -> None:
-    cmd = [sys.executable, "train.py", "-m", "attention=blockmask,radial,framepack,rope", "experiment=tiny",
-           "debug=fdr", f"data.root={tiny_dataset}", f"hydra.sweep.dir={tmp_path}/sweep",
-           f"output_folder={tmp_path}/out", *extra]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "attention=blockmask,radial,framepack,rope",
+        "experiment=tiny",
+        "debug=fdr",
+        f"data.root={tiny_dataset}",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        f"output_folder={tmp_path}/out",
+        *extra,
+    ]
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -46,8 +46,11 @@ class ResumableDataLoader(DataLoader):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         seed = getattr(self.sampler, "seed", None)
         if state.get("seed") is not None and seed is not None and state["seed"] != seed:
-            log.warning("resuming with data seed %s but the checkpoint used %s: the data order differs", seed,
-                        state["seed"])
+            log.warning(
+                "resuming with data seed %s but the checkpoint used %s: the data order differs",
+                seed,
+                state["seed"],
+            )
 
 
 class Objects4DDataModule(LightningDataModule):
@@ -99,8 +102,9 @@ class Objects4DDataModule(LightningDataModule):
         records = []
         for d in dirs:
             try:
-                records.append(scan_object(d, min_frames=min_frames, need_images=hp.load_images,
-                                           need_volume=need_volume))
+                records.append(
+                    scan_object(d, min_frames=min_frames, need_images=hp.load_images, need_volume=need_volume)
+                )
             except BadObjectError as e:
                 if hp.on_bad_object == "raise":
                     raise
@@ -117,7 +121,9 @@ class Objects4DDataModule(LightningDataModule):
         if hp.val_root is not None or hp.val_list is not None:
             val_dirs = list_object_dirs(hp.val_root if hp.val_root is not None else hp.root, hp.val_list)
         else:
-            tr, va = split_by_object([d.name for d in train_dirs], hp.val_fraction, hp.num_val_objects, hp.split_seed)
+            tr, va = split_by_object(
+                [d.name for d in train_dirs], hp.val_fraction, hp.num_val_objects, hp.split_seed
+            )
             by_name = {d.name: d for d in train_dirs}
             train_dirs, val_dirs = [by_name[n] for n in tr], [by_name[n] for n in va]
         if hp.max_objects:
@@ -130,16 +136,31 @@ class Objects4DDataModule(LightningDataModule):
         if not train_recs:
             raise InputError(f"no usable training objects under {hp.root} ({len(self.bad_objects)} bad)")
         common = dict(
-            sequence_length=hp.sequence_length, stride=hp.stride, pc_size=hp.pc_size,
-            pc_sharpedge_size=hp.pc_sharpedge_size, num_volume_points=hp.num_volume_points,
-            load_images=hp.load_images, preprocess_size=hp.preprocess_size, border_ratio=hp.border_ratio,
-            image_size=hp.image_size, cache=hp.cache, cache_images=hp.cache_images, on_bad_object=hp.on_bad_object,
+            sequence_length=hp.sequence_length,
+            stride=hp.stride,
+            pc_size=hp.pc_size,
+            pc_sharpedge_size=hp.pc_sharpedge_size,
+            num_volume_points=hp.num_volume_points,
+            load_images=hp.load_images,
+            preprocess_size=hp.preprocess_size,
+            border_ratio=hp.border_ratio,
+            image_size=hp.image_size,
+            cache=hp.cache,
+            cache_images=hp.cache_images,
+            on_bad_object=hp.on_bad_object,
         )
         self.train_set = Objects4DDataset(train_recs, load_volume=hp.load_volume, random_start=True, **common)
         self.val_set = Objects4DDataset(val_recs, load_volume=need_vol, random_start=False, **common)
-        log.info("dataset: %d train / %d val objects (%d bad skipped), T=%d stride=%d, %d+%d points",
-                 len(train_recs), len(val_recs), len(self.bad_objects), hp.sequence_length, hp.stride,
-                 hp.pc_size, hp.pc_sharpedge_size)
+        log.info(
+            "dataset: %d train / %d val objects (%d bad skipped), T=%d stride=%d, %d+%d points",
+            len(train_recs),
+            len(val_recs),
+            len(self.bad_objects),
+            hp.sequence_length,
+            hp.stride,
+            hp.pc_size,
+            hp.pc_sharpedge_size,
+        )
 
     # ------------------------------------------------------------------ loaders
     def _run_geometry(self) -> tuple[int, int, int, int, int]:
@@ -162,23 +183,37 @@ class Objects4DDataModule(LightningDataModule):
     def _loader(self, dataset, sampler, batch_size: int, drop_last: bool, cls=DataLoader) -> DataLoader:
         hp = self.hparams
         return cls(
-            dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=hp.num_workers,
-            pin_memory=hp.pin_memory, persistent_workers=hp.persistent_workers and hp.num_workers > 0,
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.persistent_workers and hp.num_workers > 0,
             worker_init_fn=_worker_init if hp.num_workers > 0 else None,
         )
 
     def train_sampler(self) -> SeededStreamSampler:
         assert self.train_set is not None, "call setup() first"
         start, length, rank, world, _ = self._run_geometry()
-        return SeededStreamSampler(len(self.train_set), seed=self.hparams.seed, length=length, start=start,
-                                   rank=rank, world_size=world)
+        return SeededStreamSampler(
+            len(self.train_set),
+            seed=self.hparams.seed,
+            length=length,
+            start=start,
+            rank=rank,
+            world_size=world,
+        )
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         sampler = self.train_sampler()
         if sampler.start:
-            log.info("resuming the data stream at sample %d (step %d)", sampler.start,
-                     sampler.start // self.hparams.batch_size)
+            log.info(
+                "resuming the data stream at sample %d (step %d)",
+                sampler.start,
+                sampler.start // self.hparams.batch_size,
+            )
         return self._loader(self.train_set, sampler, self.hparams.batch_size, True, ResumableDataLoader)
 
     def fixed_train_dataloader(self, num_batches: int, batch_size: int | None = None) -> DataLoader:

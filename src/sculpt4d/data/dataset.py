@@ -140,7 +140,9 @@ class Objects4DDataset(Dataset):
                 raise BadObjectError(f"{rec.path / RENDER_DIR / frame}: view {cam} missing")
             path = pngs[cam]
         try:
-            img = preprocess_image(load_image(path), size=self.preprocess_size, border_ratio=self.border_ratio)
+            img = preprocess_image(
+                load_image(path), size=self.preprocess_size, border_ratio=self.border_ratio
+            )
         except Exception as e:  # noqa: BLE001
             raise BadObjectError(f"{path}: cannot preprocess ({type(e).__name__}: {e})") from e
         if self.image_size and self.image_size != img.shape[-1]:
@@ -181,8 +183,12 @@ class Objects4DDataset(Dataset):
         parts = [("random_surface", idx_r, 0.0)]
         if self.pc_sharpedge_size > 0:
             if rec.num_sharp == 0:
-                raise BadObjectError(f"{rec.path / SURFACE_FILE}: no sharp_surface points but pc_sharpedge_size > 0")
-            idx_s = rng.choice(rec.num_sharp, self.pc_sharpedge_size, replace=rec.num_sharp < self.pc_sharpedge_size)
+                raise BadObjectError(
+                    f"{rec.path / SURFACE_FILE}: no sharp_surface points but pc_sharpedge_size > 0"
+                )
+            idx_s = rng.choice(
+                rec.num_sharp, self.pc_sharpedge_size, replace=rec.num_sharp < self.pc_sharpedge_size
+            )
             parts.append(("sharp_surface", idx_s, 1.0))
         keys = [f"{fr}/{field}" for fr in frames for field, _, _ in parts]
         arrays = self._arrays(rec.path / SURFACE_FILE, keys)
@@ -216,7 +222,11 @@ class Objects4DDataset(Dataset):
             occ = np.stack([varr[f"{fr}/occupancy"][vidx] for fr in frames]).astype(np.float32)  # [T, M]
             item["vol_points"] = torch.from_numpy(pts) * POINT_SCALE
             item["vol_occ"] = torch.from_numpy((occ > 0.5).astype(np.float32))
-        cam = self.camera if self.camera is not None else (int(rng.integers(0, rec.num_views)) if rec.num_views else 0)
+        cam = (
+            self.camera
+            if self.camera is not None
+            else (int(rng.integers(0, rec.num_views)) if rec.num_views else 0)
+        )
         item["camera"] = cam
         if self.load_images:
             item["images"] = torch.stack([self._image(rec, fr, cam) for fr in frames])  # [T, 3, S, S]
@@ -231,5 +241,7 @@ def resize_image(img: torch.Tensor, size: int) -> torch.Tensor:
     conditioner then skips its resize.
     """
     x = img if img.dim() == 4 else img[None]
-    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    x = torch.nn.functional.interpolate(
+        x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return x if img.dim() == 4 else x[0]

@@ -122,7 +122,9 @@ def scan_object(
     idx = [int(f.split("_")[1]) for f in frames]
     missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
     if missing:
-        raise BadObjectError(f"{surf_path}: frame(s) {missing[:5]} missing between {frames[0]} and {frames[-1]}")
+        raise BadObjectError(
+            f"{surf_path}: frame(s) {missing[:5]} missing between {frames[0]} and {frames[-1]}"
+        )
 
     num_volume = 0
     if need_volume:
@@ -156,7 +158,9 @@ def scan_object(
     )
 
 
-def list_object_dirs(roots: str | Path | Sequence[str | Path], list_file: str | Path | None = None) -> list[Path]:
+def list_object_dirs(
+    roots: str | Path | Sequence[str | Path], list_file: str | Path | None = None
+) -> list[Path]:
     """Object folders under ``roots`` (those with a ``geo_data`` folder), or those named in ``list_file``.
 
     ``list_file`` (the original release's ``train_data_list``): one object path per line, relative paths
@@ -168,11 +172,15 @@ def list_object_dirs(roots: str | Path | Sequence[str | Path], list_file: str | 
     if list_file is not None:
         lines = [ln.strip() for ln in Path(list_file).read_text().splitlines()]
         base = roots[0] if roots else Path(".")
-        return [p if (p := Path(ln)).is_absolute() else base / p for ln in lines if ln and not ln.startswith("#")]
+        return [
+            p if (p := Path(ln)).is_absolute() else base / p for ln in lines if ln and not ln.startswith("#")
+        ]
     out: list[Path] = []
     for root in roots:
         if not root.is_dir():
-            raise InputError(f"dataset root '{root}' does not exist (make it with `make data-tiny` or set data.root)")
+            raise InputError(
+                f"dataset root '{root}' does not exist (make it with `make data-tiny` or set data.root)"
+            )
         out.extend(sorted(p for p in root.iterdir() if p.is_dir() and (p / "geo_data").is_dir()))
     return out
 

@@ -44,7 +44,9 @@ class BaseLitModule(LightningModule):
     """Subclasses build their networks, mark frozen ones (``self.frozen``), then call :meth:`_finish_init`."""
 
     stage: str = "base"
-    components: tuple[str, ...] = ()  # attribute names exported as ``<export name>.*`` (see export_components)
+    components: tuple[
+        str, ...
+    ] = ()  # attribute names exported as ``<export name>.*`` (see export_components)
 
     def __init__(
         self,
@@ -65,9 +67,15 @@ class BaseLitModule(LightningModule):
         self.ema_warmup = ema_warmup
         self.seed = int(seed)
         self.save_frozen = save_frozen
-        self.val_cfg: dict[str, Any] = {"num_samples": 1, "num_steps": 10, "guidance_scale": 3.0,
-                                        "mesh_resolution": 48, "strip": True, "strip_size": 128,
-                                        **(to_plain(val) or {})}
+        self.val_cfg: dict[str, Any] = {
+            "num_samples": 1,
+            "num_steps": 10,
+            "guidance_scale": 3.0,
+            "mesh_resolution": 48,
+            "strip": True,
+            "strip_size": 128,
+            **(to_plain(val) or {}),
+        }
         self.frozen: list[nn.Module] = []
         self.ema: ParameterEMA | None = None
         self._ema_swapped = False
@@ -81,9 +89,17 @@ class BaseLitModule(LightningModule):
             m.eval()
         if self.ema_decay:
             self.ema = ParameterEMA(self.trainable_named_parameters(), self.ema_decay, self.ema_warmup)
-        self.save_hyperparameters({"stage": self.stage, "net": self.net_cfg, "optimizer": self.optimizer_cfg,
-                                   "scheduler": self.scheduler_cfg, "ema_decay": self.ema_decay,
-                                   "val": self.val_cfg, **self.extra_hparams()})
+        self.save_hyperparameters(
+            {
+                "stage": self.stage,
+                "net": self.net_cfg,
+                "optimizer": self.optimizer_cfg,
+                "scheduler": self.scheduler_cfg,
+                "ema_decay": self.ema_decay,
+                "val": self.val_cfg,
+                **self.extra_hparams(),
+            }
+        )
 
     def extra_hparams(self) -> dict[str, Any]:
         return {}
@@ -105,8 +121,10 @@ class BaseLitModule(LightningModule):
                 t = _count(p for p in child.parameters() if p.requires_grad)
                 parts.append(f"{name} {_fmt(t)}/{_fmt(n)}")
         ema = "" if self.ema is None else f"; EMA({self.ema.decay}) over the trainable weights"
-        return (f"[{self.stage}] parameters: {_fmt(train)} trainable, {_fmt(total - train)} frozen "
-                f"({100.0 * train / max(total, 1):.2f}% trainable; {', '.join(parts)}){ema}")
+        return (
+            f"[{self.stage}] parameters: {_fmt(train)} trainable, {_fmt(total - train)} frozen "
+            f"({100.0 * train / max(total, 1):.2f}% trainable; {', '.join(parts)}){ema}"
+        )
 
     def train(self, mode: bool = True) -> BaseLitModule:
         super().train(mode)
@@ -121,7 +139,9 @@ class BaseLitModule(LightningModule):
     # ------------------------------------------------------------------ randomness
     def step_generator(self, step: int, salt: int = 0) -> torch.Generator:
         """A generator seeded by (seed, step, rank, salt): no RNG state to checkpoint, exact on resume."""
-        seed = int(np.random.SeedSequence([self.seed, int(step), int(self.global_rank), salt]).generate_state(1)[0])
+        seed = int(
+            np.random.SeedSequence([self.seed, int(step), int(self.global_rank), salt]).generate_state(1)[0]
+        )
         if self.generator is None or self.generator.device != self.device:
             self.generator = torch.Generator(device=self.device)
         return self.generator.manual_seed(seed)
@@ -139,7 +159,10 @@ class BaseLitModule(LightningModule):
         if not self.scheduler_cfg:
             return optimizer
         scheduler = instantiate(self.scheduler_cfg)(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
 
     # ------------------------------------------------------------------ EMA
     def _param_dict(self) -> dict[str, nn.Parameter]:
@@ -198,8 +221,10 @@ class BaseLitModule(LightningModule):
         if meta.get("stage", self.stage) != self.stage:
             from sculpt4d.errors import CheckpointError
 
-            raise CheckpointError(f"checkpoint is from stage '{meta.get('stage')}' but this run is stage "
-                                  f"'{self.stage}'; pass init_from=<export> to start a new stage instead")
+            raise CheckpointError(
+                f"checkpoint is from stage '{meta.get('stage')}' but this run is stage "
+                f"'{self.stage}'; pass init_from=<export> to start a new stage instead"
+            )
         if not meta.get("frozen_saved", True):
             self.strict_loading = False
             own = self.state_dict()
@@ -233,8 +258,9 @@ class BaseLitModule(LightningModule):
                     out[f"{prefix}.{k}"] = v.detach().to("cpu").clone().contiguous()
         return out
 
-    def export_checkpoint(self, directory: str | Path, use_ema: bool = True,
-                          extra: dict[str, Any] | None = None) -> Path:
+    def export_checkpoint(
+        self, directory: str | Path, use_ema: bool = True, extra: dict[str, Any] | None = None
+    ) -> Path:
         """Write ``<directory>/model.safetensors`` (flat ``vae.* / model.* / conditioner.*``) + ``config.yaml``.
 
         The weights are the EMA weights when there is an EMA (``use_ema``). Written atomically.
@@ -275,8 +301,9 @@ class BaseLitModule(LightningModule):
                 elif isinstance(logger, TensorBoardLogger):
                     from PIL import Image
 
-                    logger.experiment.add_image(key, np.asarray(Image.open(path).convert("RGB")),
-                                                self.global_step, dataformats="HWC")
+                    logger.experiment.add_image(
+                        key, np.asarray(Image.open(path).convert("RGB")), self.global_step, dataformats="HWC"
+                    )
             except Exception as e:  # noqa: BLE001
                 log.warning("could not log the strip to %s: %s", type(logger).__name__, e)
         return path

@@ -28,10 +28,16 @@ class ProgressLog(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._t0, self._step0 = time.monotonic(), trainer.global_step
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
-        if not trainer.is_global_zero or self.every_n_steps <= 0 or step % self.every_n_steps or step == self._step0:
+        if (
+            not trainer.is_global_zero
+            or self.every_n_steps <= 0
+            or step % self.every_n_steps
+            or step == self._step0
+        ):
             return
         elapsed = time.monotonic() - self._t0
         rate = (step - self._step0) / max(elapsed, 1e-9)
@@ -39,5 +45,59 @@ class ProgressLog(Callback):
         eta = (total - step) / rate if total and rate > 0 else float("nan")
         loss = trainer.callback_metrics.get("train/loss")
         loss_s = f"{float(loss):.4f}" if loss is not None else "n/a"
-        log.info(f"step {step}/{total or '?'} | loss {loss_s} | {rate:.2f} it/s | elapsed {_hms(elapsed)} | "
-                 f"ETA {_hms(eta) if eta == eta else '?'}")
+        log.info(
+            f"step {step}/{total or '?'} | loss {loss_s} | {rate:.2f} it/s | elapsed {_hms(elapsed)} | "
+            f"ETA {_hms(eta) if eta == eta else '?'}"
+        )
+
+
+class FitScheduleToTime(Callback):
+    """Shrink ``max_steps`` and the LR schedule to what fits in ``trainer.max_time`` (time-budgeted runs).
+
+    After ``calibration_steps`` optimizer steps it measures the step rate and sets the run's length to
+    ``step + remaining_time · rate · safety`` (never longer than configured), updating ``trainer.max_steps``
+    and the ``total_steps`` of a :class:`~sculpt4d.lit.schedule.WarmupCosine` schedule, so the cosine ends
+    when the time budget does. Set ``training.steps`` to an upper bound. Without ``max_time`` it does nothing.
+    """
+
+    def __init__(self, calibration_steps: int = 20, safety: float = 0.95) -> None:
+        self.calibration_steps = int(calibration_steps)
+        self.safety = float(safety)
+        self._t0 = 0.0
+        self._step0 = 0
+        self.done = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.done = bool(state.get("done", False))
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._t0, self._step0 = time.monotonic(), trainer.global_step
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self.done or trainer.global_step - self._step0 < self.calibration_steps:
+            return
+        self.done = True
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if remaining is None:
+            return
+        rate = (trainer.global_step - self._step0) / max(time.monotonic() - self._t0, 1e-9)
+        new_total = int(trainer.global_step + remaining * rate * self.safety)
+        if trainer.max_steps > 0:
+            new_total = min(new_total, trainer.max_steps)
+        trainer.fit_loop.epoch_loop.max_steps = max(new_total, trainer.global_step + 1)
+        for cfg in trainer.lr_scheduler_configs:
+            for fn in getattr(cfg.scheduler, "lr_lambdas", []):
+                if hasattr(fn, "total_steps"):
+                    fn.total_steps = trainer.fit_loop.max_steps
+        log.info(
+            f"time budget: {rate:.3f} steps/s, {remaining / 60:.1f} min left -> max_steps = "
+            f"{trainer.fit_loop.max_steps} (LR schedule fitted to the budget)"
+        )

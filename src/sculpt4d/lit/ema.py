@@ -21,7 +21,9 @@ def _buffer_name(param_name: str) -> str:
 class ParameterEMA(nn.Module):
     """``shadow ← d·shadow + (1−d)·param`` with ``d = min(decay, (1+n)/(10+n))`` when ``warmup``."""
 
-    def __init__(self, named_params: list[tuple[str, nn.Parameter]], decay: float = 0.999, warmup: bool = True):
+    def __init__(
+        self, named_params: list[tuple[str, nn.Parameter]], decay: float = 0.999, warmup: bool = True
+    ):
         super().__init__()
         self.decay = float(decay)
         self.warmup = warmup

@@ -62,7 +62,11 @@ class _FlowModule(BaseLitModule):
         return float(self.vae.scale_factor)
 
     def extra_hparams(self) -> dict[str, Any]:
-        return {"init_from": self.init_from, "cond_drop_prob": self.cond_drop_prob, "scale_factor": self.scale_factor}
+        return {
+            "init_from": self.init_from,
+            "cond_drop_prob": self.cond_drop_prob,
+            "scale_factor": self.scale_factor,
+        }
 
     def export_components(self) -> dict[str, nn.Module]:
         return {"vae": self.vae, "model": self.model, "conditioner": self.conditioner}
@@ -112,8 +116,9 @@ class _FlowModule(BaseLitModule):
             self._validate_samples(batch, cond[:n], gen)
 
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, generator: torch.Generator, num_steps: int, guidance_scale: float
-               ) -> torch.Tensor:
+    def sample(
+        self, cond: torch.Tensor, generator: torch.Generator, num_steps: int, guidance_scale: float
+    ) -> torch.Tensor:
         """Euler + CFG from noise shaped like the latents of ``cond`` (DiT scale)."""
         sampler = EulerSampler(num_steps=num_steps)
         shape = self.latent_shape(cond)
@@ -142,8 +147,12 @@ class _FlowModule(BaseLitModule):
             k = min(z.shape[0], 8)  # the first sample's frames (4D) or the first samples (3D)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                meshes = self.vae.latents_to_mesh(z[:k], octree_resolution=int(self.val_cfg["mesh_resolution"]),
-                                                  hierarchical=False, num_chunks=20000)
+                meshes = self.vae.latents_to_mesh(
+                    z[:k],
+                    octree_resolution=int(self.val_cfg["mesh_resolution"]),
+                    hierarchical=False,
+                    num_chunks=20000,
+                )
             images = None
             if "images" in batch:
                 images = [tensor_to_pil(im) for im in batch["images"][:n].flatten(0, 1)[:k]]
@@ -168,8 +177,12 @@ class DiT3DModule(_FlowModule):
 
             src = str(self.init_from)
             model_sd = self._parts.get("model") or {}
-            if model_sd and any(k.startswith("backbone.") for k in model_sd):  # a 4D export: take its backbone
-                model_sd = {k[len("backbone."):]: v for k, v in model_sd.items() if k.startswith("backbone.")}
+            if model_sd and any(
+                k.startswith("backbone.") for k in model_sd
+            ):  # a 4D export: take its backbone
+                model_sd = {
+                    k[len("backbone.") :]: v for k, v in model_sd.items() if k.startswith("backbone.")
+                }
             load_part(self.model, {"model": model_sd}, "model", src, required=False)
             load_part(self.conditioner, self._parts, "conditioner", src, required=not self.train_conditioner)
             self._parts = {}
@@ -182,7 +195,9 @@ class DiT3DModule(_FlowModule):
 
     def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         surface = batch["surface"].flatten(0, 1)  # [B*T, P, 7] (T = 1 for this stage)
-        return self.vae.encode(surface, sample_posterior=True, generator=generator) * self.scale_factor  # [B*T,N,C]
+        return (
+            self.vae.encode(surface, sample_posterior=True, generator=generator) * self.scale_factor
+        )  # [B*T,N,C]
 
     def encode_condition(self, batch: dict[str, Any]) -> torch.Tensor:
         images = batch["images"].flatten(0, 1)  # [B*T, 3, S, S]
@@ -216,12 +231,17 @@ class Sculpt4DModule(_FlowModule):
 
         self.attention_cfg = to_plain(attention) or {"variant": "blockmask"}
         self.noise_share_alpha = float(noise_share_alpha)
-        self.flow_noise_share_alpha = float(noise_share_alpha if flow_noise_share_alpha is None
-                                            else flow_noise_share_alpha)
+        self.flow_noise_share_alpha = float(
+            noise_share_alpha if flow_noise_share_alpha is None else flow_noise_share_alpha
+        )
         adapter = self.net_cfg.get("adapter", {}) or {}
         backbone = instantiate(self.net_cfg["dit"])
-        self.model = DiT4D(backbone=backbone, attention=self.attention_cfg,
-                           lora_rank=int(adapter.get("lora_rank", 16)), max_frames=int(adapter.get("max_frames", 64)))
+        self.model = DiT4D(
+            backbone=backbone,
+            attention=self.attention_cfg,
+            lora_rank=int(adapter.get("lora_rank", 16)),
+            max_frames=int(adapter.get("max_frames", 64)),
+        )
         if self._parts:
             from sculpt4d.lit.init import load_part
 
@@ -240,8 +260,12 @@ class Sculpt4DModule(_FlowModule):
         self._finish_init()
 
     def extra_hparams(self) -> dict[str, Any]:
-        return {**super().extra_hparams(), "attention": self.attention_cfg, "noise_share_alpha": self.noise_share_alpha,
-                "flow_noise_share_alpha": self.flow_noise_share_alpha}
+        return {
+            **super().extra_hparams(),
+            "attention": self.attention_cfg,
+            "noise_share_alpha": self.noise_share_alpha,
+            "flow_noise_share_alpha": self.flow_noise_share_alpha,
+        }
 
     def export_config(self) -> dict[str, Any]:
         cfg = super().export_config()
@@ -249,8 +273,12 @@ class Sculpt4DModule(_FlowModule):
         return cfg
 
     def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
-        z = self.vae.encode_sequence(batch["surface"], sample_posterior=True,
-                                     noise_share_alpha=self.noise_share_alpha, generator=generator)
+        z = self.vae.encode_sequence(
+            batch["surface"],
+            sample_posterior=True,
+            noise_share_alpha=self.noise_share_alpha,
+            generator=generator,
+        )
         return z * self.scale_factor  # [B, T, N, C]
 
     def encode_condition(self, batch: dict[str, Any]) -> torch.Tensor:

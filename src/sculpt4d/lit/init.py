@@ -27,7 +27,9 @@ def resolve_init(spec: str | Path, root: str | Path | None = None) -> Path:
     return resolve_checkpoint(s)
 
 
-def load_init(spec: str | Path, root: str | Path | None = None) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+def load_init(
+    spec: str | Path, root: str | Path | None = None
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
     """Read an export / checkpoint: ``({vae, model, conditioner} state dicts, its config.yaml or {})``."""
     from sculpt4d.hub import load_state_dict
     from sculpt4d.models.factory import split_components
@@ -49,8 +51,13 @@ def init_scale_factor(cfg: dict) -> float | None:
     return float(sf) if sf is not None else None
 
 
-def load_part(module: nn.Module, parts: dict[str, dict[str, torch.Tensor]], name: str, source: str,
-              required: bool = True) -> bool:
+def load_part(
+    module: nn.Module,
+    parts: dict[str, dict[str, torch.Tensor]],
+    name: str,
+    source: str,
+    required: bool = True,
+) -> bool:
     """Load ``parts[name]`` strictly into ``module``; False (or CheckpointError if required) when absent."""
     from sculpt4d.hub import load_into
 

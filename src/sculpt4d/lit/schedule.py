@@ -15,7 +15,9 @@ class WarmupCosine:
     A callable object (not a lambda) so ``LambdaLR.state_dict`` saves its parameters with the checkpoint.
     """
 
-    def __init__(self, warmup_steps: int, total_steps: int, min_factor: float = 0.01, start_factor: float = 1e-3):
+    def __init__(
+        self, warmup_steps: int, total_steps: int, min_factor: float = 0.01, start_factor: float = 1e-3
+    ):
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)
         self.min_factor = float(min_factor)
@@ -30,7 +32,10 @@ class WarmupCosine:
 
 
 def warmup_cosine(
-    optimizer: Optimizer, warmup_steps: int = 50, total_steps: int = 20000, min_factor: float = 0.01,
+    optimizer: Optimizer,
+    warmup_steps: int = 50,
+    total_steps: int = 20000,
+    min_factor: float = 0.01,
     start_factor: float = 1e-3,
 ) -> LambdaLR:
     """``_partial_`` scheduler node target: ``LambdaLR`` with :class:`WarmupCosine` (call it per optimizer step)."""

@@ -52,12 +52,16 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
         return None
     p = Path(str(spec))
     if not p.exists():
-        raise InputError(f"ckpt_path={spec}: no such checkpoint (use ckpt_path=last to resume {cfg.checkpoint_dir})")
+        raise InputError(
+            f"ckpt_path={spec}: no such checkpoint (use ckpt_path=last to resume {cfg.checkpoint_dir})"
+        )
     return str(p)
 
 
 def _next_version(directory: Path) -> int:
-    versions = [int(p.name.split("_")[1]) for p in directory.glob("version_*") if p.name.split("_")[1].isdigit()]
+    versions = [
+        int(p.name.split("_")[1]) for p in directory.glob("version_*") if p.name.split("_")[1].isdigit()
+    ]
     return max(versions, default=-1) + 1
 
 
@@ -67,9 +71,11 @@ def run_ids(cfg: DictConfig, resuming: bool) -> dict[str, Any]:
     info_file = ckpt_dir / "run.json"
     if resuming and info_file.is_file():
         return json.loads(info_file.read_text())
-    info = {"version": _next_version(ckpt_dir / "csv") if (ckpt_dir / "csv").is_dir() else 0,
-            "tb_version": _next_version(ckpt_dir / "tensorboard") if (ckpt_dir / "tensorboard").is_dir() else 0,
-            "wandb_id": secrets.token_hex(4)}
+    info = {
+        "version": _next_version(ckpt_dir / "csv") if (ckpt_dir / "csv").is_dir() else 0,
+        "tb_version": _next_version(ckpt_dir / "tensorboard") if (ckpt_dir / "tensorboard").is_dir() else 0,
+        "wandb_id": secrets.token_hex(4),
+    }
     from lightning.pytorch.utilities import rank_zero_only
 
     if rank_zero_only.rank == 0 and not cfg.trainer.get("fast_dev_run"):
@@ -104,8 +110,10 @@ def _check_strategy(cfg: DictConfig) -> None:
     if any(s in name.lower() for s in ("fsdp", "deepspeed")):
         accel = str(cfg.trainer.get("accelerator", "auto"))
         if accel == "cpu" or (accel == "auto" and not torch.cuda.is_available()):
-            raise InputError(f"trainer/strategy={name.rsplit('.', 1)[-1]} needs CUDA GPUs (Lightning refuses FSDP and "
-                             "DeepSpeed on CPU). On CPU use trainer/strategy=ddp (gloo) or the default.")
+            raise InputError(
+                f"trainer/strategy={name.rsplit('.', 1)[-1]} needs CUDA GPUs (Lightning refuses FSDP and "
+                "DeepSpeed on CPU). On CPU use trainer/strategy=ddp (gloo) or the default."
+            )
 
 
 def _resolve_precision(cfg: DictConfig) -> None:
@@ -139,11 +147,20 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "callbacks": callbacks, "loggers": loggers,
-               "trainer": trainer}
+    objects = {
+        "cfg": cfg,
+        "datamodule": datamodule,
+        "model": model,
+        "callbacks": callbacks,
+        "loggers": loggers,
+        "trainer": trainer,
+    }
     if loggers:
-        hp = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-              for k, v in cfg.items() if k != "hydra"}
+        hp = {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items()
+            if k != "hydra"
+        }
         hp["params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
         hp["params/total"] = sum(p.numel() for p in model.parameters())
         for lg in loggers:
@@ -151,8 +168,14 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
     if cfg.get("train", True):
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
-        if not trainer.fast_dev_run and trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
-            trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt")  # e.g. after max_time
+        if (
+            not trainer.fast_dev_run
+            and trainer.checkpoint_callback is not None
+            and trainer.checkpoint_callback.dirpath
+        ):
+            trainer.save_checkpoint(
+                Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
+            )  # e.g. after max_time
     metrics = {k: v for k, v in trainer.callback_metrics.items()}
 
     if cfg.stage == "vae" and cfg.training.get("scale_factor_batches", 0) and not trainer.fast_dev_run:

@@ -31,8 +31,14 @@ class VAEModule(BaseLitModule):
 
     stage = "vae"
 
-    def __init__(self, net: DictConfig | dict, kl_weight: float = 1e-3, init_from: str | None = None,
-                 root_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        net: DictConfig | dict,
+        kl_weight: float = 1e-3,
+        init_from: str | None = None,
+        root_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(net, **kwargs)
         self.kl_weight = float(kl_weight)
         self.vae = instantiate(self.net_cfg["vae"])
@@ -66,16 +72,31 @@ class VAEModule(BaseLitModule):
         loss = bce + self.kl_weight * kl
         bs = occ.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log_dict({"train/bce": bce, "train/kl": kl, "train/acc": ((logits > 0) == (occ > 0.5)).float().mean(),
-                       "train/logvar": posterior.logvar.float().mean()}, batch_size=bs)
+        self.log_dict(
+            {
+                "train/bce": bce,
+                "train/kl": kl,
+                "train/acc": ((logits > 0) == (occ > 0.5)).float().mean(),
+                "train/logvar": posterior.logvar.float().mean(),
+            },
+            batch_size=bs,
+        )
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         gen = self.step_generator(batch_idx, salt=1)
         logits, occ, bce, kl, posterior = self._forward(batch, gen, sample=False)  # decode the mean
         bs = occ.shape[0]
-        self.log_dict({"val/bce": bce, "val/kl": kl, "val/iou": occupancy_iou(logits, occ).mean(),
-                       "val/latent_std": posterior.mode().float().std()}, batch_size=bs, sync_dist=True)
+        self.log_dict(
+            {
+                "val/bce": bce,
+                "val/kl": kl,
+                "val/iou": occupancy_iou(logits, occ).mean(),
+                "val/latent_std": posterior.mode().float().std(),
+            },
+            batch_size=bs,
+            sync_dist=True,
+        )
         if batch_idx == 0:
             self._log_meshes(batch, posterior.mode())
 
@@ -86,6 +107,10 @@ class VAEModule(BaseLitModule):
         k = min(z.shape[0], max(int(self.val_cfg.get("num_samples", 4)), 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            meshes = self.vae.latents_to_mesh(z[:k], octree_resolution=int(self.val_cfg["mesh_resolution"]),
-                                              hierarchical=False, num_chunks=20000)
+            meshes = self.vae.latents_to_mesh(
+                z[:k],
+                octree_resolution=int(self.val_cfg["mesh_resolution"]),
+                hierarchical=False,
+                num_chunks=20000,
+            )
         self.log_strip("val/reconstruction", meshes)

@@ -21,7 +21,9 @@ def _matplotlib_strip(meshes: Sequence[trimesh.Trimesh], size: int) -> np.ndarra
         ax = fig.add_subplot(1, n, i + 1, projection="3d")
         if m is not None and len(m.faces):
             v = np.asarray(m.vertices)
-            ax.plot_trisurf(v[:, 0], v[:, 2], v[:, 1], triangles=np.asarray(m.faces), linewidth=0, color="0.7")
+            ax.plot_trisurf(
+                v[:, 0], v[:, 2], v[:, 1], triangles=np.asarray(m.faces), linewidth=0, color="0.7"
+            )
         ax.set_axis_off()
         for f in (ax.set_xlim, ax.set_ylim, ax.set_zlim):
             f(-1, 1)
@@ -31,8 +33,9 @@ def _matplotlib_strip(meshes: Sequence[trimesh.Trimesh], size: int) -> np.ndarra
     return img
 
 
-def save_strip(path: str | Path, meshes: Sequence[trimesh.Trimesh], images: Sequence | None = None,
-               size: int = 128) -> Path:
+def save_strip(
+    path: str | Path, meshes: Sequence[trimesh.Trimesh], images: Sequence | None = None, size: int = 128
+) -> Path:
     """Write a PNG strip: ``images`` (optional, e.g. the conditioning views) on top, mesh renders below."""
     from PIL import Image
 
@@ -54,8 +57,8 @@ def save_strip(path: str | Path, meshes: Sequence[trimesh.Trimesh], images: Sequ
     return path
 
 
-def tensor_to_pil(img) -> "Image.Image":  # noqa: F821
-    """``[3, S, S]`` in [-1, 1] -> PIL RGB."""
+def tensor_to_pil(img):
+    """``[3, S, S]`` in [-1, 1] -> PIL RGB image."""
     from PIL import Image
 
     a = ((img.detach().float().cpu().permute(1, 2, 0).numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8)

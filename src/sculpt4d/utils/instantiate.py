@@ -81,9 +81,21 @@ def extras(cfg: DictConfig) -> None:
         print_config_tree(cfg, save_to_file=True)
 
 
-def print_config_tree(cfg: DictConfig, save_to_file: bool = False,
-                      order: tuple[str, ...] = ("stage", "data", "model", "attention", "lit", "trainer", "callbacks",
-                                                "logger", "paths")) -> None:
+def print_config_tree(
+    cfg: DictConfig,
+    save_to_file: bool = False,
+    order: tuple[str, ...] = (
+        "stage",
+        "data",
+        "model",
+        "attention",
+        "lit",
+        "trainer",
+        "callbacks",
+        "logger",
+        "paths",
+    ),
+) -> None:
     """Rich tree of the config (first ``order``, then the rest); also written to ``<output_dir>/config_tree.log``."""
     import rich
     import rich.syntax
@@ -109,8 +121,10 @@ def get_metric_value(metric_dict: dict[str, Any], metric_name: str | None) -> fl
     if not metric_name:
         return None
     if metric_name not in metric_dict:
-        log.warning(f"metric '{metric_name}' not found (available: {sorted(metric_dict)}); is it logged by the "
-                    "LightningModule (e.g. validation ran) and is `optimized_metric` correct?")
+        log.warning(
+            f"metric '{metric_name}' not found (available: {sorted(metric_dict)}); is it logged by the "
+            "LightningModule (e.g. validation ran) and is `optimized_metric` correct?"
+        )
         return None
     value = metric_dict[metric_name]
     return float(value.item() if hasattr(value, "item") else value)

@@ -19,7 +19,9 @@ class RankedLogger(logging.LoggerAdapter):
     ``log.info("msg", rank=1)`` logs only on rank 1.
     """
 
-    def __init__(self, name: str = __name__, rank_zero_only: bool = False, extra: Mapping[str, object] | None = None):
+    def __init__(
+        self, name: str = __name__, rank_zero_only: bool = False, extra: Mapping[str, object] | None = None
+    ):
         super().__init__(logging.getLogger(name), extra or {})
         self.rank_zero_only = rank_zero_only
 
