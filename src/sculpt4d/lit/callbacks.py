@@ -54,50 +54,60 @@ class ProgressLog(Callback):
 class FitScheduleToTime(Callback):
     """Shrink ``max_steps`` and the LR schedule to what fits in ``trainer.max_time`` (time-budgeted runs).
 
-    After ``calibration_steps`` optimizer steps it measures the step rate and sets the run's length to
-    ``step + remaining_time · rate · safety`` (never longer than configured), updating ``trainer.max_steps``
-    and the ``total_steps`` of a :class:`~sculpt4d.lit.schedule.WarmupCosine` schedule, so the cosine ends
-    when the time budget does. Set ``training.steps`` to an upper bound. Without ``max_time`` it does nothing.
+    After ``calibration_steps`` optimizer steps, and again every ``refit_every_n_steps``, it measures the
+    recent step rate and sets the run's length to ``step + remaining_time · rate · safety`` (never longer
+    than configured), updating ``trainer.max_steps`` and the ``total_steps`` of a
+    :class:`~sculpt4d.lit.schedule.WarmupCosine` schedule, so the cosine ends when the time budget does
+    (machines shared with other jobs change speed). Set ``training.steps`` to an upper bound. Without
+    ``max_time`` it does nothing.
     """
 
-    def __init__(self, calibration_steps: int = 20, safety: float = 0.95) -> None:
+    def __init__(
+        self, calibration_steps: int = 20, refit_every_n_steps: int = 100, safety: float = 0.95
+    ) -> None:
         self.calibration_steps = int(calibration_steps)
+        self.refit_every_n_steps = int(refit_every_n_steps)
         self.safety = float(safety)
         self._t0 = 0.0
         self._step0 = 0
-        self.done = False
+        self._upper = -1
+        self.fits = 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"done": self.done}
+        return {"fits": self.fits}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.done = bool(state.get("done", False))
+        self.fits = int(state.get("fits", 0))
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._t0, self._step0 = time.monotonic(), trainer.global_step
+        self._upper = trainer.max_steps
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if self.done or trainer.global_step - self._step0 < self.calibration_steps:
+        window = self.calibration_steps if self.fits == 0 else self.refit_every_n_steps
+        if window <= 0 or trainer.global_step - self._step0 < window:
             return
-        self.done = True
         from lightning.pytorch.callbacks import Timer
 
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         remaining = timer.time_remaining("train") if timer is not None else None
+        now = time.monotonic()
+        rate = (trainer.global_step - self._step0) / max(now - self._t0, 1e-9)  # over the last window
+        self._t0, self._step0 = now, trainer.global_step
+        self.fits += 1
         if remaining is None:
             return
-        rate = (trainer.global_step - self._step0) / max(time.monotonic() - self._t0, 1e-9)
         new_total = int(trainer.global_step + remaining * rate * self.safety)
-        if trainer.max_steps > 0:
-            new_total = min(new_total, trainer.max_steps)
+        if self._upper > 0:
+            new_total = min(new_total, self._upper)
         trainer.fit_loop.epoch_loop.max_steps = max(new_total, trainer.global_step + 1)
         for cfg in trainer.lr_scheduler_configs:
             for fn in getattr(cfg.scheduler, "lr_lambdas", []):
                 if hasattr(fn, "total_steps"):
-                    fn.total_steps = trainer.fit_loop.max_steps
+                    fn.total_steps = trainer.max_steps
         log.info(
             f"time budget: {rate:.3f} steps/s, {remaining / 60:.1f} min left -> max_steps = "
-            f"{trainer.fit_loop.max_steps} (LR schedule fitted to the budget)"
+            f"{trainer.max_steps} (LR schedule fitted to the budget)"
         )
