@@ -21,7 +21,7 @@ from sculpt4d.prep.pipeline import (
 )  # fmt: skip
 from sculpt4d.prep.watertight import watertight
 
-ASSETS = Path(__file__).resolve().parents[2] / "shared" / "assets" / "gltf"
+ASSETS = Path(__file__).resolve().parent / "assets" / "gltf"  # vendored Khronos samples
 NAMES = ["AnimatedMorphCube", "RiggedSimple", "BoxAnimated"]
 P = PrepParams(num_frames=4, num_views=2, resolution=64, grid_res=48, pc_random=512, pc_sharp=256,
                volume_size=512, render_backend="embree")  # fmt: skip
@@ -29,8 +29,6 @@ P = PrepParams(num_frames=4, num_views=2, resolution=64, grid_res=48, pc_random=
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    if not ASSETS.exists():
-        pytest.skip("shared glTF assets not present")
     from sculpt4d.prep.procedural import generate_asset
 
     src = tmp_path_factory.mktemp("src")
