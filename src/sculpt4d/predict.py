@@ -84,7 +84,7 @@ def run_predict(cfg: DictConfig, pipeline=None) -> Path:
             "seconds": round(total, 3),
             "timings": {k: round(v, 3) for k, v in out.timings.items()},
             "faces_per_frame": [int(len(m.faces)) for m in out.meshes],
-            "config": OmegaConf.to_container(cfg, resolve=True),
+            "config": OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True),
         }
         (tmp / "prediction.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log.info("wrote %d frames to %s in %.1f s", len(out.meshes), output_dir, total)

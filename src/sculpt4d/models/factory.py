@@ -129,7 +129,8 @@ def load_component_weights(
             if name in require:
                 raise CheckpointError(f"{source}: no weights for '{name}' (no keys with prefix '{name}.')")
             continue
-        if name == "model" and "backbone." not in next(iter(part)) and hasattr(module, "backbone"):
+        is_3d = not any(k.startswith(("backbone.", "adapter.")) for k in part)
+        if name == "model" and is_3d and hasattr(module, "backbone"):
             # A 3D DiT checkpoint loaded into the 4D model: it fills the frozen backbone.
             load_into(module.backbone, part, strict=strict, name=f"{source} [model -> 4D backbone]")
             continue

@@ -41,6 +41,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700 folders; outputs are meant to be shared
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"{path} already exists")

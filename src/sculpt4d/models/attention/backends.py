@@ -6,8 +6,9 @@ for the per-frame time token. Backends:
 - ``block_sparse_attn``: MIT Han Lab kernel (CUDA, fp16/bf16, head dim 32/64/128, 128-blocks; no prefix,
   no token-diagonal blocks).
 - ``flex``: torch FlexAttention with a BlockMask made from the block structure (CUDA; CPU inference only).
-- ``gather``: any device, autograd-safe: query blocks grouped by their number of kept key blocks, kept key
-  blocks gathered, one SDPA per group (chunked). Cost and memory scale with the kept blocks.
+- ``gather``: any device, autograd-safe. CPU: ``gather.py`` (strided views of the kept key runs, no key copies,
+  parts merged by log-sum-exp, custom backward). Elsewhere: query blocks grouped by their number of kept key
+  blocks, kept key blocks gathered, one SDPA per group (chunked). Cost and memory scale with the kept blocks.
 - ``dense``: SDPA with the full token mask (the O((TN)^2) reference).
 ``auto``: block_sparse_attn on CUDA when importable and applicable, else flex on CUDA, else gather.
 """
@@ -23,6 +24,7 @@ from torch import Tensor
 
 from sculpt4d.errors import MissingDependencyError
 
+from .gather import gather_attention_cpu
 from .masks import BlockMask4D
 
 BACKENDS = ("auto", "block_sparse_attn", "flex", "gather", "dense")
@@ -110,6 +112,8 @@ def _gather_plan(mask: BlockMask4D, device: torch.device) -> list[tuple[Tensor, 
 def gather_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
                      prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """Exact block-sparse attention by gathering the kept key blocks of each query-block group."""
+    if q.device.type == "cpu":
+        return gather_attention_cpu(q, k, v, mask, prefix_kv)
     B, H, L, D = q.shape
     b, nbt = mask.block_size, mask.T * mask.nb
     qb, kb, vb = (x.contiguous().view(B, H, nbt, b, D) for x in (q, k, v))  # [B, H, T*nb, b, D]

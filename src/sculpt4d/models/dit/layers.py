@@ -184,7 +184,7 @@ class MoE(nn.Module):
         for e, n in enumerate(counts):
             if n:
                 tok = token[start : start + n]
-                y = y.index_add(0, tok, self.experts[e](xf[tok]) * w[start : start + n, None])
+                y = y.index_add(0, tok, (self.experts[e](xf[tok]) * w[start : start + n, None]).to(y.dtype))
             start += n
         if self.training and torch.is_grad_enabled():
             load = torch.bincount(flat, minlength=self.num_experts).float() / (flat.numel() / self.num_experts)

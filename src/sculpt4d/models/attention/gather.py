@@ -1,0 +1,232 @@
+"""CPU ``gather`` backend without key copies: strided views of q/k/v per *part*, merged by log-sum-exp.
+
+The kept key blocks of each query frame are split into parts, each one call of the CPU flash kernel
+(``aten._scaled_dot_product_flash_attention_for_cpu``, which returns the log-sum-exp and accepts strided,
+even overlapping, views), batched over frames with a frame stride:
+- *frame runs*: key block runs kept by every query block of a frame (full key frames, framepack prefixes,
+  the anchor), attended by the whole query frame at once;
+- *row runs*: the remaining (banded) key block runs of one query block row R, batched over the frames that
+  have the same run at the same relative (or absolute) position;
+- the per-frame ``prefix_kv`` keys; and *diag* blocks (``temporal``: token r to token r), done by einsum.
+Partial outputs merge exactly: out = sum_p exp(lse_p - lse) out_p, lse = logaddexp_p lse_p. The backward
+calls the flash backward per part with the *merged* out and lse (P = exp(S - lse), D = rowsum(dO * O) are
+then the global ones), so each part's dq/dk/dv is exact; they are summed into the gradients.
+Nothing larger than a query frame group or the keys of one part is allocated; no key block is copied.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .masks import BlockMask4D
+
+# part: (src, G, q_off, q_stride, Lq, k_off, k_stride, Lk, first) in tokens; src 0 = latents, 1 = prefix keys
+Part = tuple[int, int, int, int, int, int, int, int, bool]
+_fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+_bwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
+
+
+def _runs(row: Tensor) -> list[tuple[int, int]]:
+    """Maximal runs [lo, hi) of True in a 1-D bool tensor."""
+    d = torch.diff(torch.nn.functional.pad(row.to(torch.int8), (1, 1)))
+    lo, hi = (d == 1).nonzero().flatten().tolist(), (d == -1).nonzero().flatten().tolist()
+    return list(zip(lo, hi))
+
+
+def _consecutive(frames: list[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for f in sorted(frames):
+        if out and out[-1][-1] == f - 1:
+            out[-1].append(f)
+        else:
+            out.append([f])
+    return out
+
+
+def cpu_plan(mask: BlockMask4D, P: int) -> tuple[list[Part], dict[int, Tensor]]:
+    """(parts, diag) for ``mask`` with P prefix keys per frame; diag: block offset o -> keep [T, T, nb]."""
+    key = ("gather-cpu", P)
+    if key in mask._plans:
+        return mask._plans[key]
+    T, nb, b, N = mask.T, mask.nb, mask.block_size, mask.N
+    blk = (mask.blocks & ~mask.diag_blocks).view(T, nb, T * nb)
+    uni = blk.all(1)  # [T, T*nb] key blocks kept by every query block of the frame
+    items = []  # (R or -1 for the whole frame, query frame i, key blocks [lo, hi) global)
+    for i in range(T):
+        items += [(-1, i, lo, hi) for lo, hi in _runs(uni[i])]
+        rem = blk[i] & ~uni[i]
+        for R in rem.any(1).nonzero().flatten().tolist():
+            items += [(R, i, lo, hi) for lo, hi in _runs(rem[R])]
+    cand: dict[tuple[int, int, int, int], list[int]] = defaultdict(list)  # same absolute / relative keys
+    for n, (R, i, lo, hi) in enumerate(items):
+        for rel in (0, 1):
+            cand[(R, rel, lo - rel * i * nb, hi - rel * i * nb)].append(n)
+    groups, done = {}, set()
+    for g, ns in sorted(cand.items(), key=lambda kv: (-len(kv[1]), -kv[0][1])):  # largest first, relative on ties
+        frames = [items[n][1] for n in ns if n not in done]
+        done.update(ns)
+        if frames:
+            groups[g] = frames
+    parts, covered = [], torch.zeros(T, nb, dtype=torch.bool)
+    for (R, rel, lo, hi), frames in sorted(groups.items()):  # R = -1 (whole frames) first
+        for run in _consecutive(frames):
+            i0, G, Lk, k0 = run[0], len(run), (hi - lo) * b, (lo + rel * run[0] * nb) * b
+            rows = covered[i0:i0 + G] if R < 0 else covered[i0:i0 + G, R]
+            first = not bool(rows.any())
+            rows.fill_(True)
+            if R < 0 and rel == 0:  # consecutive frames with the same keys: one query sequence
+                parts.append((0, 1, i0 * N, 0, G * N, k0, 0, Lk, first))
+            elif R < 0:
+                parts.append((0, G, i0 * N, N, N, k0, N, Lk, first))
+            else:
+                parts.append((0, G, (i0 * nb + R) * b, N, b, k0, rel * N, Lk, first))
+    if P:
+        parts.append((1, T, 0, N, N, 0, P, P, False))
+    db = mask.diag_blocks.view(T, nb, T, nb)
+    diag = {}
+    for o in range(-nb + 1, nb):
+        keep = torch.zeros(T, T, nb, dtype=torch.bool)  # [i, j, R]: block (R, R + o) of pair (i, j) is diag
+        for R in range(max(0, -o), min(nb, nb - o)):
+            keep[:, :, R] = db[:, R, :, R + o]
+        if keep.any():
+            diag[o] = keep
+    mask._plans[key] = (parts, diag)
+    return parts, diag
+
+
+def _view(x: Tensor, off: int, stride: int, G: int, L: int) -> Tensor:
+    """[BH, G, L, D] strided view of x [BH, S, D] (contiguous): tokens off + g * stride + [0, L)."""
+    BH, S, D = x.shape
+    return x.as_strided((BH, G, L, D), (S * D, stride * D, D, 1), x.storage_offset() + off * D)
+
+
+def _lview(x: Tensor, off: int, stride: int, G: int, L: int) -> Tensor:
+    """[BH, G, L] strided view of x [BH, S] (contiguous)."""
+    return x.as_strided((x.shape[0], G, L), (x.shape[1], stride, 1), x.storage_offset() + off)
+
+
+def _add_keys(acc: Tensor, g: Tensor, off: int, stride: int, L: int) -> None:
+    """acc[:, off + i*stride + t] += g[:, i, t]; the windows may overlap (stride < L), so add in steps."""
+    G = g.shape[1]
+    if stride == 0 or G == 1:
+        _view(acc, off, 0, 1, L).add_(g.sum(1, keepdim=True))
+        return
+    m = -(-L // stride)  # windows i, i+m, ... are disjoint
+    for r in range(min(m, G)):
+        sub = g[:, r::m]
+        _view(acc, off + r * stride, stride * m, sub.shape[1], L).add_(sub)
+
+
+def _diag_scores(q: Tensor, k: Tensor, o: int, keep: Tensor, b: int, scale: float) -> tuple[Tensor, Tensor]:
+    """Scores [BH, T, N, T] of query token (i, r) vs key token (j, r + o*b) (masked -inf) and shifted keys."""
+    ks = k if o == 0 else torch.roll(k, -o * b, dims=2)  # [BH, T, N, D]; wrapped rows are masked
+    s = torch.einsum("xird,xjrd->xirj", q, ks) * scale
+    bias = torch.zeros(keep.shape, dtype=s.dtype, device=s.device).masked_fill_(~keep.to(s.device), float("-inf"))
+    return s + bias.permute(0, 2, 1).repeat_interleave(b, 1), ks  # bias [T, nb, T] -> [T, N, T]
+
+
+class _GatherCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, kp: Tensor | None, vp: Tensor | None,
+                mask: BlockMask4D) -> Tensor:  # q/k/v [BH, T*N, D] contiguous; kp/vp [BH, T*P, D]
+        P = 0 if kp is None else kp.shape[1] // mask.T
+        parts, diag = cpu_plan(mask, P)
+        acc_t = torch.float64 if q.dtype == torch.float64 else torch.float32
+        out = torch.zeros(q.shape, dtype=acc_t)  # [BH, TN, D]
+        lse = torch.full(q.shape[:2], float("-inf"), dtype=acc_t)  # [BH, TN]
+        for src, G, qo, qs, Lq, ko, ks, Lk, first in parts:
+            kk, vv = (k, v) if src == 0 else (kp, vp)
+            o, l = _fwd(_view(q, qo, qs, G, Lq), _view(kk, ko, ks, G, Lk), _view(vv, ko, ks, G, Lk))
+            _merge(_view(out, qo, qs, G, Lq), _lview(lse, qo, qs, G, Lq), o, l, first)
+        if diag:
+            _diag_forward(q, k, v, out, lse, mask, diag)
+        res = out.to(q.dtype)
+        ctx.save_for_backward(q, k, v, kp, vp, res, lse)
+        ctx.mask = mask
+        return res
+
+    @staticmethod
+    def backward(ctx: Any, dout: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, kp, vp, out, lse = ctx.saved_tensors
+        mask = ctx.mask
+        parts, diag = cpu_plan(mask, 0 if kp is None else kp.shape[1] // mask.T)
+        dout = dout.contiguous()
+        acc_t = lse.dtype
+        dq, dk, dv = (torch.zeros(x.shape, dtype=acc_t) for x in (q, k, v))
+        dkp, dvp = (None, None) if kp is None else (torch.zeros(kp.shape, dtype=acc_t) for _ in range(2))
+        for src, G, qo, qs, Lq, ko, ks, Lk, _ in parts:
+            kk, vv, gk, gv = (k, v, dk, dv) if src == 0 else (kp, vp, dkp, dvp)
+            a, c, e = _bwd(_view(dout, qo, qs, G, Lq), _view(q, qo, qs, G, Lq), _view(kk, ko, ks, G, Lk),
+                           _view(vv, ko, ks, G, Lk), _view(out, qo, qs, G, Lq), _lview(lse, qo, qs, G, Lq), 0.0, False)
+            _view(dq, qo, qs, G, Lq).add_(a)
+            _add_keys(gk, c, ko, ks, Lk)
+            _add_keys(gv, e, ko, ks, Lk)
+        if diag:
+            _diag_backward(q, k, v, out, lse, dout, dq, dk, dv, mask, diag)
+        cast = (lambda x: None if x is None else x.to(q.dtype))
+        return cast(dq), cast(dk), cast(dv), cast(dkp), cast(dvp), None
+
+
+def _merge(acc: Tensor, acc_l: Tensor, o: Tensor, l: Tensor, first: bool) -> None:
+    """Merge a part (o [BH, G, L, D], lse l [BH, G, L]) into the running (acc, acc_l) views, in place."""
+    if first:
+        acc.copy_(o)
+        acc_l.copy_(l)
+        return
+    new = torch.logaddexp(acc_l, l)
+    acc.mul_((acc_l - new).exp_().unsqueeze(-1)).addcmul_(o, (l - new).exp_().unsqueeze(-1))
+    acc_l.copy_(new)
+
+
+def _frames(x: Tensor, T: int) -> Tensor:
+    return x.view(x.shape[0], T, x.shape[1] // T, x.shape[2])  # [BH, T, N, D]
+
+
+def _diag_forward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, mask: BlockMask4D,
+                  diag: dict[int, Tensor]) -> None:
+    """Token-diagonal blocks (``temporal``): merged last (every row already has finite lse)."""
+    T, b = mask.T, mask.block_size
+    scale = q.shape[-1] ** -0.5
+    q5, k5, v5 = (_frames(x.to(out.dtype), T) for x in (q, k, v))
+    out5, lse4 = _frames(out, T), lse.view(lse.shape[0], T, -1)  # [BH, T, N, D], [BH, T, N]
+    for o, keep in diag.items():
+        s, _ = _diag_scores(q5, k5, o, keep, b, scale)  # [BH, T, N, T]
+        l = torch.logsumexp(s, -1)  # -inf where a token has no diag key
+        p = torch.exp(s - torch.where(torch.isinf(l), 0, l).unsqueeze(-1))
+        vs = v5 if o == 0 else torch.roll(v5, -o * b, dims=2)
+        _merge(out5, lse4, torch.einsum("xirj,xjrd->xird", p, vs), l, False)
+
+
+def _diag_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dout: Tensor, dq: Tensor,
+                   dk: Tensor, dv: Tensor, mask: BlockMask4D, diag: dict[int, Tensor]) -> None:
+    T, b = mask.T, mask.block_size
+    scale = q.shape[-1] ** -0.5
+    q5, k5, v5, do5 = (_frames(x.to(dq.dtype), T) for x in (q, k, v, dout))
+    delta = (do5 * _frames(out.to(dq.dtype), T)).sum(-1, keepdim=True)  # [BH, T, N, 1] rowsum(dO * O)
+    lse4 = lse.view(lse.shape[0], T, -1, 1)
+    dq5, dk5, dv5 = _frames(dq, T), _frames(dk, T), _frames(dv, T)
+    for o, keep in diag.items():
+        s, ks = _diag_scores(q5, k5, o, keep, b, scale)
+        p = torch.exp(s - lse4)  # [BH, T(i), N, T(j)] global probabilities
+        vs = v5 if o == 0 else torch.roll(v5, -o * b, dims=2)
+        ds = p * (torch.einsum("xird,xjrd->xirj", do5, vs) - delta)
+        dq5.add_(torch.einsum("xirj,xjrd->xird", ds, ks), alpha=scale)
+        gk = torch.einsum("xirj,xird->xjrd", ds, q5) * scale
+        gv = torch.einsum("xirj,xird->xjrd", p, do5)
+        dk5.add_(gk if o == 0 else torch.roll(gk, o * b, dims=2))
+        dv5.add_(gv if o == 0 else torch.roll(gv, o * b, dims=2))
+
+
+def gather_attention_cpu(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
+                         prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Exact block-sparse attention on CPU, [B, H, T*N, D] -> [B, H, T*N, D]; see the module docstring."""
+    B, H, L, D = q.shape
+    q3, k3, v3 = (x.contiguous().view(B * H, L, D) for x in (q, k, v))
+    kp = vp = None
+    if prefix_kv is not None:
+        kp, vp = (x.contiguous().view(B * H, -1, D) for x in prefix_kv)  # [BH, T*P, D]
+    return _GatherCPU.apply(q3, k3, v3, kp, vp, mask).view(B, H, L, D)

@@ -1,0 +1,210 @@
+"""The product path: Sculpt4DPipeline + predict on tiny random weights, its exports, bad inputs, checkpoints."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from PIL import Image
+
+from sculpt4d.config import register_resolvers
+from sculpt4d.errors import CheckpointError, InputError
+from sculpt4d.hub import save_safetensors, save_sharded_bin
+from sculpt4d.models.factory import build_components
+from sculpt4d.pipeline import Sculpt4DPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "data" / "demos" / "box"
+T = 3  # frames used by these tests
+
+# The tiny architecture, shrunk further so a CPU forward takes milliseconds.
+MICRO = OmegaConf.create({
+    "name": "micro", "sequence_length": T, "octree_resolution": 24,
+    "vae": {"_target_": "sculpt4d.models.vae.ShapeVAE", "num_latents": 32, "embed_dim": 8, "width": 32,
+            "heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "point_feats": 4, "pc_size": 256,
+            "downsample_ratio": 8, "logvar_max": 0.0},
+    "dit": {"_target_": "sculpt4d.models.dit.HunyuanDiT", "input_size": 32, "in_channels": 8, "hidden_size": 32,
+            "context_dim": 16, "depth": 3, "num_heads": 2, "num_moe_layers": 1, "num_experts": 2, "moe_top_k": 2},
+    "conditioner": {"_target_": "sculpt4d.models.conditioner.VideoConditioner", "image_size": 28,
+                    "dinov2": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                               "intermediate_size": 32, "patch_size": 14, "image_size": 28}},
+    "adapter": {"lora_rank": 2, "max_frames": 8},
+    "preprocess": {"size": 32, "border_ratio": 0.15},
+})  # fmt: skip
+ATTENTION = {"variant": "blockmask", "block_size": 8, "anchor": True, "decay": 0.25, "dense_distance": 1}
+
+
+def _components(seed: int = 0):
+    torch.manual_seed(seed)
+    comps = build_components(MICRO, ATTENTION, four_d=True)
+    with torch.no_grad():  # non-zero adapter so the 4D weights matter in round trips
+        for p in comps.model.adapter.parameters():
+            p.normal_(0, 0.05)
+    return comps.eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """Our export format: config.yaml + model.safetensors (what train.py writes and predict.py loads)."""
+    out = tmp_path_factory.mktemp("ckpt")
+    save_safetensors(_components().state_dict(), out / "model.safetensors")
+    (out / "config.yaml").write_text(OmegaConf.to_yaml({"model": MICRO, "attention": ATTENTION}))
+    return out
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("predict", overrides=[f"paths.root_dir={ROOT}", f"paths.log_dir={tmp_path}", *overrides],
+                       return_hydra_config=True)
+
+
+def _run(cfg):
+    from hydra.core.hydra_config import HydraConfig
+
+    from sculpt4d.predict import run_predict
+
+    HydraConfig.instance().set_config(cfg)
+    return run_predict(cfg)
+
+
+def test_pipeline_outputs_one_mesh_per_frame_deterministically(exported):
+    pipe = Sculpt4DPipeline.from_pretrained(exported)
+    frames = sorted(DEMO.glob("*.png"))[:T]
+    a = pipe(frames, num_steps=3, seed=1, octree_resolution=20, progress=False)
+    b = pipe(frames, num_steps=3, seed=1, octree_resolution=20, progress=False)
+    assert len(a.meshes) == T and a.latents.shape == (T, 32, 8)
+    assert torch.equal(a.latents, b.latents)
+    c = pipe(frames, num_steps=3, seed=2, octree_resolution=20, progress=False)
+    assert not torch.equal(a.latents, c.latents)
+
+
+def test_noise_share_alpha_controls_initial_noise(exported):
+    pipe = Sculpt4DPipeline.from_pretrained(exported)
+    cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))
+
+
+    class ZeroVelocity(torch.nn.Module):  # the sampler then returns its initial noise unchanged
+        def forward(self, x, t, c):
+            return torch.zeros_like(x)
+
+    pipe.components.model = ZeroVelocity()
+    x_shared = pipe.sample_latents(cond, num_steps=2, noise_share_alpha=1.0, progress=False)
+    x_indep = pipe.sample_latents(cond, num_steps=2, noise_share_alpha=0.0, progress=False)
+    assert torch.equal(x_shared[:, 0], x_shared[:, 1])
+    assert not torch.allclose(x_indep[:, 0], x_indep[:, 1])
+
+
+def test_predict_writes_every_export(exported, tmp_path):
+    import pygltflib
+    import trimesh
+
+    out_dir = tmp_path / "box"
+    cfg = _cfg(tmp_path, f"ckpt={exported}", f"input={DEMO}", f"output_dir={out_dir}", f"sequence_length={T}",
+               "num_steps=2", "octree_resolution=20", "progress=false")
+    assert _run(cfg) == out_dir
+    objs = sorted(out_dir.glob("frame_*.obj"))
+    assert [p.name for p in objs] == [f"frame_{t:04d}.obj" for t in range(T)]
+    gltf = pygltflib.GLTF2().load(str(out_dir / "sequence.glb"))
+    assert len(gltf.animations) == 1 and len(gltf.animations[0].channels) == T
+    assert len(trimesh.load(out_dir / "sequence.glb").geometry) >= 1
+    for name in ("strip.gif", "strip.png", "prediction.json"):
+        assert (out_dir / name).stat().st_size > 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
+
+
+def _bad_input(tmp_path: Path, kind: str) -> Path:
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind in ("few", "unreadable"):
+        for t in range(2 if kind == "few" else T):
+            shutil.copy(DEMO / f"frame_{t:04d}.png", folder / f"frame_{t:04d}.png")
+    if kind == "unreadable":
+        (folder / f"frame_{0:04d}.png").write_bytes(b"not a png")
+    return folder
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("missing", "does not exist.*demos/box"),
+    ("empty", "no images found"),
+    ("few", "2 image.*sequence_length=3"),
+    ("unreadable", "frame_0000.png"),
+])  # fmt: skip
+def test_bad_inputs_fail_clearly_and_write_nothing(exported, tmp_path, kind, message):
+    folder = _bad_input(tmp_path, kind) if kind != "missing" else tmp_path / "nope"
+    out_dir = tmp_path / "out"
+    cfg = _cfg(tmp_path, f"ckpt={exported}", f"input={folder}", f"output_dir={out_dir}", f"sequence_length={T}",
+               "num_steps=2", "octree_resolution=20", "progress=false")
+    with pytest.raises(InputError, match=message):
+        _run(cfg)
+    assert not out_dir.exists()
+
+
+def test_predict_cli_errors_are_one_line(tmp_path):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    missing = subprocess.run([sys.executable, "predict.py", "input=demos/nope", f"paths.log_dir={tmp_path}"],
+                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert missing.returncode == 2
+    assert "demos/box" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = subprocess.run([sys.executable, "predict.py", "num_stepz=3", f"paths.log_dir={tmp_path}"],
+                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    assert unknown.returncode != 0 and "num_stepz" in unknown.stderr
+    assert not list(tmp_path.glob("predict/*/frame_*.obj"))
+
+
+def _upstream_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our flat keys -> the upstream Lightning layout (first_stage_model / model / cond_stage_model)."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("vae."):
+            out["first_stage_model." + k[4:]] = v
+        elif k.startswith("conditioner.dinov2."):
+            out["cond_stage_model.main_image_encoder.model." + k[len("conditioner.dinov2."):]] = v
+        else:
+            out[k] = v
+    return out
+
+
+def test_sharded_release_checkpoint_loads_through_the_same_code(tmp_path):
+    """A tiny random checkpoint in the Sculpt4D release format (sharded .bin + index) loads exactly."""
+    ref = _components(seed=3)
+    release = tmp_path / "blockmask_bf16"
+    save_sharded_bin(_upstream_keys(ref.state_dict()), release, max_shard_size=20_000)
+    shards = sorted(release.glob("pytorch_model-*.bin"))
+    assert len(shards) > 1 and (release / "pytorch_model.bin.index.json").is_file()
+    pipe = Sculpt4DPipeline.from_pretrained(release, model_cfg=MICRO, attention_cfg=ATTENTION)
+    loaded = pipe.components.state_dict()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(loaded[k], v), k
+    frames = sorted(DEMO.glob("*.png"))[:T]
+    ref_pipe = Sculpt4DPipeline(ref, preprocess=dict(MICRO.preprocess), sequence_length=T)
+    a = ref_pipe.sample_latents(ref_pipe.encode_condition(ref_pipe.load_images(frames)), num_steps=3, progress=False)
+    b = pipe.sample_latents(pipe.encode_condition(pipe.load_images(frames)), num_steps=3, progress=False)
+    assert torch.equal(a, b)
+
+
+def test_truncated_checkpoint_names_the_file(exported, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(exported, bad)
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        Sculpt4DPipeline.from_pretrained(bad)
+
+
+def test_rgb_on_plain_background_is_segmented(exported, tmp_path):
+    """An RGB frame on white gives the same model input as its RGBA original (alpha = object mask)."""
+    pipe = Sculpt4DPipeline.from_pretrained(exported)
+    rgba = Image.open(DEMO.parent / "angle" / "frame_0000.png").convert("RGBA")  # object clear of the border
+    rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    a, b = pipe.load_images([rgba]), pipe.load_images([rgb])
+    assert float((a - b).abs().mean()) < 0.05
+    assert np.isfinite(b.numpy()).all()
