@@ -1,7 +1,7 @@
 """Generate a mesh sequence from an image sequence.
 
-    python predict.py input=demos/box
-    python predict.py model=sculpt4d ckpt=hf://TencentARC/Sculpt4D/blockmask_bf16 input=demos/door
+python predict.py input=demos/box
+python predict.py model=sculpt4d ckpt=hf://TencentARC/Sculpt4D/blockmask_bf16 input=demos/door
 """
 
 import hydra

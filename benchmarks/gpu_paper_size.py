@@ -16,8 +16,20 @@ from _common import add_json_arg, print_table, write_json
 
 from sculpt4d.models.dit import DiT4D, HunyuanDiT
 
-PAPER = dict(input_size=4096, in_channels=64, hidden_size=2048, context_dim=1024, depth=21, num_heads=16,
-             qk_norm=True, qk_norm_type="rms", qkv_bias=False, num_moe_layers=6, num_experts=8, moe_top_k=2)
+PAPER = dict(
+    input_size=4096,
+    in_channels=64,
+    hidden_size=2048,
+    context_dim=1024,
+    depth=21,
+    num_heads=16,
+    qk_norm=True,
+    qk_norm_type="rms",
+    qkv_bias=False,
+    num_moe_layers=6,
+    num_experts=8,
+    moe_top_k=2,
+)
 
 
 def build_paper_dit(device: torch.device, dtype: torch.dtype) -> HunyuanDiT:
@@ -69,18 +81,41 @@ def main() -> None:
     cond = torch.randn(2, 1370, 1024, device=dev, dtype=dtype)
     with torch.no_grad():
         sec, mem = timed(lambda: dit(x, t, cond), args.repeats)
-    rows.append({"model": "3D DiT", "T": 1, "variant": "-", "backend": "sdpa", "density": 1.0,
-                 "seconds": sec, "peak_GiB": mem, "params_B": params / 1e9})
+    rows.append(
+        {
+            "model": "3D DiT",
+            "T": 1,
+            "variant": "-",
+            "backend": "sdpa",
+            "density": 1.0,
+            "seconds": sec,
+            "peak_GiB": mem,
+            "params_B": params / 1e9,
+        }
+    )
     for T in args.frames:
         xs = torch.randn(2, T, 4096, 64, device=dev, dtype=dtype)
         cs = torch.randn(2, T, 1370, 1024, device=dev, dtype=dtype)
         for variant in args.variants:
-            m4d = DiT4D(dit, {"variant": variant, "block_size": 128, "backend": args.backend}).to(dev, dtype).eval()
+            m4d = (
+                DiT4D(dit, {"variant": variant, "block_size": 128, "backend": args.backend})
+                .to(dev, dtype)
+                .eval()
+            )
             with torch.no_grad():
                 sec, mem = timed(lambda m=m4d, a=xs, c=cs: m(a, t, c), args.repeats)
-            rows.append({"model": "DiT4D", "T": T, "variant": variant, "backend": args.backend,
-                         "density": m4d.mask(T, 4096).density, "seconds": sec, "peak_GiB": mem,
-                         "params_B": params / 1e9})
+            rows.append(
+                {
+                    "model": "DiT4D",
+                    "T": T,
+                    "variant": variant,
+                    "backend": args.backend,
+                    "density": m4d.mask(T, 4096).density,
+                    "seconds": sec,
+                    "peak_GiB": mem,
+                    "params_B": params / 1e9,
+                }
+            )
             del m4d
             torch.cuda.empty_cache()
     for T in args.frames:
@@ -90,7 +125,9 @@ def main() -> None:
                 r["time_vs_full"] = r["seconds"] / base
     print_table(rows, f"paper-size forward (CFG pair, bf16) on {torch.cuda.get_device_name()}")
     if args.json:
-        write_json(args.json, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows})
+        write_json(
+            args.json, {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}
+        )
 
 
 if __name__ == "__main__":

@@ -43,14 +43,23 @@ def make_demo(category: str, name: str, out_root: Path, num_frames: int, resolut
         for t in range(num_frames):
             rgba = renderer.render(verts[t], anim.faces, anim.vertex_colors, c2w)[0]
             Image.fromarray(rgba).save(tmp_dir / f"frame_{t:04d}.png", optimize=True)
-        write_json(tmp_dir / "source.json", {"category": category, "seed": seed, "view": VIEW,
-                                             "num_frames": num_frames, "asset": meta.get("parts", None) and
-                                             {k: v for k, v in meta.items() if k != "path"}})
+        write_json(
+            tmp_dir / "source.json",
+            {
+                "category": category,
+                "seed": seed,
+                "view": VIEW,
+                "num_frames": num_frames,
+                "asset": meta.get("parts", None) and {k: v for k, v in meta.items() if k != "path"},
+            },
+        )
     return out_root / name
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data" / "demos")
     parser.add_argument("--num-frames", type=int, default=32)
     parser.add_argument("--resolution", type=int, default=256)

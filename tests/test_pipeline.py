@@ -63,8 +63,11 @@ def exported(tmp_path_factory) -> Path:
 def _cfg(tmp_path: Path, *overrides: str):
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("predict", overrides=[f"paths.root_dir={ROOT}", f"paths.log_dir={tmp_path}", *overrides],
-                       return_hydra_config=True)
+        return compose(
+            "predict",
+            overrides=[f"paths.root_dir={ROOT}", f"paths.log_dir={tmp_path}", *overrides],
+            return_hydra_config=True,
+        )
 
 
 def _run(cfg):
@@ -91,7 +94,6 @@ def test_noise_share_alpha_controls_initial_noise(exported):
     pipe = Sculpt4DPipeline.from_pretrained(exported)
     cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))
 
-
     class ZeroVelocity(torch.nn.Module):  # the sampler then returns its initial noise unchanged
         def forward(self, x, t, c):
             return torch.zeros_like(x)
@@ -108,8 +110,16 @@ def test_predict_writes_every_export(exported, tmp_path):
     import trimesh
 
     out_dir = tmp_path / "box"
-    cfg = _cfg(tmp_path, f"ckpt={exported}", f"input={DEMO}", f"output_dir={out_dir}", f"sequence_length={T}",
-               "num_steps=2", "octree_resolution=20", "progress=false")
+    cfg = _cfg(
+        tmp_path,
+        f"ckpt={exported}",
+        f"input={DEMO}",
+        f"output_dir={out_dir}",
+        f"sequence_length={T}",
+        "num_steps=2",
+        "octree_resolution=20",
+        "progress=false",
+    )
     assert _run(cfg) == out_dir
     objs = sorted(out_dir.glob("frame_*.obj"))
     assert [p.name for p in objs] == [f"frame_{t:04d}.obj" for t in range(T)]
@@ -141,8 +151,16 @@ def _bad_input(tmp_path: Path, kind: str) -> Path:
 def test_bad_inputs_fail_clearly_and_write_nothing(exported, tmp_path, kind, message):
     folder = _bad_input(tmp_path, kind) if kind != "missing" else tmp_path / "nope"
     out_dir = tmp_path / "out"
-    cfg = _cfg(tmp_path, f"ckpt={exported}", f"input={folder}", f"output_dir={out_dir}", f"sequence_length={T}",
-               "num_steps=2", "octree_resolution=20", "progress=false")
+    cfg = _cfg(
+        tmp_path,
+        f"ckpt={exported}",
+        f"input={folder}",
+        f"output_dir={out_dir}",
+        f"sequence_length={T}",
+        "num_steps=2",
+        "octree_resolution=20",
+        "progress=false",
+    )
     with pytest.raises(InputError, match=message):
         _run(cfg)
     assert not out_dir.exists()
@@ -150,12 +168,24 @@ def test_bad_inputs_fail_clearly_and_write_nothing(exported, tmp_path, kind, mes
 
 def test_predict_cli_errors_are_one_line(tmp_path):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    missing = subprocess.run([sys.executable, "predict.py", "input=demos/nope", f"paths.log_dir={tmp_path}"],
-                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    missing = subprocess.run(
+        [sys.executable, "predict.py", "input=demos/nope", f"paths.log_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert missing.returncode == 2
     assert "demos/box" in missing.stderr and "Traceback" not in missing.stderr
-    unknown = subprocess.run([sys.executable, "predict.py", "num_stepz=3", f"paths.log_dir={tmp_path}"],
-                             cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    unknown = subprocess.run(
+        [sys.executable, "predict.py", "num_stepz=3", f"paths.log_dir={tmp_path}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert unknown.returncode != 0 and "num_stepz" in unknown.stderr
     assert not list(tmp_path.glob("predict/*/frame_*.obj"))
 
@@ -167,7 +197,7 @@ def _upstream_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if k.startswith("vae."):
             out["first_stage_model." + k[4:]] = v
         elif k.startswith("conditioner.dinov2."):
-            out["cond_stage_model.main_image_encoder.model." + k[len("conditioner.dinov2."):]] = v
+            out["cond_stage_model.main_image_encoder.model." + k[len("conditioner.dinov2.") :]] = v
         else:
             out[k] = v
     return out
@@ -186,7 +216,9 @@ def test_sharded_release_checkpoint_loads_through_the_same_code(tmp_path):
         assert torch.equal(loaded[k], v), k
     frames = sorted(DEMO.glob("*.png"))[:T]
     ref_pipe = Sculpt4DPipeline(ref, preprocess=dict(MICRO.preprocess), sequence_length=T)
-    a = ref_pipe.sample_latents(ref_pipe.encode_condition(ref_pipe.load_images(frames)), num_steps=3, progress=False)
+    a = ref_pipe.sample_latents(
+        ref_pipe.encode_condition(ref_pipe.load_images(frames)), num_steps=3, progress=False
+    )
     b = pipe.sample_latents(pipe.encode_condition(pipe.load_images(frames)), num_steps=3, progress=False)
     assert torch.equal(a, b)
 

@@ -36,7 +36,9 @@ def find_objects(root: Path) -> list[Path]:
     return objs
 
 
-def load_object(obj_dir: Path, sequence_length: int, cond_view: int) -> tuple[list[Path], list[trimesh.Trimesh]]:
+def load_object(
+    obj_dir: Path, sequence_length: int, cond_view: int
+) -> tuple[list[Path], list[trimesh.Trimesh]]:
     """Input frames (one view, the same camera for every frame) and GT meshes in the VAE's frame."""
     frame_dirs = sorted((obj_dir / "render_cond").glob("frame_*"))[:sequence_length]
     if len(frame_dirs) < sequence_length:
@@ -63,12 +65,21 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_method(pipeline, frames: list[Path], method: str, cfg: DictConfig) -> tuple[list[trimesh.Trimesh], float]:
-    kwargs = dict(num_steps=int(cfg.num_steps), guidance_scale=float(cfg.guidance_scale),
-                  noise_share_alpha=float(cfg.noise_share_alpha), seed=int(cfg.seed),
-                  octree_resolution=int(cfg.octree_resolution), mc_algo=str(cfg.mc_algo),
-                  num_chunks=int(cfg.num_chunks), hierarchical=bool(cfg.hierarchical),
-                  largest_component=bool(cfg.largest_component), progress=bool(cfg.progress))
+def run_method(
+    pipeline, frames: list[Path], method: str, cfg: DictConfig
+) -> tuple[list[trimesh.Trimesh], float]:
+    kwargs = dict(
+        num_steps=int(cfg.num_steps),
+        guidance_scale=float(cfg.guidance_scale),
+        noise_share_alpha=float(cfg.noise_share_alpha),
+        seed=int(cfg.seed),
+        octree_resolution=int(cfg.octree_resolution),
+        mc_algo=str(cfg.mc_algo),
+        num_chunks=int(cfg.num_chunks),
+        hierarchical=bool(cfg.hierarchical),
+        largest_component=bool(cfg.largest_component),
+        progress=bool(cfg.progress),
+    )
     t0 = time.perf_counter()
     if method == "first_frame_repeat":
         out = pipeline(frames[:1], per_frame=True, **kwargs)
@@ -97,15 +108,22 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if not root.is_dir():
         root = Path(str(cfg.paths.data_dir)) / str(cfg.benchmark)
     if not root.is_dir():
-        raise InputError(f"benchmark folder '{cfg.benchmark}' not found (run `make data-tiny` to create data/tiny/benchmark)")
+        raise InputError(
+            f"benchmark folder '{cfg.benchmark}' not found (run `make data-tiny` to create data/tiny/benchmark)"
+        )
     objects = find_objects(root)[: cfg.max_objects or None]
     methods = [str(m) for m in cfg.methods] + [f"variant:{v}" for v in cfg.variants]
     pipelines = {"base": build_pipeline(cfg)}
     for v in cfg.variants:
         vcfg = cfg.copy()
-        OmegaConf.update(vcfg, "attention", OmegaConf.load(Path(__file__).parents[2] / "conf/attention" / f"{v}.yaml")
-                         if (Path(__file__).parents[2] / "conf/attention" / f"{v}.yaml").is_file()
-                         else {"variant": str(v)}, merge=False)
+        OmegaConf.update(
+            vcfg,
+            "attention",
+            OmegaConf.load(Path(__file__).parents[2] / "conf/attention" / f"{v}.yaml")
+            if (Path(__file__).parents[2] / "conf/attention" / f"{v}.yaml").is_file()
+            else {"variant": str(v)},
+            merge=False,
+        )
         pipelines[f"variant:{v}"] = build_pipeline(vcfg)
     rows: list[dict] = []
     device = pipelines["base"].device
@@ -114,18 +132,33 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         for method in methods:
             pipe = pipelines.get(method, pipelines["base"])
             meshes, seconds = run_method(pipe, frames, "4d" if method.startswith("variant:") else method, cfg)
-            m = evaluate_sequence(meshes, gts, n_points=int(cfg.metrics.n_points),
-                                  iou_res=int(cfg.metrics.iou_resolution))
-            rows.append({"object": obj.name, "method": method, "chamfer": m["chamfer"], "iou": m["iou"],
-                         "fscore": m["fscore"], "jitter": m["jitter"], "seconds": seconds,
-                         "memory_mb": peak_memory_mb(device)})
-            print(f"{obj.name:<28} {method:<20} CD {m['chamfer']:.4f} IoU {m['iou']:.3f} "
-                  f"F {m['fscore']:.3f} jitter {m['jitter']:.4f} ({seconds:.1f} s)", flush=True)
+            m = evaluate_sequence(
+                meshes, gts, n_points=int(cfg.metrics.n_points), iou_res=int(cfg.metrics.iou_resolution)
+            )
+            rows.append(
+                {
+                    "object": obj.name,
+                    "method": method,
+                    "chamfer": m["chamfer"],
+                    "iou": m["iou"],
+                    "fscore": m["fscore"],
+                    "jitter": m["jitter"],
+                    "seconds": seconds,
+                    "memory_mb": peak_memory_mb(device),
+                }
+            )
+            print(
+                f"{obj.name:<28} {method:<20} CD {m['chamfer']:.4f} IoU {m['iou']:.3f} "
+                f"F {m['fscore']:.3f} jitter {m['jitter']:.4f} ({seconds:.1f} s)",
+                flush=True,
+            )
     summary: dict[str, dict[str, float]] = {}
     for method in methods:
         sel = [r for r in rows if r["method"] == method]
-        summary[method] = {k: float(np.mean([r[k] for r in sel])) for k in
-                           ("chamfer", "iou", "fscore", "jitter", "seconds", "memory_mb")}
+        summary[method] = {
+            k: float(np.mean([r[k] for r in sel]))
+            for k in ("chamfer", "iou", "fscore", "jitter", "seconds", "memory_mb")
+        }
         summary[method]["sequences"] = len(sel)
     out_dir = Path(str(cfg.output_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +166,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
         writer.writeheader()
         writer.writerows(rows)
-    write_json(out_dir / "summary.json", {"benchmark": str(root), "objects": len(objects), "methods": summary})
+    write_json(
+        out_dir / "summary.json", {"benchmark": str(root), "objects": len(objects), "methods": summary}
+    )
     print(_table(summary))
     print(f"[sculpt4d] wrote {out_dir / 'summary.json'}")
     return summary

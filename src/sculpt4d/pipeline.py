@@ -23,8 +23,14 @@ from sculpt4d.errors import InputError
 from sculpt4d.models.factory import Components
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 def list_demos(data_dir: str | Path = "data") -> list[str]:
@@ -38,21 +44,28 @@ def resolve_input_dir(spec: str | Path, data_dir: str | Path = "data") -> Path:
         if candidate.is_dir():
             return candidate
     demos = ", ".join(f"demos/{d}" for d in list_demos(data_dir)) or "none found"
-    raise InputError(f"input folder '{spec}' does not exist (also looked in '{Path(data_dir) / spec}'). "
-                     f"Bundled demos: {demos}")
+    raise InputError(
+        f"input folder '{spec}' does not exist (also looked in '{Path(data_dir) / spec}'). "
+        f"Bundled demos: {demos}"
+    )
 
 
 def list_frames(folder: str | Path, sequence_length: int) -> list[Path]:
     """The first ``sequence_length`` images of ``folder`` in sorted filename order."""
     folder = Path(folder)
-    frames = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    frames = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
     if not frames:
-        raise InputError(f"{folder}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files, "
-                         "e.g. frame_0000.png ...)")
+        raise InputError(
+            f"{folder}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files, e.g. frame_0000.png ...)"
+        )
     if len(frames) < sequence_length:
-        raise InputError(f"{folder}: {len(frames)} image(s) found but the model needs sequence_length="
-                         f"{sequence_length} frames. Add {sequence_length - len(frames)} more, or pass "
-                         f"sequence_length={len(frames)}.")
+        raise InputError(
+            f"{folder}: {len(frames)} image(s) found but the model needs sequence_length="
+            f"{sequence_length} frames. Add {sequence_length - len(frames)} more, or pass "
+            f"sequence_length={len(frames)}."
+        )
     return frames[:sequence_length]
 
 
@@ -142,8 +155,13 @@ class Sculpt4DPipeline:
         tensors = []
         for frame in frames:
             img = load_image(frame) if isinstance(frame, str | Path) else frame
-            tensors.append(preprocess_image(img, size=int(self.preprocess_cfg["size"]),
-                                            border_ratio=float(self.preprocess_cfg["border_ratio"])))
+            tensors.append(
+                preprocess_image(
+                    img,
+                    size=int(self.preprocess_cfg["size"]),
+                    border_ratio=float(self.preprocess_cfg["border_ratio"]),
+                )
+            )
         return torch.stack(tensors)  # [T, 3, S, S]
 
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -191,12 +209,22 @@ class Sculpt4DPipeline:
                 return model(x, t, c).float()
 
         if per_frame:  # the per-frame 3D baseline: the same model applied to each frame alone (T=1)
-            outs = [sampler.sample(model_fn, noise[:, t : t + 1], cond[:, t : t + 1], uncond[:, t : t + 1],
-                                   guidance_scale=guidance_scale, progress=progress) for t in range(T)]
+            outs = [
+                sampler.sample(
+                    model_fn,
+                    noise[:, t : t + 1],
+                    cond[:, t : t + 1],
+                    uncond[:, t : t + 1],
+                    guidance_scale=guidance_scale,
+                    progress=progress,
+                )
+                for t in range(T)
+            ]
             latents = torch.cat(outs, dim=1)
         else:
-            latents = sampler.sample(model_fn, noise, cond, uncond, guidance_scale=guidance_scale,
-                                     progress=progress)
+            latents = sampler.sample(
+                model_fn, noise, cond, uncond, guidance_scale=guidance_scale, progress=progress
+            )
         self._release(model)
         return latents
 
@@ -216,9 +244,15 @@ class Sculpt4DPipeline:
         z = latents[0].float() / float(vae.scale_factor)  # [T, N, C]
         meshes: list[trimesh.Trimesh] = []
         for t in range(z.shape[0]):
-            mesh = vae.latents_to_mesh(z[t : t + 1], bounds=bounds, octree_resolution=octree_resolution,
-                                       mc_level=0.0, num_chunks=num_chunks, mc_algo=mc_algo,
-                                       hierarchical=hierarchical)[0]
+            mesh = vae.latents_to_mesh(
+                z[t : t + 1],
+                bounds=bounds,
+                octree_resolution=octree_resolution,
+                mc_level=0.0,
+                num_chunks=num_chunks,
+                mc_algo=mc_algo,
+                hierarchical=hierarchical,
+            )[0]
             if largest_component and len(mesh.faces):
                 parts = mesh.split(only_watertight=False)
                 if len(parts) > 1:
@@ -248,11 +282,15 @@ class Sculpt4DPipeline:
         cond = self.encode_condition(images)
         timings["condition_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        latents = self.sample_latents(cond, num_steps, guidance_scale, noise_share_alpha, seed, per_frame, progress)
+        latents = self.sample_latents(
+            cond, num_steps, guidance_scale, noise_share_alpha, seed, per_frame, progress
+        )
         timings["sample_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         meshes = self.decode(latents, octree_resolution, mc_algo, num_chunks, hierarchical, largest_component)
         timings["decode_s"] = time.perf_counter() - t0
-        pil = [Image.fromarray(((img.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8))
-               for img in images]
+        pil = [
+            Image.fromarray(((img.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8))
+            for img in images
+        ]
         return PipelineOutput(meshes=meshes, latents=latents[0].cpu(), images=pil, timings=timings)

@@ -76,7 +76,9 @@ def run_predict(cfg: DictConfig, pipeline=None) -> Path:
         if ex.strip_png:
             export.make_strip_image(out.images, out.meshes, tmp / "strip.png")
         if ex.video:
-            export.write_strip_video(out.images, out.meshes, tmp / "strip.gif", tmp / "strip.mp4", fps=float(ex.fps))
+            export.write_strip_video(
+                out.images, out.meshes, tmp / "strip.gif", tmp / "strip.mp4", fps=float(ex.fps)
+            )
         summary = {
             "input": str(input_dir),
             "frames": [str(f) for f in frames],
@@ -84,7 +86,9 @@ def run_predict(cfg: DictConfig, pipeline=None) -> Path:
             "seconds": round(total, 3),
             "timings": {k: round(v, 3) for k, v in out.timings.items()},
             "faces_per_frame": [int(len(m.faces)) for m in out.meshes],
-            "config": OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True),
+            "config": OmegaConf.to_container(
+                OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True
+            ),
         }
         (tmp / "prediction.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     log.info("wrote %d frames to %s in %.1f s", len(out.meshes), output_dir, total)

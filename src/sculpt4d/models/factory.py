@@ -137,7 +137,9 @@ def load_component_weights(
         load_into(module, part, strict=strict, name=f"{source} [{name}]")
 
 
-def load_exported(path: str | Path, attention_cfg: DictConfig | dict | None = None) -> tuple[Components, DictConfig]:
+def load_exported(
+    path: str | Path, attention_cfg: DictConfig | dict | None = None
+) -> tuple[Components, DictConfig]:
     """Load our export format: ``<dir>/config.yaml`` (model node) + ``<dir>/model.safetensors``."""
     from sculpt4d.hub import load_state_dict
 
