@@ -10,7 +10,6 @@ help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
 install: ## install sculpt4d + dev tools (torch pinned to 2.13.0 via constraints.txt)
-	$(PIP) install --upgrade pip
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e ".[dev,sweep]"
 
