@@ -241,7 +241,7 @@ def test_gather_cpu_plan_covers_each_kept_block_once(variant):
     m = build_block_mask(variant, T, N, block_size=b)
     parts, diag = cpu_plan(m, 0)
     count = torch.zeros(T * N // b, T * N // b, dtype=torch.int64)
-    for src, G, qo, qs, Lq, ko, ks, Lk, _ in parts:
+    for _src, G, qo, qs, Lq, ko, ks, Lk, _ in parts:
         for g in range(G):
             q0, k0 = (qo + g * qs) // b, (ko + g * ks) // b
             count[q0:q0 + Lq // b, k0:k0 + Lk // b] += 1

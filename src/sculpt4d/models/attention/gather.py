@@ -11,7 +11,8 @@ even overlapping, views), batched over frames with a frame stride:
 Partial outputs merge exactly: out = sum_p exp(lse_p - lse) out_p, lse = logaddexp_p lse_p. The backward
 calls the flash backward per part with the *merged* out and lse (P = exp(S - lse), D = rowsum(dO * O) are
 then the global ones), so each part's dq/dk/dv is exact; they are summed into the gradients.
-Nothing larger than a query frame group or the keys of one part is allocated; no key block is copied.
+No latent key block is copied and nothing T*N x T*N is built; the only copies are the queries of groups
+that share their keys (stacked into one sequence) and, for diag blocks, the einsum operands.
 """
 
 from __future__ import annotations
@@ -37,14 +38,31 @@ def _runs(row: Tensor) -> list[tuple[int, int]]:
     return list(zip(lo, hi))
 
 
-def _consecutive(frames: list[int]) -> list[list[int]]:
+def _progressions(frames: list[int]) -> list[list[int]]:
+    """Split sorted frames into maximal arithmetic progressions (one strided view each)."""
     out: list[list[int]] = []
     for f in sorted(frames):
-        if out and out[-1][-1] == f - 1:
-            out[-1].append(f)
+        last = out[-1] if out else None
+        if last and (len(last) == 1 or f - last[-1] == last[1] - last[0]):
+            last.append(f)
         else:
             out.append([f])
     return out
+
+
+def _group(items: list[tuple[int, int, int, int]], nb: int, mode: str) -> dict[tuple[int, int, int, int], list[int]]:
+    """Group items (R, frame i, lo, hi) by the same absolute keys (rel 0) or keys relative to the frame (rel 1)."""
+    cand: dict[tuple[int, int, int, int], list[int]] = defaultdict(list)
+    for n, (R, i, lo, hi) in enumerate(items):
+        for rel in (0, 1):
+            if mode == "greedy" or rel == (mode == "rel"):
+                cand[(R, rel, lo - rel * i * nb, hi - rel * i * nb)].append(n)
+    groups, left = {}, set(range(len(items)))
+    while left:  # repeatedly take the group covering the most remaining items (relative on ties)
+        g = max(cand, key=lambda c: (len(left.intersection(cand[c])), c[1]))
+        groups[g] = [items[n][1] for n in cand[g] if n in left]
+        left.difference_update(cand.pop(g))
+    return groups
 
 
 def cpu_plan(mask: BlockMask4D, P: int) -> tuple[list[Part], dict[int, Tensor]]:
@@ -61,29 +79,28 @@ def cpu_plan(mask: BlockMask4D, P: int) -> tuple[list[Part], dict[int, Tensor]]:
         rem = blk[i] & ~uni[i]
         for R in rem.any(1).nonzero().flatten().tolist():
             items += [(R, i, lo, hi) for lo, hi in _runs(rem[R])]
-    cand: dict[tuple[int, int, int, int], list[int]] = defaultdict(list)  # same absolute / relative keys
-    for n, (R, i, lo, hi) in enumerate(items):
-        for rel in (0, 1):
-            cand[(R, rel, lo - rel * i * nb, hi - rel * i * nb)].append(n)
-    groups, done = {}, set()
-    for g, ns in sorted(cand.items(), key=lambda kv: (-len(kv[1]), -kv[0][1])):  # largest first, relative on ties
-        frames = [items[n][1] for n in ns if n not in done]
-        done.update(ns)
-        if frames:
-            groups[g] = frames
+    groups: dict[tuple[int, int, int, int], list[int]] = {}
+    for R in sorted({it[0] for it in items}):  # per query row (-1: whole frames), the fewest strided calls
+        own = [it for it in items if it[0] == R]
+        options = [_group(own, nb, mode) for mode in ("abs", "rel", "greedy")]
+        groups.update(min(options, key=lambda g: sum(len(_progressions(f)) for f in g.values())))
     parts, covered = [], torch.zeros(T, nb, dtype=torch.bool)
     for (R, rel, lo, hi), frames in sorted(groups.items()):  # R = -1 (whole frames) first
-        for run in _consecutive(frames):
+        for run in _progressions(frames):
             i0, G, Lk, k0 = run[0], len(run), (hi - lo) * b, (lo + rel * run[0] * nb) * b
-            rows = covered[i0:i0 + G] if R < 0 else covered[i0:i0 + G, R]
+            step = run[1] - run[0] if G > 1 else 1
+            rows = covered[run] if R < 0 else covered[run, R]
             first = not bool(rows.any())
-            rows.fill_(True)
-            if R < 0 and rel == 0:  # consecutive frames with the same keys: one query sequence
+            if R < 0:
+                covered[run] = True
+            else:
+                covered[run, R] = True
+            if R < 0 and rel == 0 and step == 1:  # consecutive frames with the same keys: one query sequence
                 parts.append((0, 1, i0 * N, 0, G * N, k0, 0, Lk, first))
             elif R < 0:
-                parts.append((0, G, i0 * N, N, N, k0, N, Lk, first))
+                parts.append((0, G, i0 * N, step * N, N, k0, rel * step * N, Lk, first))
             else:
-                parts.append((0, G, (i0 * nb + R) * b, N, b, k0, rel * N, Lk, first))
+                parts.append((0, G, (i0 * nb + R) * b, step * N, b, k0, rel * step * N, Lk, first))
     if P:
         parts.append((1, T, 0, N, N, 0, P, P, False))
     db = mask.diag_blocks.view(T, nb, T, nb)
@@ -129,6 +146,29 @@ def _diag_scores(q: Tensor, k: Tensor, o: int, keep: Tensor, b: int, scale: floa
     return s + bias.permute(0, 2, 1).repeat_interleave(b, 1), ks  # bias [T, nb, T] -> [T, N, T]
 
 
+def _part_fwd(q: Tensor, k: Tensor, v: Tensor, G: int, qo: int, qs: int, Lq: int, ko: int, ks: int,
+              Lk: int) -> tuple[Tensor, Tensor]:
+    """Flash forward of one part -> (out [BH, G, Lq, D], lse [BH, G, Lq]). Groups sharing their keys
+    (ks == 0) are stacked into one long query sequence (a small copy of q; the kernel is faster on it)."""
+    qv, kv, vv = _view(q, qo, qs, G, Lq), _view(k, ko, ks, G, Lk), _view(v, ko, ks, G, Lk)
+    if ks or G == 1:
+        return _fwd(qv, kv, vv)
+    o, lg = _fwd(qv.reshape(-1, 1, G * Lq, qv.shape[-1]), kv[:, :1], vv[:, :1])
+    return o.view(qv.shape), lg.view(qv.shape[:3])
+
+
+def _part_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, G: int, qo: int, qs: int,
+              Lq: int, ko: int, ks: int, Lk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Flash backward of one part with the merged out / lse -> (dq [BH, G, Lq, D], dk, dv [BH, G', Lk, D])."""
+    qv, kv, vv = _view(q, qo, qs, G, Lq), _view(k, ko, ks, G, Lk), _view(v, ko, ks, G, Lk)
+    dov, ov, lv = _view(do, qo, qs, G, Lq), _view(out, qo, qs, G, Lq), _lview(lse, qo, qs, G, Lq)
+    if ks or G == 1:
+        return _bwd(dov, qv, kv, vv, ov, lv, 0.0, False)
+    flat = (lambda x: x.reshape(x.shape[0], 1, G * Lq, *x.shape[3:]))
+    dq, dk, dv = _bwd(flat(dov), flat(qv), kv[:, :1], vv[:, :1], flat(ov), flat(lv), 0.0, False)
+    return dq.view(qv.shape), dk, dv
+
+
 class _GatherCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, kp: Tensor | None, vp: Tensor | None,
@@ -140,8 +180,8 @@ class _GatherCPU(torch.autograd.Function):
         lse = torch.full(q.shape[:2], float("-inf"), dtype=acc_t)  # [BH, TN]
         for src, G, qo, qs, Lq, ko, ks, Lk, first in parts:
             kk, vv = (k, v) if src == 0 else (kp, vp)
-            o, l = _fwd(_view(q, qo, qs, G, Lq), _view(kk, ko, ks, G, Lk), _view(vv, ko, ks, G, Lk))
-            _merge(_view(out, qo, qs, G, Lq), _lview(lse, qo, qs, G, Lq), o, l, first)
+            o, lg = _part_fwd(q, kk, vv, G, qo, qs, Lq, ko, ks, Lk)
+            _merge(_view(out, qo, qs, G, Lq), _lview(lse, qo, qs, G, Lq), o, lg, first)
         if diag:
             _diag_forward(q, k, v, out, lse, mask, diag)
         res = out.to(q.dtype)
@@ -160,8 +200,7 @@ class _GatherCPU(torch.autograd.Function):
         dkp, dvp = (None, None) if kp is None else (torch.zeros(kp.shape, dtype=acc_t) for _ in range(2))
         for src, G, qo, qs, Lq, ko, ks, Lk, _ in parts:
             kk, vv, gk, gv = (k, v, dk, dv) if src == 0 else (kp, vp, dkp, dvp)
-            a, c, e = _bwd(_view(dout, qo, qs, G, Lq), _view(q, qo, qs, G, Lq), _view(kk, ko, ks, G, Lk),
-                           _view(vv, ko, ks, G, Lk), _view(out, qo, qs, G, Lq), _lview(lse, qo, qs, G, Lq), 0.0, False)
+            a, c, e = _part_bwd(dout, q, kk, vv, out, lse, G, qo, qs, Lq, ko, ks, Lk)
             _view(dq, qo, qs, G, Lq).add_(a)
             _add_keys(gk, c, ko, ks, Lk)
             _add_keys(gv, e, ko, ks, Lk)
@@ -171,15 +210,15 @@ class _GatherCPU(torch.autograd.Function):
         return cast(dq), cast(dk), cast(dv), cast(dkp), cast(dvp), None
 
 
-def _merge(acc: Tensor, acc_l: Tensor, o: Tensor, l: Tensor, first: bool) -> None:
-    """Merge a part (o [BH, G, L, D], lse l [BH, G, L]) into the running (acc, acc_l) views, in place."""
+def _merge(acc: Tensor, acc_l: Tensor, o: Tensor, lg: Tensor, first: bool) -> None:
+    """Merge a part (o [BH, G, L, D], lse lg [BH, G, L]) into the running (acc, acc_l) views, in place."""
     if first:
         acc.copy_(o)
-        acc_l.copy_(l)
+        acc_l.copy_(lg)
         return
-    new = torch.logaddexp(acc_l, l)
-    acc.mul_((acc_l - new).exp_().unsqueeze(-1)).addcmul_(o, (l - new).exp_().unsqueeze(-1))
-    acc_l.copy_(new)
+    w = torch.sigmoid(lg - acc_l)  # exp(lg - lse_new); the old part's weight is 1 - w
+    acc.lerp_(o.to(acc.dtype), w.unsqueeze(-1))
+    torch.logaddexp(acc_l, lg, out=acc_l)
 
 
 def _frames(x: Tensor, T: int) -> Tensor:
@@ -195,10 +234,10 @@ def _diag_forward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, mas
     out5, lse4 = _frames(out, T), lse.view(lse.shape[0], T, -1)  # [BH, T, N, D], [BH, T, N]
     for o, keep in diag.items():
         s, _ = _diag_scores(q5, k5, o, keep, b, scale)  # [BH, T, N, T]
-        l = torch.logsumexp(s, -1)  # -inf where a token has no diag key
-        p = torch.exp(s - torch.where(torch.isinf(l), 0, l).unsqueeze(-1))
+        lg = torch.logsumexp(s, -1)  # -inf where a token has no diag key
+        p = torch.exp(s - torch.where(torch.isinf(lg), 0, lg).unsqueeze(-1))
         vs = v5 if o == 0 else torch.roll(v5, -o * b, dims=2)
-        _merge(out5, lse4, torch.einsum("xirj,xjrd->xird", p, vs), l, False)
+        _merge(out5, lse4, torch.einsum("xirj,xjrd->xird", p, vs), lg, False)
 
 
 def _diag_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dout: Tensor, dq: Tensor,
