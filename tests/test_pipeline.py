@@ -240,3 +240,39 @@ def test_rgb_on_plain_background_is_segmented(exported, tmp_path):
     a, b = pipe.load_images([rgba]), pipe.load_images([rgb])
     assert float((a - b).abs().mean()) < 0.05
     assert np.isfinite(b.numpy()).all()
+
+
+def test_with_attention_keeps_weights_and_changes_only_the_mask(exported):
+    pipe = Sculpt4DPipeline.from_pretrained(exported)
+    spatial = pipe.with_attention("spatial")
+    assert spatial.components.model.variant == "spatial" and spatial.components.model.block_size == 8
+    assert torch.equal(spatial.components.model.adapter.frame_embed, pipe.components.model.adapter.frame_embed)
+    cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))
+    a = pipe.sample_latents(cond, num_steps=3, progress=False)
+    b = spatial.sample_latents(cond, num_steps=3, progress=False)
+    assert not torch.allclose(a, b)  # frames exchange information only under the joint mask
+
+
+def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
+    import json
+
+    from hydra.core.hydra_config import HydraConfig
+
+    from sculpt4d.evaluate import run_evaluate
+
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", return_hydra_config=True, overrides=[
+            f"paths.root_dir={ROOT}", f"paths.log_dir={tmp_path}", f"ckpt={exported}", f"benchmark={tiny_dataset}",
+            f"output_dir={tmp_path / 'eval'}", f"sequence_length={T}", "max_objects=2", "num_steps=2",
+            "octree_resolution=20", "metrics.n_points=2000", "metrics.iou_resolution=24", "variants=[spatial]",
+        ])  # fmt: skip
+    HydraConfig.instance().set_config(cfg)
+    summary = run_evaluate(cfg)
+    assert set(summary) == {"4d", "per_frame", "first_frame_repeat", "variant:spatial"}
+    for row in summary.values():
+        assert row["sequences"] == 2 and 0.0 <= row["iou"] <= 1.0 and row["chamfer"] >= 0.0
+        assert row["seconds"] > 0 and row["memory_mb"] > 0
+    saved = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert saved["objects"] == 2 and saved["methods"]["4d"]["chamfer"] == pytest.approx(summary["4d"]["chamfer"])
+    assert len((tmp_path / "eval" / "per_sequence.csv").read_text().strip().splitlines()) == 1 + 2 * 4

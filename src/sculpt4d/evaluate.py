@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from sculpt4d.errors import InputError, Sculpt4DError
 
@@ -68,18 +68,9 @@ def peak_memory_mb(device: torch.device) -> float:
 def run_method(
     pipeline, frames: list[Path], method: str, cfg: DictConfig
 ) -> tuple[list[trimesh.Trimesh], float]:
-    kwargs = dict(
-        num_steps=int(cfg.num_steps),
-        guidance_scale=float(cfg.guidance_scale),
-        noise_share_alpha=float(cfg.noise_share_alpha),
-        seed=int(cfg.seed),
-        octree_resolution=int(cfg.octree_resolution),
-        mc_algo=str(cfg.mc_algo),
-        num_chunks=int(cfg.num_chunks),
-        hierarchical=bool(cfg.hierarchical),
-        largest_component=bool(cfg.largest_component),
-        progress=bool(cfg.progress),
-    )
+    from sculpt4d.predict import sampling_kwargs
+
+    kwargs = sampling_kwargs(cfg)
     t0 = time.perf_counter()
     if method == "first_frame_repeat":
         out = pipeline(frames[:1], per_frame=True, **kwargs)
@@ -115,16 +106,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     methods = [str(m) for m in cfg.methods] + [f"variant:{v}" for v in cfg.variants]
     pipelines = {"base": build_pipeline(cfg)}
     for v in cfg.variants:
-        vcfg = cfg.copy()
-        OmegaConf.update(
-            vcfg,
-            "attention",
-            OmegaConf.load(Path(__file__).parents[2] / "conf/attention" / f"{v}.yaml")
-            if (Path(__file__).parents[2] / "conf/attention" / f"{v}.yaml").is_file()
-            else {"variant": str(v)},
-            merge=False,
-        )
-        pipelines[f"variant:{v}"] = build_pipeline(vcfg)
+        pipelines[f"variant:{v}"] = pipelines["base"].with_attention(str(v))
     rows: list[dict] = []
     device = pipelines["base"].device
     for obj in objects:

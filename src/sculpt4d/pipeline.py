@@ -147,6 +147,26 @@ class Sculpt4DPipeline:
             offload=offload,
         )
 
+    def with_attention(self, variant: str, **mask_cfg: Any) -> Sculpt4DPipeline:
+        """The same weights (backbone + adapter) run under another attention variant.
+
+        Block size and backend stay those the model was trained with; ``mask_cfg`` overrides the variant's
+        own keys (anchor, decay, ...). Used for inference-time variant comparisons in evaluation.
+        """
+        from sculpt4d.models.dit import DiT4D
+
+        model = self.components.model
+        attention = {"variant": variant, "block_size": model.block_size, "backend": model.backend, **mask_cfg}
+        rank = model.adapter.lora[0].q.A.shape[0]
+        swapped = DiT4D(model.backbone, attention, lora_rank=rank, max_frames=model.max_frames)
+        swapped.adapter.load_state_dict(model.adapter.state_dict())
+        comps = Components(
+            vae=self.components.vae, model=swapped.to(self.device), conditioner=self.components.conditioner
+        )
+        return Sculpt4DPipeline(
+            comps, self.preprocess_cfg, self.sequence_length, self.device, self.dtype, self.offload
+        )
+
     # ---------------------------------------------------------------- stages
     def load_images(self, frames: Sequence[str | Path | Image.Image | np.ndarray]) -> torch.Tensor:
         """Read + preprocess frames -> ``[T, 3, S, S]`` in [-1, 1]."""

@@ -41,6 +41,22 @@ def build_pipeline(cfg: DictConfig):
     )
 
 
+def sampling_kwargs(cfg: DictConfig) -> dict:
+    """The pipeline-call options of a predict/evaluate config (the original inference arguments)."""
+    return dict(
+        num_steps=int(cfg.num_steps),
+        guidance_scale=float(cfg.guidance_scale),
+        noise_share_alpha=float(cfg.noise_share_alpha),
+        seed=int(cfg.seed),
+        octree_resolution=int(cfg.octree_resolution),
+        mc_algo=str(cfg.mc_algo),
+        num_chunks=int(cfg.num_chunks),
+        hierarchical=bool(cfg.hierarchical),
+        largest_component=bool(cfg.largest_component),
+        progress=bool(cfg.progress),
+    )
+
+
 def run_predict(cfg: DictConfig, pipeline=None) -> Path:
     """Run the pipeline on ``cfg.input`` and write every export into ``cfg.output_dir`` (atomically)."""
     from sculpt4d import export
@@ -51,20 +67,7 @@ def run_predict(cfg: DictConfig, pipeline=None) -> Path:
     frames = list_frames(input_dir, int(cfg.sequence_length))
     pipeline = pipeline or build_pipeline(cfg)
     t0 = time.perf_counter()
-    out = pipeline(
-        frames,
-        num_steps=int(cfg.num_steps),
-        guidance_scale=float(cfg.guidance_scale),
-        noise_share_alpha=float(cfg.noise_share_alpha),
-        seed=int(cfg.seed),
-        octree_resolution=int(cfg.octree_resolution),
-        mc_algo=str(cfg.mc_algo),
-        num_chunks=int(cfg.num_chunks),
-        hierarchical=bool(cfg.hierarchical),
-        largest_component=bool(cfg.largest_component),
-        per_frame=bool(cfg.per_frame),
-        progress=bool(cfg.progress),
-    )
+    out = pipeline(frames, per_frame=bool(cfg.per_frame), **sampling_kwargs(cfg))
     total = time.perf_counter() - t0
     output_dir = Path(str(cfg.output_dir))
     ex = cfg.export
