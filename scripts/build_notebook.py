@@ -26,7 +26,7 @@ CELLS = [
     (
         "code",
         "from sculpt4d.pipeline import Sculpt4DPipeline\n\npipe = Sculpt4DPipeline.from_pretrained(ROOT / 'data/checkpoints/tiny')\n"
-        "out = pipe(frames, num_steps=STEPS, guidance_scale=5.0, seed=0, octree_resolution=96, progress=False)\n"
+        "out = pipe(frames, num_steps=STEPS, guidance_scale=5.0, seed=0, octree_resolution=48, progress=False)\n"
         "print(out.timings, [len(m.faces) for m in out.meshes])",
     ),
     ("md", "## 3. The mesh sequence (top: what the model saw, bottom: generated meshes)"),
