@@ -15,7 +15,6 @@ import csv
 import io
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 import trimesh
 from omegaconf import DictConfig
 
-from sculpt4d.errors import InputError, Sculpt4DError
+from sculpt4d.errors import InputError
 
 VAE_RANGE = 2.0 * 0.9999  # [-0.5, 0.5] sequence normalisation -> the VAE's [-1, 1] box
 
@@ -157,22 +156,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 
 def main() -> None:
-    import hydra
+    from sculpt4d.config import hydra_main
 
-    from sculpt4d.config import register_resolvers
-
-    register_resolvers()
-    conf_dir = str(Path(__file__).resolve().parents[2] / "conf")
-
-    @hydra.main(version_base="1.3", config_path=conf_dir, config_name="evaluate")
-    def _main(cfg: DictConfig) -> None:
-        try:
-            run_evaluate(cfg)
-        except Sculpt4DError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-    _main()
+    hydra_main("evaluate", run_evaluate)
 
 
 if __name__ == "__main__":

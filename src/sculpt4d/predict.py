@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sculpt4d.errors import InputError, Sculpt4DError
+from sculpt4d.errors import InputError
 
 log = logging.getLogger("sculpt4d.predict")
 
@@ -101,8 +100,6 @@ def run_predict(cfg: DictConfig, pipeline=None) -> Path:
 
 def predict_main(cfg: DictConfig) -> Path | None:
     """Entry point body: user errors print one clear line and exit with status 2 (nothing written)."""
-    try:
-        return run_predict(cfg)
-    except Sculpt4DError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    from sculpt4d.config import run_user_task
+
+    return run_user_task(run_predict, cfg)

@@ -6,12 +6,11 @@ See conf/prep.yaml for every option (stages, input_mode, workers, shard, sizes, 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from sculpt4d.errors import InputError, Sculpt4DError
+from sculpt4d.errors import InputError
 from sculpt4d.prep.pipeline import PrepParams, discover, print_summary, run, shard_items
 
 
@@ -68,23 +67,9 @@ def run_prep(cfg: DictConfig) -> list[dict]:
 
 
 def main() -> None:
-    import hydra
+    from sculpt4d.config import hydra_main
 
-    from sculpt4d.config import register_resolvers
-
-    register_resolvers()
-    conf_dir = str(Path(__file__).resolve().parents[3] / "conf")
-
-    @hydra.main(version_base="1.3", config_path=conf_dir, config_name="prep")
-    def _main(cfg: DictConfig) -> None:
-        OmegaConf.resolve(cfg)
-        try:
-            run_prep(cfg)
-        except Sculpt4DError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-
-    _main()
+    hydra_main("prep", run_prep, resolve=True)
 
 
 if __name__ == "__main__":
