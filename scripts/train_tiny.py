@@ -11,6 +11,8 @@ are drawn to ``docs/images/tiny_loss_curves.png``.
     python scripts/train_tiny.py --data data/tiny                    # ~45 min on 2 cores
     python scripts/train_tiny.py --data data/tiny --minutes 2 2 2    # a smoke run
     python scripts/train_tiny.py --data data/tiny --only 4d          # redo a stage from the existing exports
+    python scripts/train_tiny.py --data data/tiny_pack --trainer gpu --minutes 2 4 2 \
+        --override vae:training.batch_size=64 ...                     # the shipped model (docs/NOTES)
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ def run_stage(
         "extras.print_config=false",
         f"hydra.run.dir={args.out}/hydra/{stage}",
         f"seed={args.seed}",
+        f"trainer={args.trainer}",
         "+callbacks.fit_to_time._target_=sculpt4d.lit.callbacks.FitScheduleToTime",
         "+callbacks.fit_to_time.calibration_steps=15",
     ]
@@ -179,8 +182,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frames", type=int, default=8, help="sequence length of the 4D stage")
     p.add_argument("--attention", default="blockmask")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--trainer", default="cpu", help="trainer config of every stage: cpu | gpu (conf/trainer/)"
+    )
     p.add_argument("--only", choices=STAGES, nargs="+", default=list(STAGES), help="run only these stages")
     p.add_argument("--resume", action="store_true", help="continue each stage from its last.ckpt")
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="export the first stage run starts from (default: the previous stage's export in --out); "
+        "a 4D export fine-tunes its adapter, e.g. --only 4d --init data/checkpoints/tiny",
+    )
     p.add_argument(
         "--override",
         action="append",
@@ -206,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = dict(zip(STAGES, args.steps))
     times: dict[str, float] = {}
     prev = {"vae": None, "dit3d": stage_dirs["vae"] / "export", "4d": stage_dirs["dit3d"] / "export"}
+    if args.init is not None:
+        prev[args.only[0]] = args.init.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     t_total = time.monotonic()
     for stage in STAGES:
