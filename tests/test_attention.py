@@ -234,17 +234,21 @@ def test_gather_bf16_close_to_fp32_dense(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gather_cpu_plan_covers_each_kept_block_once(variant):
-    """The parts (strided views) tile exactly the kept non-diag blocks; diag offsets hold the diag blocks."""
+    """Frame parts (strided views) and row stacks tile exactly the kept non-diag blocks; diag offsets hold the rest."""
     from sculpt4d.models.attention.gather import cpu_plan
 
     T, N, b = 11, 256, 32
     m = build_block_mask(variant, T, N, block_size=b)
-    parts, diag = cpu_plan(m, 0)
+    parts, stacks, diag = cpu_plan(m, 0)
     count = torch.zeros(T * N // b, T * N // b, dtype=torch.int64)
     for _src, G, qo, qs, Lq, ko, ks, Lk, _ in parts:
         for g in range(G):
             q0, k0 = (qo + g * qs) // b, (ko + g * ks) // b
             count[q0:q0 + Lq // b, k0:k0 + Lk // b] += 1
+    for segs, ko, Lk in stacks:
+        for qo, qs, G in segs:
+            for g in range(G):
+                count[(qo + g * qs) // b, ko // b:(ko + Lk) // b] += 1
     assert torch.equal(count, (m.blocks & ~m.diag_blocks).long())
     assert sum(int(d.sum()) for d in diag.values()) == int(m.diag_blocks.sum())
-    assert len(parts) <= 2 * T * m.nb + T  # batched over frames, not one call per query block
+    assert len(parts) + len(stacks) <= 2 * T * m.nb + T  # batched over frames, not one call per query block
