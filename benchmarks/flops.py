@@ -18,29 +18,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sculpt4d.models.attention import build_block_mask
 from sculpt4d.models.dit import DiT4D, HunyuanDiT
+from sculpt4d.models.flops import forward_flops, register_cpu_flash_flops
 
 PAPER = dict(input_size=4096, in_channels=64, hidden_size=2048, context_dim=1024, depth=21, num_heads=16,
              num_moe_layers=6, num_experts=8, moe_top_k=2, mlp_ratio=4)
 VARIANTS = ("full", "blockmask", "radial", "framepack", "rope", "temporal")
-
-
-def forward_flops(cfg: dict, T: int, N: int, M: int, block_density: float, block_size: int,
-                  lora_rank: int = 0) -> dict[str, float]:
-    """FLOPs of one DiT4D forward of one sample (T frames): matmuls as 2*m*n*k, attention as 4*Lq*Lk*D."""
-    D, C, Dc, depth = cfg["hidden_size"], cfg["in_channels"], cfg["context_dim"], cfg["depth"]
-    E, k, r = cfg["num_experts"], cfg["moe_top_k"], cfg["mlp_ratio"]
-    L = T * (1 + N)  # tokens incl. one time token per frame
-    f = dict(embed=2 * T * N * C * D + T * 2 * (D * r * D) * 2, final=2 * T * N * D * C)
-    self_pairs = (T * N) ** 2 * block_density + T * N + L  # latents (kept blocks) + own time key + time queries
-    f["self_proj"] = depth * 4 * 2 * D * D * L
-    f["self_attn"] = depth * 4 * D * self_pairs
-    f["cross"] = depth * (2 * 2 * D * D * L + 2 * 2 * Dc * D * T * M + 4 * D * L * M)
-    n_moe = cfg["num_moe_layers"]
-    f["mlp"] = (depth - n_moe) * 2 * 2 * D * r * D * L + n_moe * (2 * D * E * L + (k + 1) * 2 * 2 * D * r * D * L)
-    f["skip"] = sum(1 for i in range(depth) if i > depth // 2) * 2 * 2 * D * D * L
-    f["lora"] = depth * 4 * 2 * 2 * D * lora_rank * L
-    f["total"] = sum(f.values())
-    return f
 
 
 def counted_small(variant: str, T: int = 4) -> tuple[float, float]:
@@ -52,11 +34,11 @@ def counted_small(variant: str, T: int = 4) -> tuple[float, float]:
     m = DiT4D(bb, {"variant": variant, "block_size": 16}, lora_rank=4, max_frames=T, backend="gather").eval()
     N, M = 64, 7
     x, t, c = torch.randn(1, T, N, 8), torch.rand(1), torch.randn(1, T, M, 32)
-    # the math SDPA path decomposes into bmm's that FlopCounterMode counts (the CPU flash op is not counted)
+    register_cpu_flash_flops()  # gather calls the CPU flash op directly
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
         m(x, t, c)
     mask = build_block_mask(variant, T, N, 16)
-    return float(fc.get_total_flops()), forward_flops(cfg, T, N, M, mask.block_density, 16, lora_rank=4)["total"]
+    return float(fc.get_total_flops()), forward_flops(cfg, T, N, M, mask.block_density, lora_rank=4)["total"]
 
 
 def main() -> None:
@@ -79,10 +61,10 @@ def main() -> None:
         full = None
         for v in VARIANTS:
             mask = build_block_mask(v, T, args.tokens, args.block_size)
-            f = forward_flops(PAPER, T, args.tokens, args.context, mask.block_density, args.block_size)
+            f = forward_flops(PAPER, T, args.tokens, args.context, mask.block_density)
             total = f["total"] * calls / 1e15
             full = total if v == "full" else full
-            attn_full = forward_flops(PAPER, T, args.tokens, args.context, 1.0, args.block_size)["self_attn"]
+            attn_full = forward_flops(PAPER, T, args.tokens, args.context, 1.0)["self_attn"]
             rows.append(dict(T=T, variant=v, density=round(mask.block_density, 4),
                              attn_vs_full=round(f["self_attn"] / attn_full, 4), PFLOPs=round(total, 1),
                              reduction=f"{100 * (1 - total / full):.1f}%"))

@@ -167,3 +167,27 @@ def test_cuda_flex_model_equals_gather(variant):
     ref.square().mean().backward()
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(m.adapter.lora[2].q.B.grad, grad, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("variant", ["full", "blockmask", "spatial"])
+def test_analytic_flops_match_the_flop_counter(variant):
+    """models.flops counts exactly what runs: FlopCounterMode on the gather backend (math SDPA, kept blocks)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sculpt4d.models.flops import forward_flops, register_cpu_flash_flops, sampling_flops
+
+    register_cpu_flash_flops()
+    _, m = make(variant)
+    T = 4
+    x, t, c = data(T)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        m(x[:1], t[:1], c[:1])
+    density = m.mask(T, N).block_density
+    analytic = forward_flops(TINY | {"mlp_ratio": 4}, T, N, 5, density, lora_rank=4)["total"]
+    assert analytic == pytest.approx(fc.get_total_flops(), rel=0.02)
+    # a sampling run: steps x CFG pair; per frame = T single-frame runs (no cross-frame attention)
+    run = sampling_flops(m, T, 5, num_steps=3, guidance_scale=5.0)
+    assert run == pytest.approx(3 * 2 * analytic)
+    single = forward_flops(TINY | {"mlp_ratio": 4}, 1, N, 5, 1.0, lora_rank=4)["total"]
+    assert sampling_flops(m, T, 5, 3, 5.0, per_frame=True) == pytest.approx(T * 3 * 2 * single)

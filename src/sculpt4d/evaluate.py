@@ -2,11 +2,13 @@
 
     python -m sculpt4d.evaluate                         # shipped tiny model, held-out procedural split
     python -m sculpt4d.evaluate benchmark=/data/bench max_objects=10 variants=[full,temporal]
+    python -m sculpt4d.evaluate 'variants=["blockmask:anchor=false","blockmask:noise_share_alpha=0"]'
 
 Writes ``<output_dir>/per_sequence.csv`` and ``<output_dir>/summary.json`` (per method: chamfer, iou,
-fscore, jitter, seconds, memory) and prints a table. Methods compared in one run: the 4D model, the same
+fscore, jitter, seconds, memory, DiT TFLOPs) and prints a table. Methods compared in one run: the 4D model, the same
 model applied per frame (T=1: the 3D baseline), the first frame's prediction repeated (a trivial
-baseline), and optional attention variants run with the same weights.
+baseline), and optional variants run with the same weights: another attention mask, mask options
+(``anchor=false``) or sampling options (``noise_share_alpha=0``), see :func:`parse_variant`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import json
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import trimesh
+import yaml
 from omegaconf import DictConfig
 
 from sculpt4d.errors import InputError
 
+SAMPLING_KEYS = ("noise_share_alpha", "guidance_scale", "num_steps", "seed")
 VAE_RANGE = 2.0 * 0.9999  # [-0.5, 0.5] sequence normalisation -> the VAE's [-1, 1] box
 
 
@@ -64,24 +69,50 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def parse_variant(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``"NAME[:key=value]..."`` -> (attention variant, mask overrides, sampling overrides).
+
+    ``full``, ``blockmask:anchor=false``, ``blockmask:noise_share_alpha=0``, ``radial:decay=0.5``; the
+    sampling keys are :data:`SAMPLING_KEYS`, every other key goes to the mask builder (DESIGN §4).
+    """
+    name, *pairs = str(spec).split(":")
+    mask_cfg: dict[str, Any] = {}
+    sampling: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"variant '{spec}': '{pair}' is not key=value (e.g. blockmask:anchor=false)")
+        parsed = yaml.safe_load(value)
+        (sampling if key in SAMPLING_KEYS else mask_cfg)[key] = parsed
+    return name, mask_cfg, sampling
+
+
 def run_method(
-    pipeline, frames: list[Path], method: str, cfg: DictConfig
-) -> tuple[list[trimesh.Trimesh], float]:
+    pipeline, frames: list[Path], method: str, cfg: DictConfig, sampling: dict[str, Any] | None = None
+) -> tuple[list[trimesh.Trimesh], float, float]:
+    """Meshes, seconds and DiT FLOPs of one method on one sequence."""
+    from sculpt4d.models.flops import sampling_flops
     from sculpt4d.predict import sampling_kwargs
 
-    kwargs = sampling_kwargs(cfg)
+    kwargs = {**sampling_kwargs(cfg), **(sampling or {})}
+    model, M = pipeline.components.model, pipeline.components.conditioner.num_tokens
     t0 = time.perf_counter()
     if method == "first_frame_repeat":
         out = pipeline(frames[:1], per_frame=True, **kwargs)
         meshes = [out.meshes[0].copy() for _ in frames]
+        flops = sampling_flops(model, 1, M, kwargs["num_steps"], kwargs["guidance_scale"])
     else:
-        out = pipeline(frames, per_frame=(method == "per_frame"), **kwargs)
+        per_frame = method == "per_frame"
+        out = pipeline(frames, per_frame=per_frame, **kwargs)
         meshes = out.meshes
-    return meshes, time.perf_counter() - t0
+        flops = sampling_flops(
+            model, len(frames), M, kwargs["num_steps"], kwargs["guidance_scale"], per_frame=per_frame
+        )
+    return meshes, time.perf_counter() - t0, flops
 
 
 def _table(summary: dict[str, dict[str, float]]) -> str:
-    cols = ["chamfer", "iou", "fscore", "jitter", "seconds", "memory_mb"]
+    cols = ["chamfer", "iou", "fscore", "jitter", "seconds", "memory_mb", "tflops"]
     buf = io.StringIO()
     buf.write(f"{'method':<24}" + "".join(f"{c:>11}" for c in cols) + "\n")
     for name, row in summary.items():
@@ -104,15 +135,19 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     objects = find_objects(root)[: cfg.max_objects or None]
     methods = [str(m) for m in cfg.methods] + [f"variant:{v}" for v in cfg.variants]
     pipelines = {"base": build_pipeline(cfg)}
+    sampling: dict[str, dict[str, Any]] = {}
     for v in cfg.variants:
-        pipelines[f"variant:{v}"] = pipelines["base"].with_attention(str(v))
+        name, mask_cfg, sampling[f"variant:{v}"] = parse_variant(str(v))
+        pipelines[f"variant:{v}"] = pipelines["base"].with_attention(name, **mask_cfg)
     rows: list[dict] = []
     device = pipelines["base"].device
     for obj in objects:
         frames, gts = load_object(obj, int(cfg.sequence_length), int(cfg.cond_view))
         for method in methods:
             pipe = pipelines.get(method, pipelines["base"])
-            meshes, seconds = run_method(pipe, frames, "4d" if method.startswith("variant:") else method, cfg)
+            meshes, seconds, flops = run_method(
+                pipe, frames, "4d" if method.startswith("variant:") else method, cfg, sampling.get(method)
+            )
             m = evaluate_sequence(
                 meshes, gts, n_points=int(cfg.metrics.n_points), iou_res=int(cfg.metrics.iou_resolution)
             )
@@ -126,6 +161,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
                     "jitter": m["jitter"],
                     "seconds": seconds,
                     "memory_mb": peak_memory_mb(device),
+                    "tflops": flops / 1e12,
                 }
             )
             print(
@@ -138,7 +174,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         sel = [r for r in rows if r["method"] == method]
         summary[method] = {
             k: float(np.mean([r[k] for r in sel]))
-            for k in ("chamfer", "iou", "fscore", "jitter", "seconds", "memory_mb")
+            for k in ("chamfer", "iou", "fscore", "jitter", "seconds", "memory_mb", "tflops")
         }
         summary[method]["sequences"] = len(sel)
     out_dir = Path(str(cfg.output_dir))
