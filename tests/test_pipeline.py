@@ -157,6 +157,7 @@ def test_bad_inputs_fail_clearly_and_write_nothing(exported, tmp_path, kind, mes
         f"input={folder}",
         f"output_dir={out_dir}",
         f"sequence_length={T}",
+        "frame_stride=1",
         "num_steps=2",
         "octree_resolution=20",
         "progress=false",
@@ -266,7 +267,8 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
             f"paths.root_dir={ROOT}", f"paths.log_dir={tmp_path}", f"ckpt={exported}", f"benchmark={tiny_dataset}",
             f"output_dir={tmp_path / 'eval'}", f"sequence_length={T}", "max_objects=2", "num_steps=2",
             "octree_resolution=20", "metrics.n_points=2000", "metrics.iou_resolution=24",
-            'variants=[spatial,"blockmask:anchor=false:noise_share_alpha=0"]',
+            'variants=[spatial,"blockmask:anchor=false:noise_share_alpha=0"]', "gallery.objects=1",
+            "gallery.methods=[4d,first_frame_repeat]", "gallery.size=32",
         ])  # fmt: skip
     HydraConfig.instance().set_config(cfg)
     summary = run_evaluate(cfg)
@@ -281,6 +283,10 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
     saved = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert saved["objects"] == 2 and saved["methods"]["4d"]["chamfer"] == pytest.approx(summary["4d"]["chamfer"])
     assert len((tmp_path / "eval" / "per_sequence.csv").read_text().strip().splitlines()) == 1 + 2 * 5
+    from PIL import Image
+
+    gallery = Image.open(tmp_path / "eval" / "gallery.png")  # input, ground truth, 4d, first_frame_repeat rows
+    assert gallery.height == 4 * 32 and gallery.width > T * 32
 
 
 def test_parse_variant_specs():
@@ -295,3 +301,19 @@ def test_parse_variant_specs():
     )
     with pytest.raises(InputError, match="not key=value"):
         parse_variant("blockmask:anchor")
+
+
+def test_list_frames_takes_every_kth_frame_and_says_what_is_missing(tmp_path):
+    from sculpt4d.errors import InputError
+    from sculpt4d.pipeline import list_frames
+
+    for t in range(10):
+        (tmp_path / f"frame_{t:04d}.png").write_bytes(b"")
+    assert [p.name for p in list_frames(tmp_path, 3, stride=4)] == [
+        "frame_0000.png",
+        "frame_0004.png",
+        "frame_0008.png",
+    ]
+    assert len(list_frames(tmp_path, 10)) == 10
+    with pytest.raises(InputError, match=r"10 image\(s\) found but the model needs 13 frames.*frame_stride=3"):
+        list_frames(tmp_path, 4, stride=4)

@@ -41,12 +41,14 @@ def find_objects(root: Path) -> list[Path]:
 
 
 def load_object(
-    obj_dir: Path, sequence_length: int, cond_view: int
+    obj_dir: Path, sequence_length: int, cond_view: int, stride: int = 1
 ) -> tuple[list[Path], list[trimesh.Trimesh]]:
     """Input frames (one view, the same camera for every frame) and GT meshes in the VAE's frame."""
-    frame_dirs = sorted((obj_dir / "render_cond").glob("frame_*"))[:sequence_length]
+    frame_dirs = sorted((obj_dir / "render_cond").glob("frame_*"))[::stride][:sequence_length]
     if len(frame_dirs) < sequence_length:
-        raise InputError(f"{obj_dir}: {len(frame_dirs)} frames, need sequence_length={sequence_length}")
+        raise InputError(
+            f"{obj_dir}: {len(frame_dirs)} frames at frame_stride={stride}, need sequence_length={sequence_length}"
+        )
     meta_file = obj_dir / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     # mesh.ply is in the sequence's mesh normalisation; the point clouds (hence the VAE's frame) apply
@@ -89,8 +91,8 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
 
 def run_method(
     pipeline, frames: list[Path], method: str, cfg: DictConfig, sampling: dict[str, Any] | None = None
-) -> tuple[list[trimesh.Trimesh], float, float]:
-    """Meshes, seconds and DiT FLOPs of one method on one sequence."""
+) -> tuple[list[trimesh.Trimesh], list, float, float]:
+    """Meshes, preprocessed input images, seconds and DiT FLOPs of one method on one sequence."""
     from sculpt4d.models.flops import sampling_flops
     from sculpt4d.predict import sampling_kwargs
 
@@ -108,7 +110,40 @@ def run_method(
         flops = sampling_flops(
             model, len(frames), M, kwargs["num_steps"], kwargs["guidance_scale"], per_frame=per_frame
         )
-    return meshes, time.perf_counter() - t0, flops
+    return meshes, out.images, time.perf_counter() - t0, flops
+
+
+def write_gallery(entries: list[dict[str, Any]], path: Path, size: int = 128, max_frames: int = 8) -> Path:
+    """One PNG: per object, a row of input frames, the ground truth and each method's meshes.
+
+    ``entries``: ``{"object", "images", "rows": {label: meshes}}``; every mesh row of an object is rendered
+    from one camera framing that object's ground truth, so shapes and motion compare directly.
+    """
+    from PIL import Image, ImageDraw
+
+    from sculpt4d.export.render import render_strip, sequence_bounds
+    from sculpt4d.export.video import to_rgb
+    from sculpt4d.utils.io import atomic_path
+
+    label_w = 110
+    blocks = []
+    for e in entries:
+        T = len(e["images"])
+        idx = np.unique(np.linspace(0, T - 1, min(T, max_frames)).round().astype(int))
+        bounds = sequence_bounds(e["rows"]["ground truth"])
+        strips = [("input", np.concatenate([to_rgb(e["images"][i], size) for i in idx], axis=1))]
+        for label, meshes in e["rows"].items():
+            renders = render_strip(meshes, size=size, bounds=bounds)
+            strips.append((label, np.concatenate([renders[i] for i in idx], axis=1)))
+        for label, strip in strips:
+            canvas = Image.new("RGB", (label_w + strip.shape[1], size), "white")
+            canvas.paste(Image.fromarray(strip), (label_w, 0))
+            text = f"{e['object']}\n{label}" if label == "input" else label
+            ImageDraw.Draw(canvas).multiline_text((4, size // 2 - 12), text, fill="black")
+            blocks.append(np.asarray(canvas))
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.concatenate(blocks, axis=0)).save(tmp, format="PNG")
+    return path
 
 
 def _table(summary: dict[str, dict[str, float]]) -> str:
@@ -132,7 +167,10 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         raise InputError(
             f"benchmark folder '{cfg.benchmark}' not found (run `make data-tiny` to create data/tiny/benchmark)"
         )
-    objects = find_objects(root)[: cfg.max_objects or None]
+    objects = find_objects(root)
+    if cfg.max_objects and int(cfg.max_objects) < len(objects):  # evenly spaced: every category stays in
+        keep = np.linspace(0, len(objects) - 1, int(cfg.max_objects)).round().astype(int)
+        objects = [objects[i] for i in keep]
     methods = [str(m) for m in cfg.methods] + [f"variant:{v}" for v in cfg.variants]
     pipelines = {"base": build_pipeline(cfg)}
     sampling: dict[str, dict[str, Any]] = {}
@@ -141,11 +179,19 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         pipelines[f"variant:{v}"] = pipelines["base"].with_attention(name, **mask_cfg)
     rows: list[dict] = []
     device = pipelines["base"].device
+    gcfg = cfg.get("gallery") or {}
+    n_gallery = min(int(gcfg.get("objects", 0) or 0), len(objects))
+    gallery_objs = {objects[i].name for i in np.linspace(0, len(objects) - 1, n_gallery).round().astype(int)}
+    gallery_methods = [str(m) for m in gcfg.get("methods", ["4d"])]
+    gallery: list[dict[str, Any]] = []
     for obj in objects:
-        frames, gts = load_object(obj, int(cfg.sequence_length), int(cfg.cond_view))
+        frames, gts = load_object(
+            obj, int(cfg.sequence_length), int(cfg.cond_view), int(cfg.get("frame_stride", 1))
+        )
+        entry: dict[str, Any] = {"object": obj.name, "images": None, "rows": {"ground truth": gts}}
         for method in methods:
             pipe = pipelines.get(method, pipelines["base"])
-            meshes, seconds, flops = run_method(
+            meshes, images, seconds, flops = run_method(
                 pipe, frames, "4d" if method.startswith("variant:") else method, cfg, sampling.get(method)
             )
             m = evaluate_sequence(
@@ -169,6 +215,12 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 f"F {m['fscore']:.3f} jitter {m['jitter']:.4f} ({seconds:.1f} s)",
                 flush=True,
             )
+            if obj.name in gallery_objs and method in gallery_methods:
+                entry["rows"][method] = meshes
+                if method != "first_frame_repeat":
+                    entry["images"] = images  # all T inputs
+        if obj.name in gallery_objs and entry["images"] is not None:
+            gallery.append(entry)
     summary: dict[str, dict[str, float]] = {}
     for method in methods:
         sel = [r for r in rows if r["method"] == method]
@@ -186,8 +238,10 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     write_json(
         out_dir / "summary.json", {"benchmark": str(root), "objects": len(objects), "methods": summary}
     )
+    if gallery:
+        write_gallery(gallery, out_dir / "gallery.png", size=int(gcfg.get("size", 128)))
     print(_table(summary))
-    print(f"[sculpt4d] wrote {out_dir / 'summary.json'}")
+    print(f"[sculpt4d] wrote {out_dir / 'summary.json'}" + (" and gallery.png" if gallery else ""))
     return summary
 
 

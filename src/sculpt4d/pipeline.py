@@ -50,9 +50,11 @@ def resolve_input_dir(spec: str | Path, data_dir: str | Path = "data") -> Path:
     )
 
 
-def list_frames(folder: str | Path, sequence_length: int) -> list[Path]:
-    """The first ``sequence_length`` images of ``folder`` in sorted filename order."""
+def list_frames(folder: str | Path, sequence_length: int, stride: int = 1) -> list[Path]:
+    """Every ``stride``-th image of ``folder`` in sorted filename order, the first ``sequence_length`` of them."""
     folder = Path(folder)
+    if stride < 1:
+        raise InputError(f"frame_stride must be >= 1, got {stride}")
     frames = sorted(
         p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     )
@@ -60,13 +62,17 @@ def list_frames(folder: str | Path, sequence_length: int) -> list[Path]:
         raise InputError(
             f"{folder}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files, e.g. frame_0000.png ...)"
         )
-    if len(frames) < sequence_length:
+    need = (sequence_length - 1) * stride + 1
+    if len(frames) < need:
+        hint = f"pass sequence_length={(len(frames) - 1) // stride + 1}"
+        if stride > 1:
+            hint += f" or frame_stride={max(1, (len(frames) - 1) // max(sequence_length - 1, 1))}"
         raise InputError(
-            f"{folder}: {len(frames)} image(s) found but the model needs sequence_length="
-            f"{sequence_length} frames. Add {sequence_length - len(frames)} more, or pass "
-            f"sequence_length={len(frames)}."
+            f"{folder}: {len(frames)} image(s) found but the model needs {need} frames "
+            f"(sequence_length={sequence_length} every frame_stride={stride}). Add {need - len(frames)} more, or "
+            f"{hint}."
         )
-    return frames[:sequence_length]
+    return frames[:need:stride]
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

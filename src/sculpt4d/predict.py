@@ -63,7 +63,7 @@ def run_predict(cfg: DictConfig, pipeline=None) -> Path:
     from sculpt4d.utils.io import atomic_dir
 
     input_dir = resolve_input_dir(str(cfg.input), data_dir=cfg.paths.data_dir)
-    frames = list_frames(input_dir, int(cfg.sequence_length))
+    frames = list_frames(input_dir, int(cfg.sequence_length), int(cfg.get("frame_stride", 1)))
     pipeline = pipeline or build_pipeline(cfg)
     t0 = time.perf_counter()
     out = pipeline(frames, per_frame=bool(cfg.per_frame), **sampling_kwargs(cfg))
