@@ -19,7 +19,7 @@ CELLS = [
     (
         "code",
         "import matplotlib.pyplot as plt\nfrom PIL import Image\nfrom sculpt4d.pipeline import list_frames\n\n"
-        "frames = list_frames(DEMO, 8)\nfig, axes = plt.subplots(1, len(frames), figsize=(2 * len(frames), 2))\n"
+        "frames = list_frames(DEMO, 8, stride=4)  # the tiny model's clip rate: every 4th demo frame\nfig, axes = plt.subplots(1, len(frames), figsize=(2 * len(frames), 2))\n"
         "for ax, f in zip(axes, frames):\n    ax.imshow(Image.open(f)); ax.set_title(f.stem, fontsize=8); ax.axis('off')\nplt.show()",
     ),
     ("md", "## 2. Load the shipped model and generate the sequence"),
