@@ -18,7 +18,8 @@ COLS = ("chamfer", "iou", "fscore", "jitter", "tflops", "seconds")
 
 
 def label(method: str) -> str:
-    return method.removeprefix("variant:")
+    """``variant:full`` -> ``full``; the trained model's own mask is named (``4d (blockmask)``)."""
+    return "4d (blockmask)" if method == "4d" else method.removeprefix("variant:")
 
 
 def markdown_table(summary: dict) -> str:
