@@ -98,6 +98,8 @@ def run_method(
 
     kwargs = {**sampling_kwargs(cfg), **(sampling or {})}
     model, M = pipeline.components.model, pipeline.components.conditioner.num_tokens
+    if pipeline.device.type == "cuda":  # memory_mb = this method's peak (CPU: the process's peak RSS so far)
+        torch.cuda.reset_peak_memory_stats(pipeline.device)
     t0 = time.perf_counter()
     if method == "first_frame_repeat":
         out = pipeline(frames[:1], per_frame=True, **kwargs)
