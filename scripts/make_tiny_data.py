@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--verify-train", action="store_true", help="also verify every train object (slower)")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument(
+        "--ood",
+        type=Path,
+        default=None,
+        help="also prepare the real animated GLBs of this folder as <out>/ood (out-of-domain benchmark), "
+        "e.g. tests/assets/gltf",
+    )
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -86,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         failed += sum(r["status"] != "ok" for r in res)
         stats["splits"][split] = dict(objects=len(res), ok=sum(r["status"] == "ok" for r in res),
                                       generate_s=round(t_gen, 1), seconds=round(time.perf_counter() - ts, 1))  # fmt: skip
+    if args.ood is not None:
+        ts = time.perf_counter()
+        res = run(discover(args.ood), out / "ood", p, ("frames", "render", "sample", "verify"),
+                  workers=args.workers, overwrite=args.overwrite)  # fmt: skip
+        print_summary(res, out / "ood")
+        stats["splits"]["ood"] = dict(objects=len(res), ok=sum(r["status"] == "ok" for r in res),
+                                      seconds=round(time.perf_counter() - ts, 1))  # fmt: skip
     total = time.perf_counter() - t0
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     stats.update(seconds=round(total, 1), bytes=size, workers=args.workers, cpu_count=os.cpu_count())
