@@ -44,7 +44,7 @@ demos: ## re-render data/demos/* from the procedural assets
 	$(PYTHON) scripts/make_demos.py
 
 data-tiny: ## make the tiny procedural 4D dataset (train + held-out benchmark split)
-	$(PYTHON) scripts/make_tiny_data.py --out $(TINY_DATA)
+	$(PYTHON) scripts/make_tiny_data.py --out $(TINY_DATA) --ood tests/assets/gltf
 
 train-tiny: ## train the tiny model: VAE -> 3D DiT -> 4D adapter (< 60 min on CPU)
 	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA)
