@@ -12,7 +12,6 @@ frames' times. The result loads with the same :class:`sculpt4d.data.Objects4DDat
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import sys
@@ -25,12 +24,6 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from sculpt4d.data.records import RENDER_DIR, SURFACE_FILE, VOLUME_FILE, list_object_dirs  # noqa: E402
 from sculpt4d.utils.io import atomic_dir  # noqa: E402
-
-
-def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    path.write_bytes(buf.getvalue())
 
 
 def pack_object(src: Path, dst: Path, args: argparse.Namespace) -> None:
@@ -57,8 +50,8 @@ def pack_object(src: Path, dst: Path, args: argparse.Namespace) -> None:
             out.mkdir(parents=True)
             for j, view in enumerate(args.views):
                 shutil.copyfile(src / RENDER_DIR / fr / f"{view:03d}.png", out / f"{j:03d}.png")
-        _savez(tmp / SURFACE_FILE, new_surf)
-        _savez(tmp / VOLUME_FILE, new_vol)
+        np.savez_compressed(tmp / SURFACE_FILE, **new_surf)  # inside the atomic temp folder
+        np.savez_compressed(tmp / VOLUME_FILE, **new_vol)
         meta_path = src / "meta.json"
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text())

@@ -14,8 +14,6 @@ import json
 import os
 from pathlib import Path
 
-COLS = ("chamfer", "iou", "fscore", "jitter", "tflops", "seconds")
-
 
 def label(method: str) -> str:
     """``variant:full`` -> ``full``; the trained model's own mask is named (``4d (blockmask)``)."""

@@ -11,8 +11,7 @@ are drawn to ``docs/images/tiny_loss_curves.png``.
     python scripts/train_tiny.py --data data/tiny                    # ~45 min on 2 cores
     python scripts/train_tiny.py --data data/tiny --minutes 2 2 2    # a smoke run
     python scripts/train_tiny.py --data data/tiny --only 4d          # redo a stage from the existing exports
-    python scripts/train_tiny.py --data data/tiny_pack --trainer gpu --minutes 2 4 2 \
-        --override vae:training.batch_size=64 ...                     # the shipped model (docs/NOTES)
+    python scripts/train_tiny.py --data data/tiny_pack --trainer gpu ...  # on a GPU: scripts/train_tiny_gpu.sh
 """
 
 from __future__ import annotations

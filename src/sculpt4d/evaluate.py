@@ -33,6 +33,11 @@ SAMPLING_KEYS = ("noise_share_alpha", "guidance_scale", "num_steps", "seed")
 VAE_RANGE = 2.0 * 0.9999  # [-0.5, 0.5] sequence normalisation -> the VAE's [-1, 1] box
 
 
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (first and last included; all of them when k >= n)."""
+    return sorted({int(i) for i in np.linspace(0, n - 1, min(k, n)).round()}) if k > 0 and n > 0 else []
+
+
 def find_objects(root: Path) -> list[Path]:
     objs = sorted(p for p in root.iterdir() if (p / "render_cond").is_dir())
     if not objs:
@@ -170,9 +175,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             f"benchmark folder '{cfg.benchmark}' not found (run `make data-tiny` to create data/tiny/benchmark)"
         )
     objects = find_objects(root)
-    if cfg.max_objects and int(cfg.max_objects) < len(objects):  # evenly spaced: every category stays in
-        keep = np.linspace(0, len(objects) - 1, int(cfg.max_objects)).round().astype(int)
-        objects = [objects[i] for i in keep]
+    if cfg.max_objects:  # evenly spaced: every category stays in
+        objects = [objects[i] for i in evenly_spaced(len(objects), int(cfg.max_objects))]
     methods = [str(m) for m in cfg.methods] + [f"variant:{v}" for v in cfg.variants]
     pipelines = {"base": build_pipeline(cfg)}
     sampling: dict[str, dict[str, Any]] = {}
@@ -182,8 +186,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     rows: list[dict] = []
     device = pipelines["base"].device
     gcfg = cfg.get("gallery") or {}
-    n_gallery = min(int(gcfg.get("objects", 0) or 0), len(objects))
-    gallery_objs = {objects[i].name for i in np.linspace(0, len(objects) - 1, n_gallery).round().astype(int)}
+    gallery_objs = {objects[i].name for i in evenly_spaced(len(objects), int(gcfg.get("objects", 0) or 0))}
     gallery_methods = [str(m) for m in gcfg.get("methods", ["4d"])]
     gallery: list[dict[str, Any]] = []
     for obj in objects:

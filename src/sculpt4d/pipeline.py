@@ -163,8 +163,7 @@ class Sculpt4DPipeline:
 
         model = self.components.model
         attention = {"variant": variant, "block_size": model.block_size, "backend": model.backend, **mask_cfg}
-        rank = model.adapter.lora[0].q.A.shape[0]
-        swapped = DiT4D(model.backbone, attention, lora_rank=rank, max_frames=model.max_frames)
+        swapped = DiT4D(model.backbone, attention, lora_rank=model.lora_rank, max_frames=model.max_frames)
         swapped.adapter.load_state_dict(model.adapter.state_dict())
         comps = Components(
             vae=self.components.vae, model=swapped.to(self.device), conditioner=self.components.conditioner

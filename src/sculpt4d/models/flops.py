@@ -25,9 +25,8 @@ def forward_flops(
     E, k, r = cfg["num_experts"], cfg["moe_top_k"], cfg["mlp_ratio"]
     L = T * (1 + N)  # tokens incl. one time token per frame
     f = dict(embed=2 * T * N * C * D + T * 2 * (D * r * D) * 2, final=2 * T * N * D * C)
-    self_pairs = (
-        (T * N) ** 2 * block_density + T * N + L
-    )  # latents (kept blocks) + own time key + time queries
+    # latent pairs kept by the mask + each latent's own time key + the time queries
+    self_pairs = (T * N) ** 2 * block_density + T * N + L
     f["self_proj"] = depth * 4 * 2 * D * D * L
     f["self_attn"] = depth * 4 * D * self_pairs
     f["cross"] = depth * (2 * 2 * D * D * L + 2 * 2 * Dc * D * T * M + 4 * D * L * M)
@@ -51,7 +50,7 @@ def sampling_flops(
     """
     cfg = model.backbone.config
     N = int(cfg["input_size"])
-    rank = int(model.adapter.lora[0].q.A.shape[0])
+    rank = model.lora_rank
     calls = num_steps * (2 if guidance_scale >= 0 else 1)
     if per_frame:
         return T * calls * forward_flops(cfg, 1, N, M, 1.0, rank)["total"]

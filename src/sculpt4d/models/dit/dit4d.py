@@ -82,6 +82,7 @@ class DiT4D(nn.Module):
         self.rope_base = float(att.get("rope_base", 10000.0))
         self.mask_cfg = {k: v for k, v in att.items() if k != "_target_"}
         self.max_frames = max_frames
+        self.lora_rank = int(lora_rank)
         D = backbone.hidden_size
         self.adapter = TemporalAdapter(D, backbone.depth, lora_rank, max_frames)
         build_block_mask(self.variant, 1, self.block_size, self.block_size, **self.mask_cfg)  # fail fast
