@@ -1,6 +1,16 @@
-"""Time the metrics and exports at DESIGN's default sizes (100k samples, 128^3 IoU) on this CPU.
+"""Metrics at DESIGN's sizes (100k samples, 128³ IoU) on this CPU, fast paths side by side with the reference.
 
-python benchmarks/metrics.py [--frames 8] [--subdivisions 5]
+    python benchmarks/metrics.py [--frames 8] [--subdivisions 5] [--resolutions 64 128] [--json PATH]
+
+Rows:
+- ``occupancy``: the R³ inside/outside grid of one watertight mesh by scanline winding numbers (the
+  evaluation's path) vs ``igl.fast_winding_number`` at every cell centre (the fallback for open meshes),
+  with the number of cells where they disagree (0 = identical grids).
+- ``evaluate 3 methods``: one sequence scored against three predictions, as ``python -m sculpt4d.evaluate``
+  does: ground truth sampled once (``prepare_ground_truth`` + ``score_sequence``) vs re-sampled per method
+  (``evaluate_sequence``); the scores are identical.
+- single metrics and exports: seconds only.
+Meshes: icosphere ground truth moving along x, capsule predictions (both watertight).
 """
 
 from __future__ import annotations
@@ -12,51 +22,91 @@ from pathlib import Path
 
 import numpy as np
 import trimesh
+from _common import add_json_arg, print_table, write_json
 
 from sculpt4d.export import write_animated_glb, write_obj_sequence, write_strip_video
-from sculpt4d.metrics import chamfer_distance, evaluate_sequence, fscore, temporal_jitter, volume_iou
+from sculpt4d.metrics import (
+    chamfer_distance,
+    default_bounds,
+    evaluate_sequence,
+    grid_points,
+    occupancy,
+    prepare_ground_truth,
+    scanline_occupancy,
+    score_sequence,
+    temporal_jitter,
+    volume_iou,
+)
 
 
-def timed(label: str, fn, *args, **kwargs):
-    t0, c0 = time.perf_counter(), time.process_time()
+def timed(fn, *args, **kwargs) -> tuple[object, float]:
+    t0 = time.perf_counter()
     out = fn(*args, **kwargs)
-    dt, dc = time.perf_counter() - t0, time.process_time() - c0
-    value = out if np.isscalar(out) else type(out).__name__
-    print(f"{label:<44s} wall {dt:7.2f} s  cpu {dc:7.2f} s  -> {value}")
-    return out
+    return out, time.perf_counter() - t0
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--subdivisions", type=int, default=5)
+    ap.add_argument("--resolutions", type=int, nargs="+", default=[64, 128])
+    add_json_arg(ap)
     args = ap.parse_args()
     T = args.frames
     gts = [
         trimesh.creation.icosphere(args.subdivisions, radius=0.4).apply_translation([0.03 * t, 0, 0])
         for t in range(T)
     ]
-    preds = [trimesh.creation.capsule(0.4, 0.35).apply_translation([0.025 * t, 0, 0]) for t in range(T)]
-    print(f"{T} frames, gt {len(gts[0].faces)} faces, pred {len(preds[0].faces)} faces")
-    timed("chamfer_distance (100k samples)", chamfer_distance, preds[0], gts[0])
-    timed("fscore (100k samples)", fscore, preds[0], gts[0])
-    timed("volume_iou (128^3)", volume_iou, preds[0], gts[0])
-    timed(f"temporal_jitter ({T} frames, 100k)", temporal_jitter, preds, gts)
-    res = timed(f"evaluate_sequence ({T} frames, 100k, 128^3)", evaluate_sequence, preds, gts)
-    print({k: round(v, 4) for k, v in res.items() if k in ("chamfer", "iou", "fscore", "jitter")})
+    preds = [
+        [
+            trimesh.creation.capsule(0.4, 0.35 + 0.01 * k).apply_translation([0.025 * t, 0, 0])
+            for t in range(T)
+        ]
+        for k in range(3)
+    ]
+    print(f"{T} frames, gt {len(gts[0].faces)} faces, pred {len(preds[0][0].faces)} faces\n")
+
+    occ_rows = []
+    for R in args.resolutions:
+        for name, mesh in (("icosphere", gts[0]), ("capsule", preds[0][0])):
+            bounds = default_bounds(mesh)
+            fast, t_fast = timed(scanline_occupancy, mesh, bounds, R)
+            ref, t_ref = timed(occupancy, mesh, grid_points(bounds, R))
+            occ_rows.append(dict(mesh=name, faces=len(mesh.faces), R=R, scanline_s=round(t_fast, 4),
+                                 winding_s=round(t_ref, 3), speedup=round(t_ref / t_fast, 1),
+                                 cells_differing=int((fast != ref).sum()), inside=int(ref.sum())))  # fmt: skip
+    print_table(
+        occ_rows, "occupancy grid of one mesh: scanline (evaluation) vs igl winding numbers (fallback)"
+    )
+
+    gt = prepare_ground_truth(gts)
+    once, t_once = timed(lambda: [score_sequence(p, gt) for p in preds])
+    t_once += timed(prepare_ground_truth, gts)[1]
+    each, t_each = timed(lambda: [evaluate_sequence(p, gts) for p in preds])
+    same = all(a[k] == b[k] for a, b in zip(once, each) for k in ("chamfer", "iou", "fscore", "jitter"))
+    seq_rows = [dict(case=f"evaluate 3 methods x {T} frames (100k, 128³)", gt_once_s=round(t_once, 2),
+                     gt_per_method_s=round(t_each, 2), speedup=round(t_each / t_once, 2), identical=same)]  # fmt: skip
+    print_table(seq_rows, "one benchmark sequence scored for three methods")
+
+    single = [
+        ("chamfer_distance (100k samples)", lambda: chamfer_distance(preds[0][0], gts[0])),
+        ("volume_iou (128³, both scanline)", lambda: volume_iou(preds[0][0], gts[0])),
+        (f"temporal_jitter ({T} frames, 100k)", lambda: temporal_jitter(preds[0], gts)),
+    ]
     with tempfile.TemporaryDirectory() as d:
-        timed("write_obj_sequence", write_obj_sequence, gts, Path(d) / "objs")
-        timed("write_animated_glb (visibility)", write_animated_glb, gts, Path(d) / "s.glb")
-        timed("write_animated_glb (morph)", write_animated_glb, gts, Path(d) / "m.glb", mode="morph")
         imgs = [np.full((64, 64, 3), 200, np.uint8)] * T
-        timed(
-            "write_strip_video (256^2, GIF+MP4)",
-            write_strip_video,
-            imgs,
-            gts,
-            Path(d) / "a.gif",
-            Path(d) / "a.mp4",
-        )
+        single += [
+            ("write_obj_sequence", lambda: write_obj_sequence(gts, Path(d) / "objs")),
+            ("write_animated_glb (visibility)", lambda: write_animated_glb(gts, Path(d) / "s.glb")),
+            ("write_animated_glb (morph)", lambda: write_animated_glb(gts, Path(d) / "m.glb", mode="morph")),
+            (
+                "write_strip_video (256², GIF+MP4)",
+                lambda: write_strip_video(imgs, gts, Path(d) / "a.gif", Path(d) / "a.mp4"),
+            ),  # fmt: skip
+        ]
+        one_rows = [dict(operation=label, seconds=round(timed(fn)[1], 3)) for label, fn in single]
+    print_table(one_rows, "single metrics and exports")
+    write_json(args.json, dict(occupancy=occ_rows, sequence=seq_rows, single=one_rows, frames=T))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,16 @@ from sculpt4d.metrics import (
     WORST_CHAMFER,
     apply_normalization,
     chamfer_distance,
+    default_bounds,
     evaluate_sequence,
     fscore,
+    grid_points,
     normalize_sequence,
+    occupancy,
+    occupancy_grid,
+    prepare_ground_truth,
+    scanline_occupancy,
+    score_sequence,
     temporal_jitter,
     volume_iou,
 )
@@ -156,3 +163,68 @@ def test_degenerate_meshes_get_worst_values():
     assert res["per_frame"][0]["chamfer"] == WORST_CHAMFER
     assert res["per_frame"][0]["iou"] == 0.0 and res["per_frame"][0]["fscore"] == 0.0
     assert np.isfinite(res["jitter"])
+
+
+def _closed_meshes() -> dict[str, trimesh.Trimesh]:
+    knot = trimesh.creation.torus(0.3, 0.1)
+    knot.apply_transform(trimesh.transformations.rotation_matrix(0.7, [1, 2, 0.5]))
+    twins = trimesh.util.concatenate([sphere(0.2, (-0.2, 0, 0)), sphere(0.15, (0.25, 0.1, 0))])
+    return {
+        "icosphere": sphere(0.4, (0.013, -0.021, 0.007)),
+        "box": trimesh.creation.box((0.5, 0.3, 0.7)),
+        "tilted torus (a hole)": knot,
+        "two components": twins,
+        "capsule": trimesh.creation.capsule(0.4, 0.2),
+    }
+
+
+@pytest.mark.parametrize("name", list(_closed_meshes()))
+@pytest.mark.parametrize("R", [17, 48])
+def test_scanline_occupancy_equals_winding_numbers(name, R):
+    mesh = _closed_meshes()[name]
+    assert mesh.is_watertight
+    bounds = default_bounds(mesh)
+    fast = scanline_occupancy(mesh, bounds, R)
+    ref = occupancy(mesh, grid_points(bounds, R))
+    assert fast.shape == (R, R, R) and fast.any()
+    assert np.array_equal(fast, ref)
+    assert np.array_equal(occupancy_grid(mesh, bounds, R), ref)  # watertight -> the scanline path
+
+
+def test_scanline_rays_through_edges_and_vertices_cross_once():
+    # Columns at x, y = -0.25, -0.15, ..., 0.25 run exactly through the box's vertical faces, its corner
+    # vertices and the diagonals of its triangulated top and bottom: every column must be inside for one
+    # unbroken run of cells (a double or missed crossing would leave a streak outside or a gap inside).
+    box = trimesh.creation.box((0.5, 0.5, 0.5))
+    bounds = ((-0.5, -0.5, -0.53), (0.5, 0.5, 0.47))  # z centres -0.48 + 0.1 k: never on a face
+    occ = scanline_occupancy(box, bounds, 10)
+    z_inside = np.abs(grid_points(bounds, 10)[0, 0, :, 2]) < 0.25  # the 5 cells of the box's z range
+    for col in occ.reshape(100, 10):
+        assert not col.any() or np.array_equal(col, z_inside)
+    ref = occupancy(box, grid_points(bounds, 10))
+    strict = np.zeros((10, 10), dtype=bool)
+    strict[3:7, 3:7] = True  # columns strictly inside the box's footprint
+    assert np.array_equal(occ[strict], ref[strict]) and occ[strict][:, z_inside].all()
+    assert occ.any(axis=2).sum() == 25  # of the 6 x 6 columns on or inside the footprint: 5 x 5 (tie rule)
+
+
+def test_occupancy_grid_of_an_open_mesh_uses_winding_numbers():
+    holey = sphere(0.4)
+    holey.update_faces(np.arange(len(holey.faces)) % 50 != 0)
+    bounds = default_bounds(holey)
+    assert np.array_equal(occupancy_grid(holey, bounds, 24), occupancy(holey, grid_points(bounds, 24)))
+    assert occupancy_grid(None, bounds, 8).shape == (8, 8, 8) and not occupancy_grid(None, bounds, 8).any()
+
+
+def test_ground_truth_prepared_once_scores_like_evaluate_sequence():
+    gts = [sphere(0.4, (0.05 * t, 0, 0)) for t in range(3)]
+    preds = [sphere(0.35, (0.03 * t, 0.02, 0), subdivisions=3) for t in range(3)]
+    truth = prepare_ground_truth(gts, n_points=3000)
+    assert len(truth.samples) == 3 and truth.consecutive.shape == (2,)
+    a = score_sequence(preds, truth, iou_res=24)
+    b = evaluate_sequence(preds, gts, n_points=3000, iou_res=24)
+    for key in ("chamfer", "iou", "fscore", "jitter"):
+        assert a[key] == b[key], key
+    assert 0 < a["iou"] < 1 and a["jitter"] > 0
+    with pytest.raises(InputError, match="2 predicted frames but 3"):
+        score_sequence(preds[:2], truth)

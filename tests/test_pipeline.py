@@ -267,22 +267,25 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
             f"paths.root_dir={ROOT}", f"paths.log_dir={tmp_path}", f"ckpt={exported}", f"benchmark={tiny_dataset}",
             f"output_dir={tmp_path / 'eval'}", f"sequence_length={T}", "max_objects=2", "num_steps=2",
             "octree_resolution=20", "metrics.n_points=2000", "metrics.iou_resolution=24",
-            'variants=[spatial,"blockmask:anchor=false:noise_share_alpha=0"]', "gallery.objects=1",
+            'variants=[spatial,rope,"blockmask:anchor=false:noise_share_alpha=0"]', "gallery.objects=1",
             "gallery.methods=[4d,first_frame_repeat]", "gallery.size=32",
         ])  # fmt: skip
     HydraConfig.instance().set_config(cfg)
     summary = run_evaluate(cfg)
     no_anchor = "variant:blockmask:anchor=false:noise_share_alpha=0"
-    assert set(summary) == {"4d", "per_frame", "first_frame_repeat", "variant:spatial", no_anchor}
+    assert set(summary) == {"4d", "per_frame", "first_frame_repeat", "variant:spatial", "variant:rope", no_anchor}
     for row in summary.values():
         assert row["sequences"] == 2 and 0.0 <= row["iou"] <= 1.0 and row["chamfer"] >= 0.0
         assert row["seconds"] > 0 and row["memory_mb"] > 0 and row["tflops"] > 0
     # compute: the frame-diagonal mask < blockmask without anchor < blockmask; per frame = T runs at T=1
     assert summary["variant:spatial"]["tflops"] < summary[no_anchor]["tflops"] < summary["4d"]["tflops"]
+    assert summary["4d"]["tflops"] < summary["variant:rope"]["tflops"]  # rope: dense joint attention
     assert summary["first_frame_repeat"]["tflops"] == pytest.approx(summary["per_frame"]["tflops"] / T)
     saved = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert saved["objects"] == 2 and saved["methods"]["4d"]["chamfer"] == pytest.approx(summary["4d"]["chamfer"])
-    assert len((tmp_path / "eval" / "per_sequence.csv").read_text().strip().splitlines()) == 1 + 2 * 5
+    assert saved["settings"]["metrics"] == {"n_points": 2000, "iou_resolution": 24, "fscore_tau": 0.05}
+    assert saved["settings"]["num_steps"] == 2 and saved["wall_seconds"] > 0
+    assert len((tmp_path / "eval" / "per_sequence.csv").read_text().strip().splitlines()) == 1 + 2 * 6
     from PIL import Image
 
     gallery = Image.open(tmp_path / "eval" / "gallery.png")  # input, ground truth, 4d, first_frame_repeat rows

@@ -16,16 +16,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import trimesh
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sculpt4d.errors import InputError
 
@@ -70,10 +68,26 @@ def load_object(
     return frames, gts
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def resolve_benchmark(cfg: DictConfig) -> Path:
+    """The benchmark folder: as given, then under ``data/``; a missing ``tiny/benchmark`` or ``tiny/ood`` is
+    prepared first (``prepare_missing``, the recipe of ``make data-tiny``), so a fresh clone evaluates."""
+    name = str(cfg.benchmark)
+    for root in (Path(name), Path(str(cfg.paths.data_dir)) / name):
+        if root.is_dir() and any(root.iterdir()):
+            return root
+    if cfg.get("prepare_missing", True):
+        from sculpt4d.prep.tiny import prepare_known_split
+
+        print(
+            f"[sculpt4d] benchmark '{name}' not found: preparing it (about 1 min on 2 CPU cores)", flush=True
+        )
+        root = prepare_known_split(name, Path(str(cfg.paths.data_dir)), Path(str(cfg.paths.root_dir)))
+        if root is not None:
+            return root
+    raise InputError(
+        f"benchmark folder '{name}' not found (tried it as given and under {cfg.paths.data_dir}); "
+        "pass benchmark=<folder in the DESIGN §6 format>, or run `make data-tiny` for data/tiny/{benchmark,ood}"
+    )
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -97,14 +111,14 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
 def run_method(
     pipeline, frames: list[Path], method: str, cfg: DictConfig, sampling: dict[str, Any] | None = None
 ) -> tuple[list[trimesh.Trimesh], list, float, float]:
-    """Meshes, preprocessed input images, seconds and DiT FLOPs of one method on one sequence."""
+    """Meshes, preprocessed input images, seconds and DiT FLOPs of one method on one sequence.
+
+    Peak memory: reset here by the caller (:func:`sculpt4d.utils.memory.reset_peak_memory`)."""
     from sculpt4d.models.flops import sampling_flops
     from sculpt4d.predict import sampling_kwargs
 
     kwargs = {**sampling_kwargs(cfg), **(sampling or {})}
     model, M = pipeline.components.model, pipeline.components.conditioner.num_tokens
-    if pipeline.device.type == "cuda":  # memory_mb = this method's peak (CPU: the process's peak RSS so far)
-        torch.cuda.reset_peak_memory_stats(pipeline.device)
     t0 = time.perf_counter()
     if method == "first_frame_repeat":
         out = pipeline(frames[:1], per_frame=True, **kwargs)
@@ -163,17 +177,13 @@ def _table(summary: dict[str, dict[str, float]]) -> str:
 
 
 def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    from sculpt4d.metrics import evaluate_sequence
+    from sculpt4d.metrics import prepare_ground_truth, score_sequence
     from sculpt4d.predict import build_pipeline
     from sculpt4d.utils.io import atomic_path, write_json
+    from sculpt4d.utils.memory import peak_memory_mb, reset_peak_memory
 
-    root = Path(str(cfg.benchmark))
-    if not root.is_dir():
-        root = Path(str(cfg.paths.data_dir)) / str(cfg.benchmark)
-    if not root.is_dir():
-        raise InputError(
-            f"benchmark folder '{cfg.benchmark}' not found (run `make data-tiny` to create data/tiny/benchmark)"
-        )
+    t_start = time.perf_counter()
+    root = resolve_benchmark(cfg)
     objects = find_objects(root)
     if cfg.max_objects:  # evenly spaced: every category stays in
         objects = [objects[i] for i in evenly_spaced(len(objects), int(cfg.max_objects))]
@@ -194,13 +204,16 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             obj, int(cfg.sequence_length), int(cfg.cond_view), int(cfg.get("frame_stride", 1))
         )
         entry: dict[str, Any] = {"object": obj.name, "images": None, "rows": {"ground truth": gts}}
+        truth = prepare_ground_truth(gts, n_points=int(cfg.metrics.n_points))  # shared by every method
         for method in methods:
             pipe = pipelines.get(method, pipelines["base"])
+            reset_peak_memory(device)
             meshes, images, seconds, flops = run_method(
                 pipe, frames, "4d" if method.startswith("variant:") else method, cfg, sampling.get(method)
             )
-            m = evaluate_sequence(
-                meshes, gts, n_points=int(cfg.metrics.n_points), iou_res=int(cfg.metrics.iou_resolution)
+            memory_mb = peak_memory_mb(device)
+            m = score_sequence(
+                meshes, truth, iou_res=int(cfg.metrics.iou_resolution), tau=float(cfg.metrics.fscore_tau)
             )
             rows.append(
                 {
@@ -211,7 +224,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
                     "fscore": m["fscore"],
                     "jitter": m["jitter"],
                     "seconds": seconds,
-                    "memory_mb": peak_memory_mb(device),
+                    "memory_mb": memory_mb,
                     "tflops": flops / 1e12,
                 }
             )
@@ -240,12 +253,23 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))
         writer.writeheader()
         writer.writerows(rows)
-    write_json(
-        out_dir / "summary.json", {"benchmark": str(root), "objects": len(objects), "methods": summary}
-    )
     if gallery:
         write_gallery(gallery, out_dir / "gallery.png", size=int(gcfg.get("size", 128)))
+    settings = {
+        k: cfg[k] for k in ("num_steps", "guidance_scale", "octree_resolution", "frame_stride", "seed")
+    }
+    write_json(
+        out_dir / "summary.json",
+        {
+            "benchmark": str(root),
+            "objects": len(objects),
+            "wall_seconds": time.perf_counter() - t_start,
+            "settings": {**settings, "metrics": OmegaConf.to_container(cfg.metrics)},
+            "methods": summary,
+        },
+    )
     print(_table(summary))
+    print(f"[sculpt4d] {len(objects)} sequences in {(time.perf_counter() - t_start) / 60:.1f} min")
     print(f"[sculpt4d] wrote {out_dir / 'summary.json'}" + (" and gallery.png" if gallery else ""))
     return summary
 

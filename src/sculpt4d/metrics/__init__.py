@@ -8,13 +8,21 @@ from sculpt4d.metrics.distance import (
     fscore,
     sample_surface,
 )
-from sculpt4d.metrics.evaluate import evaluate_sequence
+from sculpt4d.metrics.evaluate import GroundTruth, evaluate_sequence, prepare_ground_truth, score_sequence
 from sculpt4d.metrics.normalize import apply_normalization, normalize_sequence
-from sculpt4d.metrics.occupancy import default_bounds, grid_points, occupancy, volume_iou
+from sculpt4d.metrics.occupancy import (
+    default_bounds,
+    grid_points,
+    occupancy,
+    occupancy_grid,
+    scanline_occupancy,
+    volume_iou,
+)
 from sculpt4d.metrics.temporal import consecutive_chamfers, temporal_jitter
 
 __all__ = [
     "WORST_CHAMFER",
+    "GroundTruth",
     "SurfaceSamples",
     "apply_normalization",
     "chamfer_distance",
@@ -26,6 +34,10 @@ __all__ = [
     "grid_points",
     "normalize_sequence",
     "occupancy",
+    "occupancy_grid",
+    "prepare_ground_truth",
+    "scanline_occupancy",
+    "score_sequence",
     "sample_surface",
     "temporal_jitter",
     "volume_iou",

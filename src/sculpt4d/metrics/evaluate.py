@@ -1,18 +1,98 @@
-"""One call that scores a predicted sequence against its ground truth (DESIGN §7)."""
+"""Score a predicted sequence against its ground truth (DESIGN §7).
+
+The ground truth is normalised and sampled once (:func:`prepare_ground_truth`) and can then score any
+number of predictions (:func:`score_sequence`): an evaluation compares several methods per sequence.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import trimesh
 
 from sculpt4d.errors import InputError
-from sculpt4d.metrics.distance import chamfer_fscore_from_samples, sample_surface
+from sculpt4d.metrics.distance import SurfaceSamples, chamfer_fscore_from_samples, sample_surface
 from sculpt4d.metrics.normalize import apply_normalization, normalize_sequence
-from sculpt4d.metrics.occupancy import volume_iou
-from sculpt4d.metrics.temporal import jitter_from_samples
+from sculpt4d.metrics.occupancy import Bounds, volume_iou
+from sculpt4d.metrics.temporal import consecutive_chamfers, jitter_from_chamfers
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """A ground-truth sequence in its own sequence normalisation, with its surface samples."""
+
+    meshes: list[trimesh.Trimesh | None]  # normalised, T frames
+    samples: list[SurfaceSamples]  # n_points per frame, sampled with `seed`
+    consecutive: np.ndarray  # [T-1] Chamfer distance between consecutive frames
+    center: np.ndarray  # [3] of the normalisation (v - center) / scale
+    scale: float
+    n_points: int
+    seed: int
+
+
+def prepare_ground_truth(
+    gts: Sequence[trimesh.Trimesh | None],
+    n_points: int = 100_000,
+    seed: int = 0,
+    normalize: bool = True,
+    workers: int = -1,
+) -> GroundTruth:
+    """Normalise ``gts`` with their sequence normalisation (``normalize_sequence``) and sample them."""
+    if len(gts) == 0:
+        raise InputError("evaluate_sequence: empty sequences; pass at least one frame.")
+    center, scale = normalize_sequence(gts) if normalize else (np.zeros(3), 1.0)
+    meshes = apply_normalization(gts, center, scale)
+    samples = [sample_surface(m, n_points, seed) for m in meshes]
+    return GroundTruth(
+        meshes,
+        samples,
+        consecutive_chamfers(samples, workers),
+        np.asarray(center),
+        float(scale),
+        n_points,
+        seed,
+    )
+
+
+def score_sequence(
+    preds: Sequence[trimesh.Trimesh | None],
+    gt: GroundTruth,
+    iou_res: int = 128,
+    tau: float = 0.05,
+    iou_bounds: Bounds | None = None,
+    workers: int = -1,
+) -> dict[str, Any]:
+    """Chamfer, volumetric IoU, F-score@tau (means over frames) and temporal jitter of ``preds`` vs ``gt``.
+
+    ``preds`` get the ground truth's normalisation and sampling (same ``n_points`` and ``seed`` for every
+    surface, so identical frames give identical samples and exactly zero distance); the samples are shared
+    by Chamfer, F-score and jitter. Returns
+    ``dict(chamfer, iou, fscore, jitter, per_frame=[dict(frame, chamfer, iou, fscore)], center, scale)``.
+    """
+    if len(preds) != len(gt.meshes):
+        raise InputError(
+            f"evaluate_sequence: {len(preds)} predicted frames but {len(gt.meshes)} ground-truth frames; "
+            "pass sequences of equal length (trim the longer one)."
+        )
+    preds_n = apply_normalization(preds, gt.center, gt.scale)
+    p_samples = [sample_surface(m, gt.n_points, gt.seed) for m in preds_n]
+    per_frame = []
+    for t, (pred, truth) in enumerate(zip(preds_n, gt.meshes, strict=True)):
+        cd, f = chamfer_fscore_from_samples(p_samples[t], gt.samples[t], tau, workers)
+        iou = volume_iou(pred, truth, resolution=iou_res, bounds=iou_bounds)
+        per_frame.append(dict(frame=t, chamfer=cd, iou=iou, fscore=f))
+    return dict(
+        chamfer=float(np.mean([r["chamfer"] for r in per_frame])),
+        iou=float(np.mean([r["iou"] for r in per_frame])),
+        fscore=float(np.mean([r["fscore"] for r in per_frame])),
+        jitter=jitter_from_chamfers(consecutive_chamfers(p_samples, workers), gt.consecutive),
+        per_frame=per_frame,
+        center=[float(c) for c in gt.center],
+        scale=gt.scale,
+    )
 
 
 def evaluate_sequence(
@@ -23,41 +103,17 @@ def evaluate_sequence(
     tau: float = 0.05,
     seed: int = 0,
     normalize: bool = True,
-    iou_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+    iou_bounds: Bounds | None = None,
     workers: int = -1,
 ) -> dict[str, Any]:
-    """Chamfer, volumetric IoU, F-score@tau (means over frames) and temporal jitter of ``preds`` vs ``gts``.
+    """One prediction against one ground truth: :func:`prepare_ground_truth` + :func:`score_sequence`.
 
-    With ``normalize=True`` both sequences get the ground truth's sequence normalisation
-    (``normalize_sequence``) first. Each surface is sampled once (``n_points``, the same ``seed`` for every surface,
-    so identical frames give identical samples and exactly zero distance) and the samples are shared by
-    Chamfer, F-score and jitter. Returns
-    ``dict(chamfer, iou, fscore, jitter, per_frame=[dict(frame, chamfer, iou, fscore)], center, scale)``.
+    With ``normalize=True`` both sequences get the ground truth's sequence normalisation first.
     """
-    if len(preds) != len(gts):
+    if len(preds) != len(gts):  # checked before the ground truth is sampled
         raise InputError(
             f"evaluate_sequence: {len(preds)} predicted frames but {len(gts)} ground-truth frames; "
             "pass sequences of equal length (trim the longer one)."
         )
-    if len(gts) == 0:
-        raise InputError("evaluate_sequence: empty sequences; pass at least one frame.")
-    center, scale = normalize_sequence(gts) if normalize else (np.zeros(3), 1.0)
-    preds_n = apply_normalization(preds, center, scale)
-    gts_n = apply_normalization(gts, center, scale)
-
-    p_samples = [sample_surface(m, n_points, seed) for m in preds_n]
-    g_samples = [sample_surface(m, n_points, seed) for m in gts_n]
-    per_frame = []
-    for t in range(len(gts)):
-        cd, f = chamfer_fscore_from_samples(p_samples[t], g_samples[t], tau, workers)
-        iou = volume_iou(preds_n[t], gts_n[t], resolution=iou_res, bounds=iou_bounds)
-        per_frame.append(dict(frame=t, chamfer=cd, iou=iou, fscore=f))
-    return dict(
-        chamfer=float(np.mean([r["chamfer"] for r in per_frame])),
-        iou=float(np.mean([r["iou"] for r in per_frame])),
-        fscore=float(np.mean([r["fscore"] for r in per_frame])),
-        jitter=jitter_from_samples(p_samples, g_samples, workers),
-        per_frame=per_frame,
-        center=[float(c) for c in center],
-        scale=float(scale),
-    )
+    gt = prepare_ground_truth(gts, n_points, seed, normalize, workers)
+    return score_sequence(preds, gt, iou_res, tau, iou_bounds, workers)

@@ -1,8 +1,19 @@
-"""Volumetric IoU on an occupancy grid, with inside/outside from generalised winding numbers.
+"""Volumetric IoU on an occupancy grid.
 
-``igl.fast_winding_number`` gives ~1 inside and ~0 outside a closed surface and degrades gracefully
-on holes, self-intersections and open surfaces (a non-watertight prediction still gets a sensible
-inside). A point is inside when ``|w| > 0.5``, so inverted face orientation does not matter.
+Two exact ways to tell inside from outside, picked per mesh by :func:`occupancy_grid`:
+
+- **scanline** (watertight meshes, the ground truth and marching-cubes predictions): one ray per grid
+  column along z; the signed crossings of the ray with the triangles, accumulated from -inf, give the
+  winding number of every cell centre of the column. Cost ∝ (triangle, column) pairs + R³ — about 50×
+  faster than querying R³ points (``benchmarks/metrics.py``). Ties (a ray through an edge or vertex) are
+  broken by the top-left rule on an exactly antisymmetric edge function, so each ray crosses a closed
+  surface a consistent number of times.
+- **winding numbers** (any mesh, the fallback for open ones): ``igl.fast_winding_number`` gives ~1 inside
+  and ~0 outside a closed surface and degrades gracefully on holes, self-intersections and open
+  surfaces (a non-watertight prediction still gets a sensible inside).
+
+A point is inside when the winding number is non-zero (scanline) / ``|w| > 0.5`` (igl), so inverted face
+orientation does not matter.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ import trimesh
 from sculpt4d.metrics._mesh import clean_mesh
 
 Bounds = tuple[Sequence[float], Sequence[float]]
+MAX_PAIRS = 4_000_000  # (triangle, column) pairs per scanline chunk: bounds memory at ~200 MB
 
 
 def grid_points(bounds: Bounds, resolution: int) -> np.ndarray:
@@ -27,7 +39,7 @@ def grid_points(bounds: Bounds, resolution: int) -> np.ndarray:
 
 
 def occupancy(mesh: trimesh.Trimesh | None, points: np.ndarray) -> np.ndarray:
-    """Boolean inside-ness of ``points`` [..., 3] (all False for an empty mesh)."""
+    """Boolean inside-ness of arbitrary ``points`` [..., 3] by winding numbers (all False for an empty mesh)."""
     shape = points.shape[:-1]
     flat = points.reshape(-1, 3)
     inside = np.zeros(len(flat), dtype=bool)
@@ -44,6 +56,85 @@ def occupancy(mesh: trimesh.Trimesh | None, points: np.ndarray) -> np.ndarray:
         w = igl.fast_winding_number(verts, faces, np.ascontiguousarray(flat[cand]))
         inside[cand] = np.abs(w) > 0.5
     return inside.reshape(shape)
+
+
+def _edge(pu: np.ndarray, pv: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Edge function of the directed edge a→b at points (pu, pv): > 0 left of it, exactly antisymmetric.
+
+    ``a``, ``b``: [n, 2]. The value is computed from the lexicographically smaller endpoint and negated
+    for the reversed edge, so the two triangles sharing an edge get bit-exact opposite values.
+    """
+    swap = (a[:, 0] > b[:, 0]) | ((a[:, 0] == b[:, 0]) & (a[:, 1] > b[:, 1]))
+    p = np.where(swap[:, None], b, a)
+    q = np.where(swap[:, None], a, b)
+    e = (q[:, 0] - p[:, 0]) * (pv - p[:, 1]) - (q[:, 1] - p[:, 1]) * (pu - p[:, 0])
+    return np.where(swap, -e, e)
+
+
+def _covers(e: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Inside test of one edge with the top-left tie rule (a point on the edge counts for one side only)."""
+    du, dv = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
+    top_left = (dv < 0) | ((dv == 0) & (du < 0))
+    return (e > 0) | ((e == 0) & top_left)
+
+
+def scanline_occupancy(mesh: trimesh.Trimesh | None, bounds: Bounds, resolution: int) -> np.ndarray:
+    """Occupancy of the ``resolution``^3 cell centres of ``bounds`` (the :func:`grid_points` grid), [R, R, R].
+
+    Exact for closed (watertight) meshes; see the module docstring. Rays run along z.
+    """
+    R = int(resolution)
+    occ = np.zeros((R, R, R), dtype=bool)
+    m = clean_mesh(mesh)
+    if m is None:
+        return occ
+    lo = np.asarray(bounds[0], dtype=np.float64).reshape(3)
+    hi = np.asarray(bounds[1], dtype=np.float64).reshape(3)
+    p = (np.asarray(m.vertices, dtype=np.float64) - lo) / ((hi - lo) / R) - 0.5  # cell centre i at i
+    tri = p[np.asarray(m.faces)]  # [F, 3 corners, xyz]
+    area2 = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (tri[:, 1, 1] - tri[:, 0, 1]) * (
+        tri[:, 2, 0] - tri[:, 0, 0]
+    )
+    tri, area2 = tri[area2 != 0], area2[area2 != 0]  # edge-on triangles: rays hit their neighbours
+    flip = area2 < 0  # make every triangle counter-clockwise in (x, y); remember its facing in `sign`
+    tri[flip] = tri[flip][:, [0, 2, 1]]
+    sign = np.where(flip, -1, 1).astype(np.int32)
+    area2 = np.abs(area2)
+    cmin = np.clip(np.ceil(tri[:, :, :2].min(axis=1)), 0, R).astype(np.int64)  # [F, 2] first column
+    cmax = np.clip(np.floor(tri[:, :, :2].max(axis=1)), -1, R - 1).astype(np.int64)  # last column
+    count = np.maximum(cmax - cmin + 1, 0)  # [F, 2] columns per axis
+    n = count[:, 0] * count[:, 1]
+    crossings = np.zeros((R, R, R + 1), dtype=np.int32)  # signed crossings before cell k of column (x, y)
+    starts = np.concatenate([[0], np.cumsum(n)])
+    f0 = 0
+    while f0 < len(n):  # chunks of triangles with at most MAX_PAIRS (triangle, column) pairs
+        f1 = max(int(np.searchsorted(starts, starts[f0] + MAX_PAIRS, side="right")) - 1, f0 + 1)
+        idx = np.repeat(np.arange(f0, f1), n[f0:f1])  # [P] triangle of each pair
+        local = np.arange(len(idx)) - np.repeat(starts[f0:f1] - starts[f0], n[f0:f1])
+        cu = cmin[idx, 0] + local // count[idx, 1]
+        cv = cmin[idx, 1] + local % count[idx, 1]
+        a, b, c = (tri[idx, k, :2] for k in range(3))
+        e_ab, e_bc, e_ca = _edge(cu, cv, a, b), _edge(cu, cv, b, c), _edge(cu, cv, c, a)
+        hit = _covers(e_ab, a, b) & _covers(e_bc, b, c) & _covers(e_ca, c, a)
+        t = idx[hit]
+        z = (e_bc[hit] * tri[t, 0, 2] + e_ca[hit] * tri[t, 1, 2] + e_ab[hit] * tri[t, 2, 2]) / area2[t]
+        k = np.clip(np.floor(z) + 1, 0, R).astype(np.int64)  # first cell centre beyond the crossing
+        np.add.at(crossings, (cu[hit], cv[hit], k), sign[t])
+        f0 = f1
+    return np.cumsum(crossings[:, :, :R], axis=2) != 0
+
+
+def occupancy_grid(mesh: trimesh.Trimesh | None, bounds: Bounds, resolution: int) -> np.ndarray:
+    """Occupancy of the cell centres of a ``resolution``^3 grid over ``bounds``, shape [R, R, R].
+
+    Watertight meshes use the exact scanline path, others the winding-number fallback.
+    """
+    m = clean_mesh(mesh)
+    if m is None:
+        return np.zeros((resolution,) * 3, dtype=bool)
+    if m.is_watertight:
+        return scanline_occupancy(m, bounds, resolution)
+    return occupancy(m, grid_points(bounds, resolution))
 
 
 def default_bounds(*meshes: trimesh.Trimesh | None, pad: float = 0.02) -> Bounds | None:
@@ -74,9 +165,8 @@ def volume_iou(
         bounds = default_bounds(a, b)
         if bounds is None:
             return 1.0
-    pts = grid_points(bounds, resolution)
-    occ_a = occupancy(a, pts)
-    occ_b = occupancy(b, pts)
+    occ_a = occupancy_grid(a, bounds, resolution)
+    occ_b = occupancy_grid(b, bounds, resolution)
     union = int(np.logical_or(occ_a, occ_b).sum())
     if union == 0:
         return 1.0 if clean_mesh(a) is None and clean_mesh(b) is None else 0.0

@@ -27,9 +27,12 @@ def jitter_from_samples(
         raise InputError(
             f"temporal jitter needs as many predicted frames as ground-truth ones, got {len(pred)} vs {len(gt)}"
         )
-    if len(pred) < 2:
-        return 0.0
-    return float(np.abs(consecutive_chamfers(pred, workers) - consecutive_chamfers(gt, workers)).mean())
+    return jitter_from_chamfers(consecutive_chamfers(pred, workers), consecutive_chamfers(gt, workers))
+
+
+def jitter_from_chamfers(pred_cd: np.ndarray, gt_cd: np.ndarray) -> float:
+    """Mean |pred_cd - gt_cd| of two [T-1] consecutive-frame Chamfer series; 0.0 when they are empty."""
+    return float(np.abs(pred_cd - gt_cd).mean()) if len(gt_cd) else 0.0
 
 
 def temporal_jitter(
