@@ -14,21 +14,15 @@ import json
 import os
 from pathlib import Path
 
-
-def label(method: str) -> str:
-    """``variant:full`` -> ``full``; the trained model's own mask is named (``4d (blockmask)``)."""
-    return "4d (blockmask)" if method == "4d" else method.removeprefix("variant:")
+from sculpt4d.evaluate import format_table, method_label
 
 
-def markdown_table(summary: dict) -> str:
-    head = "| method | Chamfer ↓ | IoU ↑ | F-score ↑ | jitter ↓ | DiT TFLOPs | s / sequence |"
-    lines = [head, "|---|---|---|---|---|---|---|"]
-    for method, row in summary["methods"].items():
-        lines.append(
-            f"| {label(method)} | {row['chamfer']:.4f} | {row['iou']:.3f} | {row['fscore']:.3f} | "
-            f"{row['jitter']:.4f} | {row['tflops']:.2f} | {row['seconds']:.1f} |"
-        )
-    return "\n".join(lines)
+def run_name(path: Path) -> str:
+    """The run's folder name, or a multirun job's overrides (its folder is only a job number)."""
+    summary = json.loads(path.read_text())
+    if path.parent.name.isdigit() and summary.get("overrides"):
+        return " ".join(summary["overrides"])
+    return path.parent.name
 
 
 def plot(summaries: list[tuple[str, dict]], path: Path) -> None:
@@ -39,12 +33,13 @@ def plot(summaries: list[tuple[str, dict]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     markers = "osD^v<>p*h"
-    for k, (_, summary) in enumerate(summaries):
+    for k, (name, summary) in enumerate(summaries):
         for method, row in summary["methods"].items():
             for ax, metric in zip(axes, ("iou", "chamfer")):
-                ax.scatter(row["tflops"], row[metric], marker=markers[k % len(markers)], s=40)
+                ax.scatter(row["tflops"], row[metric], marker=markers[k % len(markers)], s=40,
+                           label=name if method == next(iter(summary["methods"])) else None)  # fmt: skip
                 ax.annotate(
-                    label(method),
+                    method_label(method),
                     (row["tflops"], row[metric]),
                     fontsize=7,
                     xytext=(4, 3),
@@ -54,6 +49,7 @@ def plot(summaries: list[tuple[str, dict]], path: Path) -> None:
         ax.set_xlabel("DiT TFLOPs per 8-frame sequence (sampling, CFG pair)")
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, title="run", title_fontsize=7)
     fig.suptitle(" · ".join(f"{name}: {s['objects']} sequences" for name, s in summaries), fontsize=9)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
@@ -67,10 +63,10 @@ def main() -> None:
     ap.add_argument("summaries", type=Path, nargs="+")
     ap.add_argument("--plot", type=Path, default=Path("docs/images/quality_vs_compute.png"))
     args = ap.parse_args()
-    loaded = [(p.parent.name, json.loads(p.read_text())) for p in args.summaries]
+    loaded = [(run_name(p), json.loads(p.read_text())) for p in args.summaries]
     for name, summary in loaded:
         print(f"\n{name} ({summary['objects']} sequences, {summary['benchmark']}):\n")
-        print(markdown_table(summary))
+        print(format_table(summary["methods"], markdown=True))
     plot(loaded, args.plot)
     print(f"\nwrote {args.plot}")
 

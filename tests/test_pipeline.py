@@ -292,6 +292,36 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
     assert gallery.height == 4 * 32 and gallery.width > T * 32
 
 
+def test_evaluate_multirun_sweep_keeps_one_summary_per_job(exported, tmp_path, tiny_dataset):
+    """`python -m sculpt4d.evaluate -m ...` as typed: each sweep job scores its variant into its own folder."""
+    import json
+
+    cmd = [sys.executable, "-m", "sculpt4d.evaluate", "-m", "variants=[full],[temporal]", "methods=[4d]",
+           f"ckpt={exported}", f"benchmark={tiny_dataset}", f"sequence_length={T}", "max_objects=1", "num_steps=2",
+           "octree_resolution=16", "metrics.n_points=500", "metrics.iou_resolution=16", "gallery.objects=0",
+           f"paths.root_dir={ROOT}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    jobs = [json.loads((tmp_path / "sweep" / str(n) / "summary.json").read_text()) for n in (0, 1)]
+    for job, variant in zip(jobs, ["full", "temporal"], strict=True):
+        assert f"variants=[{variant}]" in job["overrides"]
+        assert set(job["methods"]) == {"4d", f"variant:{variant}"}
+    assert jobs[0]["methods"]["variant:full"]["tflops"] > jobs[1]["methods"]["variant:temporal"]["tflops"]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [("num_steps=1", r"num_steps=1 must be >= 2"), ("noise_share_alpha=1.5", r"noise_share_alpha=1.5 must lie"),
+     ("octree_resolution=4", r"octree_resolution=4 must be >= 8")],
+)  # fmt: skip
+def test_out_of_range_sampling_options_name_the_key(tmp_path, override, message):
+    from sculpt4d.predict import sampling_kwargs
+
+    assert sampling_kwargs(_cfg(tmp_path))["num_steps"] == 50
+    with pytest.raises(InputError, match=message):
+        sampling_kwargs(_cfg(tmp_path, override))
+
+
 def test_parse_variant_specs():
     from sculpt4d.errors import InputError
     from sculpt4d.evaluate import parse_variant

@@ -5,10 +5,30 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 
+def per_job_dir(path: str) -> str:
+    """``path``, or in a Hydra multirun this job's own folder (``<sweep dir>/<job number>``), so sweep jobs
+    never overwrite each other's outputs."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return str(HydraConfig.get().runtime.output_dir)
+    return str(path)
+
+
+def task_overrides() -> list[str]:
+    """The command-line overrides of this Hydra job (empty outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def register_resolvers() -> None:
-    """``${basename:path}``: the last component of a path (used for default output folders)."""
+    """``${basename:path}``: the last component of a path; ``${per_job:path}``: see :func:`per_job_dir`."""
     if not OmegaConf.has_resolver("basename"):
         OmegaConf.register_new_resolver("basename", lambda p: Path(str(p)).name)
+    if not OmegaConf.has_resolver("per_job"):
+        OmegaConf.register_new_resolver("per_job", per_job_dir)
 
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"

@@ -14,7 +14,6 @@ baseline), and optional variants run with the same weights: another attention ma
 from __future__ import annotations
 
 import csv
-import io
 import json
 import time
 from pathlib import Path
@@ -167,22 +166,47 @@ def write_gallery(entries: list[dict[str, Any]], path: Path, size: int = 128, ma
     return path
 
 
-def _table(summary: dict[str, dict[str, float]]) -> str:
-    cols = ["chamfer", "iou", "fscore", "jitter", "seconds", "memory_mb", "tflops"]
-    buf = io.StringIO()
-    buf.write(f"{'method':<24}" + "".join(f"{c:>11}" for c in cols) + "\n")
-    for name, row in summary.items():
-        buf.write(f"{name:<24}" + "".join(f"{row.get(c, float('nan')):>11.4f}" for c in cols) + "\n")
-    return buf.getvalue()
+#: summary columns: (header, format); the printed table and the README's markdown tables use the same formats
+COLUMNS = {
+    "chamfer": ("Chamfer ↓", ".4f"),
+    "iou": ("IoU ↑", ".3f"),
+    "fscore": ("F-score ↑", ".3f"),
+    "jitter": ("jitter ↓", ".4f"),
+    "tflops": ("DiT TFLOPs", ".2f"),
+    "seconds": ("s / sequence", ".1f"),
+    "memory_mb": ("peak MiB", ".0f"),
+}
+
+
+def method_label(method: str) -> str:
+    """``variant:full`` -> ``full``; the trained model's own mask is named (``4d (blockmask)``)."""
+    return "4d (blockmask)" if method == "4d" else method.removeprefix("variant:")
+
+
+def format_table(summary: dict[str, dict[str, float]], markdown: bool = False) -> str:
+    """The per-method summary as aligned text (printed by the run) or as a markdown table (README)."""
+    rows = [[method_label(m)] + [format(r.get(k, float("nan")), f) for k, (_, f) in COLUMNS.items()]
+            for m, r in summary.items()]  # fmt: skip
+    header = ["method"] + [h for h, _ in COLUMNS.values()]
+    if markdown:
+        lines = [header, ["---"] * len(header), *rows]
+        return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        for cells in [header, *rows]
+    )
 
 
 def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    from sculpt4d.config import task_overrides
     from sculpt4d.metrics import prepare_ground_truth, score_sequence
-    from sculpt4d.predict import build_pipeline
+    from sculpt4d.predict import build_pipeline, sampling_kwargs
     from sculpt4d.utils.io import atomic_path, write_json
     from sculpt4d.utils.memory import peak_memory_mb, reset_peak_memory
 
     t_start = time.perf_counter()
+    sampling_kwargs(cfg)  # bad sampling options fail here, before any preparation or model loading
     root = resolve_benchmark(cfg)
     objects = find_objects(root)
     if cfg.max_objects:  # evenly spaced: every category stays in
@@ -264,11 +288,12 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             "benchmark": str(root),
             "objects": len(objects),
             "wall_seconds": time.perf_counter() - t_start,
+            "overrides": task_overrides(),
             "settings": {**settings, "metrics": OmegaConf.to_container(cfg.metrics)},
             "methods": summary,
         },
     )
-    print(_table(summary))
+    print(format_table(summary))
     print(f"[sculpt4d] {len(objects)} sequences in {(time.perf_counter() - t_start) / 60:.1f} min")
     print(f"[sculpt4d] wrote {out_dir / 'summary.json'}" + (" and gallery.png" if gallery else ""))
     return summary

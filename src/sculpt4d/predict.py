@@ -41,7 +41,18 @@ def build_pipeline(cfg: DictConfig):
 
 
 def sampling_kwargs(cfg: DictConfig) -> dict:
-    """The pipeline-call options of a predict/evaluate config (the original inference arguments)."""
+    """The pipeline-call options of a predict/evaluate config (the original inference arguments).
+
+    Out-of-range values raise :class:`InputError` naming the key, before any work starts.
+    """
+    checks = {
+        "num_steps": (int(cfg.num_steps) >= 2, "must be >= 2 (the Euler schedule needs two time points)"),
+        "noise_share_alpha": (0.0 <= float(cfg.noise_share_alpha) <= 1.0, "must lie in [0, 1]"),
+        "octree_resolution": (int(cfg.octree_resolution) >= 8, "must be >= 8 (marching-cubes grid)"),
+    }
+    for key, (ok, rule) in checks.items():
+        if not ok:
+            raise InputError(f"{key}={cfg[key]} {rule}")
     return dict(
         num_steps=int(cfg.num_steps),
         guidance_scale=float(cfg.guidance_scale),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import resource
 from pathlib import Path
 
@@ -11,11 +12,20 @@ _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 
 
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``), so the resident set is live memory."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def reset_peak_memory(device: torch.device) -> bool:
     """Start a new peak measurement; False where the CPU peak cannot be reset (then it is the process's)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return True
+    _release_free_heap()
     try:  # Linux >= 4.0: writing 5 resets VmHWM, the peak resident set size, to the current one
         _CLEAR_REFS.write_text("5")
         return True
