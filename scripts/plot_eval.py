@@ -10,8 +10,10 @@ DiT TFLOPs per sequence for every method / variant, and prints each run's table 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import re
 from pathlib import Path
 
 from sculpt4d.evaluate import format_table, method_label
@@ -23,6 +25,26 @@ def run_name(path: Path) -> str:
     if path.parent.name.isdigit() and summary.get("overrides"):
         return " ".join(summary["overrides"])
     return path.parent.name
+
+
+def category_table(per_sequence: Path) -> str | None:
+    """Mean IoU / Chamfer per method and object category (objects named ``<category>_<seed>``), markdown."""
+    rows = list(csv.DictReader(per_sequence.open()))
+    if not rows or not all(re.fullmatch(r"[a-z]+_\d+", r["object"]) for r in rows):
+        return None
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cats = sorted({r["object"].split("_")[0] for r in rows})
+    lines = ["| category | " + " | ".join(f"{method_label(m)} IoU / CD" for m in methods) + " |"]
+    lines.append("|---" * (len(methods) + 1) + "|")
+    for cat in cats:
+        cells = []
+        for m in methods:
+            sel = [r for r in rows if r["method"] == m and r["object"].startswith(cat + "_")]
+            iou = sum(float(r["iou"]) for r in sel) / len(sel)
+            cd = sum(float(r["chamfer"]) for r in sel) / len(sel)
+            cells.append(f"{iou:.3f} / {cd:.4f}")
+        lines.append(f"| {cat} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(summaries: list[tuple[str, dict]], path: Path) -> None:
@@ -67,6 +89,10 @@ def main() -> None:
     for name, summary in loaded:
         print(f"\n{name} ({summary['objects']} sequences, {summary['benchmark']}):\n")
         print(format_table(summary["methods"], markdown=True))
+    for path in args.summaries:
+        per_category = category_table(path.parent / "per_sequence.csv")
+        if per_category:
+            print(f"\n{run_name(path)} per category:\n\n{per_category}")
     plot(loaded, args.plot)
     print(f"\nwrote {args.plot}")
 

@@ -28,7 +28,9 @@ def _cfg(tmp_path: Path, benchmark: str, prepare: bool = True):
 
 
 def test_missing_unknown_benchmark_says_what_to_do(tmp_path):
-    with pytest.raises(InputError, match=r"benchmark folder 'mine/bench' not found.*benchmark=<folder"):
+    with pytest.raises(
+        InputError, match=r"benchmark folder 'mine/bench' not found or incomplete.*benchmark=<"
+    ):
         resolve_benchmark(_cfg(tmp_path, "mine/bench"))
     with pytest.raises(InputError, match="make data-tiny"):
         resolve_benchmark(_cfg(tmp_path, "tiny/benchmark", prepare=False))
@@ -57,6 +59,9 @@ def test_missing_default_benchmark_is_prepared_on_first_use(tmp_path, monkeypatc
     hi = np.max([g.bounds[1] for g in gts], axis=0)
     assert np.all(lo >= -1.0) and np.all(hi <= 1.0) and (hi - lo).max() > 1.5  # the VAE's [-1, 1] frame
     assert resolve_benchmark(_cfg(tmp_path, "tiny/benchmark")) == root  # second call: found, not re-made
+    (root / "prep_failures.json").unlink()  # as after an interrupted preparation: resumed, not used as is
+    assert resolve_benchmark(_cfg(tmp_path, "tiny/benchmark")) == root
+    assert (root / "prep_failures.json").is_file()
 
 
 def test_cpu_peak_memory_is_per_stage():
@@ -69,3 +74,28 @@ def test_cpu_peak_memory_is_per_stage():
     reset_peak_memory(cpu)
     second = peak_memory_mb(cpu)
     assert first - second > 250
+
+
+def test_plot_eval_tables_and_plot(tmp_path):
+    """scripts/plot_eval.py: the README's markdown tables (same formats as the printed table) and the plot."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "benchmark"
+    run.mkdir()
+    row = dict(chamfer=0.07591, iou=0.2843, fscore=0.6227, jitter=0.01104, tflops=1.4241, seconds=15.71,
+               memory_mb=1560.4, sequences=2)  # fmt: skip
+    methods = {"4d": row, "variant:full": {**row, "tflops": 1.79, "iou": 0.25}}
+    (run / "summary.json").write_text(json.dumps({"objects": 2, "benchmark": "b", "methods": methods}))
+    (run / "per_sequence.csv").write_text(
+        "object,method,chamfer,iou\ngear_100000,4d,0.1,0.2\nbox_100000,4d,0.05,0.4\n"
+        "gear_100000,variant:full,0.2,0.1\nbox_100000,variant:full,0.06,0.3\n"
+    )
+    png = tmp_path / "plot.png"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_eval.py"), str(run / "summary.json"),
+                          "--plot", str(png)], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| 4d (blockmask) | 0.0759 | 0.284 | 0.623 | 0.0110 | 1.42 | 15.7 | 1560 |" in res.stdout
+    assert "| full | 0.0759 | 0.250 |" in res.stdout
+    assert "| box | 0.400 / 0.0500 | 0.300 / 0.0600 |" in res.stdout  # per category: IoU / Chamfer
+    assert png.stat().st_size > 10_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import trimesh
@@ -206,6 +208,21 @@ def test_scanline_rays_through_edges_and_vertices_cross_once():
     strict[3:7, 3:7] = True  # columns strictly inside the box's footprint
     assert np.array_equal(occ[strict], ref[strict]) and occ[strict][:, z_inside].all()
     assert occ.any(axis=2).sum() == 25  # of the 6 x 6 columns on or inside the footprint: 5 x 5 (tie rule)
+
+
+def test_occupancy_grid_merges_split_vertices_before_choosing_the_path(monkeypatch):
+    occ_mod = importlib.import_module(
+        "sculpt4d.metrics.occupancy"
+    )  # the package re-exports a function of that name
+
+    split = trimesh.creation.box((0.5, 0.3, 0.7))
+    split.unmerge_vertices()  # as a GLB mesh with per-face normals: 36 vertices, no shared edges
+    assert not split.is_watertight
+    bounds = default_bounds(split)
+    ref = occupancy(split, grid_points(bounds, 20))
+    monkeypatch.setattr(occ_mod, "occupancy", lambda *a: pytest.fail("took the winding-number fallback"))
+    assert np.array_equal(occupancy_grid(split, bounds, 20), ref)
+    assert len(split.vertices) == 36  # the caller's mesh is untouched
 
 
 def test_occupancy_grid_of_an_open_mesh_uses_winding_numbers():

@@ -68,23 +68,22 @@ def load_object(
 
 
 def resolve_benchmark(cfg: DictConfig) -> Path:
-    """The benchmark folder: as given, then under ``data/``; a missing ``tiny/benchmark`` or ``tiny/ood`` is
-    prepared first (``prepare_missing``, the recipe of ``make data-tiny``), so a fresh clone evaluates."""
-    name = str(cfg.benchmark)
-    for root in (Path(name), Path(str(cfg.paths.data_dir)) / name):
-        if root.is_dir() and any(root.iterdir()):
-            return root
-    if cfg.get("prepare_missing", True):
-        from sculpt4d.prep.tiny import prepare_known_split
+    """The benchmark folder: as given, then under ``data/``.
 
-        print(
-            f"[sculpt4d] benchmark '{name}' not found: preparing it (about 1 min on 2 CPU cores)", flush=True
-        )
-        root = prepare_known_split(name, Path(str(cfg.paths.data_dir)), Path(str(cfg.paths.root_dir)))
-        if root is not None:
+    A missing or interrupted (no ``prep_failures.json`` yet) ``tiny/benchmark`` or ``tiny/ood`` is prepared
+    first with the recipe of ``make data-tiny`` (``prepare_missing``), so a fresh clone evaluates.
+    """
+    from sculpt4d.prep.tiny import KNOWN_SPLITS, prepare_known_split
+
+    name, data_dir = str(cfg.benchmark), Path(str(cfg.paths.data_dir))
+    for root in (Path(name), data_dir / name):
+        if root.is_dir() and (name not in KNOWN_SPLITS or (root / "prep_failures.json").is_file()):
             return root
+    if name in KNOWN_SPLITS and cfg.get("prepare_missing", True):
+        print(f"[sculpt4d] benchmark '{name}' missing or incomplete: preparing it (< 1 min on 2 CPU cores)")
+        return prepare_known_split(name, data_dir, Path(str(cfg.paths.root_dir)))
     raise InputError(
-        f"benchmark folder '{name}' not found (tried it as given and under {cfg.paths.data_dir}); "
+        f"benchmark folder '{name}' not found or incomplete (tried it as given and under {data_dir}); "
         "pass benchmark=<folder in the DESIGN §6 format>, or run `make data-tiny` for data/tiny/{benchmark,ood}"
     )
 

@@ -127,11 +127,15 @@ def scanline_occupancy(mesh: trimesh.Trimesh | None, bounds: Bounds, resolution:
 def occupancy_grid(mesh: trimesh.Trimesh | None, bounds: Bounds, resolution: int) -> np.ndarray:
     """Occupancy of the cell centres of a ``resolution``^3 grid over ``bounds``, shape [R, R, R].
 
-    Watertight meshes use the exact scanline path, others the winding-number fallback.
+    Watertight meshes use the exact scanline path, others the winding-number fallback. Vertices split by
+    the source format (per-face normals or UVs, as in most GLB meshes) are merged first, so a closed surface
+    stored that way still takes the fast path.
     """
-    m = clean_mesh(mesh)
+    m = clean_mesh(mesh)  # a fresh copy: merging below leaves the caller's mesh as it is
     if m is None:
         return np.zeros((resolution,) * 3, dtype=bool)
+    if not m.is_watertight:
+        m.merge_vertices()
     if m.is_watertight:
         return scanline_occupancy(m, bounds, resolution)
     return occupancy(m, grid_points(bounds, resolution))

@@ -37,6 +37,7 @@ TINY = dict(
 SEED_OFFSET = {"train": 0, "benchmark": BENCHMARK_SEED_OFFSET}
 BENCH_PER_CATEGORY = 4  # the default held-out benchmark: 4 sequences per category (20)
 PREP_STAGES = ("frames", "render", "sample")
+KNOWN_SPLITS = ("tiny/benchmark", "tiny/ood")  # what evaluation can prepare on first use
 
 
 def _stats(results: list[dict], seconds: float, **extra) -> dict:
@@ -77,16 +78,13 @@ def prepare_glb_split(src: Path, out: Path, workers: int = 2, overwrite: bool = 
     return _stats(res, time.perf_counter() - ts)
 
 
-def prepare_known_split(name: str, data_dir: Path, root_dir: Path, workers: int = 2) -> Path | None:
-    """Prepare the benchmark ``name`` (``tiny/benchmark`` or ``tiny/ood``) under ``data_dir``.
-
-    Returns its folder, or ``None`` when ``name`` is not one of the splits this project knows how to make.
-    """
+def prepare_known_split(name: str, data_dir: Path, root_dir: Path, workers: int = 2) -> Path:
+    """Prepare (or finish preparing) the benchmark ``name``, one of :data:`KNOWN_SPLITS`, under ``data_dir``."""
     out = data_dir / "tiny"
     if name == "tiny/benchmark":
         prepare_procedural_split(out, "benchmark", BENCH_PER_CATEGORY, CATEGORIES, workers, verify=True)
     elif name == "tiny/ood":
         prepare_glb_split(root_dir / "tests" / "assets" / "gltf", out, workers=workers)
     else:
-        return None
+        raise ValueError(f"unknown split {name!r}; known: {KNOWN_SPLITS}")
     return data_dir / name
