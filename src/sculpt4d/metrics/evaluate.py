@@ -33,6 +33,14 @@ class GroundTruth:
     seed: int
 
 
+def _check_lengths(n_pred: int, n_gt: int) -> None:
+    if n_pred != n_gt:
+        raise InputError(
+            f"evaluate_sequence: {n_pred} predicted frames but {n_gt} ground-truth frames; "
+            "pass sequences of equal length (trim the longer one)."
+        )
+
+
 def prepare_ground_truth(
     gts: Sequence[trimesh.Trimesh | None],
     n_points: int = 100_000,
@@ -72,11 +80,7 @@ def score_sequence(
     by Chamfer, F-score and jitter. Returns
     ``dict(chamfer, iou, fscore, jitter, per_frame=[dict(frame, chamfer, iou, fscore)], center, scale)``.
     """
-    if len(preds) != len(gt.meshes):
-        raise InputError(
-            f"evaluate_sequence: {len(preds)} predicted frames but {len(gt.meshes)} ground-truth frames; "
-            "pass sequences of equal length (trim the longer one)."
-        )
+    _check_lengths(len(preds), len(gt.meshes))
     preds_n = apply_normalization(preds, gt.center, gt.scale)
     p_samples = [sample_surface(m, gt.n_points, gt.seed) for m in preds_n]
     per_frame = []
@@ -110,10 +114,6 @@ def evaluate_sequence(
 
     With ``normalize=True`` both sequences get the ground truth's sequence normalisation first.
     """
-    if len(preds) != len(gts):  # checked before the ground truth is sampled
-        raise InputError(
-            f"evaluate_sequence: {len(preds)} predicted frames but {len(gts)} ground-truth frames; "
-            "pass sequences of equal length (trim the longer one)."
-        )
+    _check_lengths(len(preds), len(gts))  # before the ground truth is sampled
     gt = prepare_ground_truth(gts, n_points, seed, normalize, workers)
     return score_sequence(preds, gt, iou_res, tau, iou_bounds, workers)
