@@ -19,9 +19,8 @@ from pathlib import Path
 from sculpt4d.evaluate import format_table, method_label
 
 
-def run_name(path: Path) -> str:
+def run_name(path: Path, summary: dict) -> str:
     """The run's folder name, or a multirun job's overrides (its folder is only a job number)."""
-    summary = json.loads(path.read_text())
     if path.parent.name.isdigit() and summary.get("overrides"):
         return " ".join(summary["overrides"])
     return path.parent.name
@@ -85,14 +84,15 @@ def main() -> None:
     ap.add_argument("summaries", type=Path, nargs="+")
     ap.add_argument("--plot", type=Path, default=Path("docs/images/quality_vs_compute.png"))
     args = ap.parse_args()
-    loaded = [(run_name(p), json.loads(p.read_text())) for p in args.summaries]
+    summaries = [json.loads(p.read_text()) for p in args.summaries]
+    loaded = [(run_name(p, s), s) for p, s in zip(args.summaries, summaries)]
     for name, summary in loaded:
         print(f"\n{name} ({summary['objects']} sequences, {summary['benchmark']}):\n")
         print(format_table(summary["methods"], markdown=True))
-    for path in args.summaries:
+    for path, (name, _) in zip(args.summaries, loaded):
         per_category = category_table(path.parent / "per_sequence.csv")
         if per_category:
-            print(f"\n{run_name(path)} per category:\n\n{per_category}")
+            print(f"\n{name} per category:\n\n{per_category}")
     plot(loaded, args.plot)
     print(f"\nwrote {args.plot}")
 
