@@ -247,7 +247,9 @@ def test_with_attention_keeps_weights_and_changes_only_the_mask(exported):
     pipe = Sculpt4DPipeline.from_pretrained(exported)
     spatial = pipe.with_attention("spatial")
     assert spatial.components.model.variant == "spatial" and spatial.components.model.block_size == 8
-    assert torch.equal(spatial.components.model.adapter.frame_embed, pipe.components.model.adapter.frame_embed)
+    assert torch.equal(
+        spatial.components.model.adapter.frame_embed, pipe.components.model.adapter.frame_embed
+    )
     cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))
     a = pipe.sample_latents(cond, num_steps=3, progress=False)
     b = spatial.sample_latents(cond, num_steps=3, progress=False)
@@ -273,7 +275,14 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
     HydraConfig.instance().set_config(cfg)
     summary = run_evaluate(cfg)
     no_anchor = "variant:blockmask:anchor=false:noise_share_alpha=0"
-    assert set(summary) == {"4d", "per_frame", "first_frame_repeat", "variant:spatial", "variant:rope", no_anchor}
+    assert set(summary) == {
+        "4d",
+        "per_frame",
+        "first_frame_repeat",
+        "variant:spatial",
+        "variant:rope",
+        no_anchor,
+    }
     for row in summary.values():
         assert row["sequences"] == 2 and 0.0 <= row["iou"] <= 1.0 and row["chamfer"] >= 0.0
         assert row["seconds"] > 0 and row["memory_mb"] > 0 and row["tflops"] > 0
@@ -282,13 +291,17 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
     assert summary["4d"]["tflops"] < summary["variant:rope"]["tflops"]  # rope: dense joint attention
     assert summary["first_frame_repeat"]["tflops"] == pytest.approx(summary["per_frame"]["tflops"] / T)
     saved = json.loads((tmp_path / "eval" / "summary.json").read_text())
-    assert saved["objects"] == 2 and saved["methods"]["4d"]["chamfer"] == pytest.approx(summary["4d"]["chamfer"])
+    assert saved["objects"] == 2 and saved["methods"]["4d"]["chamfer"] == pytest.approx(
+        summary["4d"]["chamfer"]
+    )
     assert saved["settings"]["metrics"] == {"n_points": 2000, "iou_resolution": 24, "fscore_tau": 0.05}
     assert saved["settings"]["num_steps"] == 2 and saved["wall_seconds"] > 0
     assert len((tmp_path / "eval" / "per_sequence.csv").read_text().strip().splitlines()) == 1 + 2 * 6
     from PIL import Image
 
-    gallery = Image.open(tmp_path / "eval" / "gallery.png")  # input, ground truth, 4d, first_frame_repeat rows
+    gallery = Image.open(
+        tmp_path / "eval" / "gallery.png"
+    )  # input, ground truth, 4d, first_frame_repeat rows
     assert gallery.height == 4 * 32 and gallery.width > T * 32
 
 
@@ -348,5 +361,7 @@ def test_list_frames_takes_every_kth_frame_and_says_what_is_missing(tmp_path):
         "frame_0008.png",
     ]
     assert len(list_frames(tmp_path, 10)) == 10
-    with pytest.raises(InputError, match=r"10 image\(s\) found but the model needs 13 frames.*frame_stride=3"):
+    with pytest.raises(
+        InputError, match=r"10 image\(s\) found but the model needs 13 frames.*frame_stride=3"
+    ):
         list_frames(tmp_path, 4, stride=4)
