@@ -4,8 +4,8 @@ Two exact ways to tell inside from outside, picked per mesh by :func:`occupancy_
 
 - **scanline** (watertight meshes, the ground truth and marching-cubes predictions): one ray per grid
   column along z; the signed crossings of the ray with the triangles, accumulated from -inf, give the
-  winding number of every cell centre of the column. Cost ∝ (triangle, column) pairs + R³ — about 50×
-  faster than querying R³ points (``benchmarks/metrics.py``). Ties (a ray through an edge or vertex) are
+  winding number of every cell centre of the column. Cost ∝ (triangle, column) pairs + R³ — 12–90×
+  faster than querying R³ points with igl (``benchmarks/metrics.py``). Ties (a ray through an edge or vertex) are
   broken by the top-left rule on an exactly antisymmetric edge function, so each ray crosses a closed
   surface a consistent number of times.
 - **winding numbers** (any mesh, the fallback for open ones): ``igl.fast_winding_number`` gives ~1 inside
