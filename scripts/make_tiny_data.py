@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sculpt4d.prep.procedural import CATEGORIES  # noqa: E402
+from sculpt4d.prep.procedural import BENCHMARK_SEED_OFFSET, CATEGORIES  # noqa: E402
 from sculpt4d.prep.tiny import (  # noqa: E402
     BENCH_PER_CATEGORY,
     DEMO_VIEW,
     TINY,
+    benchmark_split_name,
     prepare_glb_split,
     prepare_procedural_split,
 )
@@ -33,8 +34,17 @@ from sculpt4d.utils.io import write_json  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="data/tiny")
-    ap.add_argument("--n-per-category", type=int, default=60)
+    ap.add_argument(
+        "--n-per-category", type=int, default=200, help="training sequences per category (0: none)"
+    )
     ap.add_argument("--bench-per-category", type=int, default=BENCH_PER_CATEGORY)
+    ap.add_argument(
+        "--bench-seed-offset",
+        type=int,
+        default=BENCHMARK_SEED_OFFSET,
+        help="first seed of the held-out split; another offset draws a fresh split into "
+        "<out>/benchmark_<offset> (e.g. --n-per-category 0 --bench-seed-offset 200000)",
+    )
     ap.add_argument("--categories", nargs="*", default=list(CATEGORIES))
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--verify-train", action="store_true", help="also verify every train object (slower)")
@@ -52,11 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     stats: dict = {"params": {k: list(v) if isinstance(v, tuple) else v for k, v in TINY.items()},
                    "demo_view": DEMO_VIEW, "splits": {}}  # fmt: skip
-    for split, n in (("train", args.n_per_category), ("benchmark", args.bench_per_category)):
+    bench = benchmark_split_name(args.bench_seed_offset)
+    offsets = {"train": 0, bench: args.bench_seed_offset}
+    for split, n in (("train", args.n_per_category), (bench, args.bench_per_category)):
         if n > 0:
-            verify = split == "benchmark" or args.verify_train
+            verify = split != "train" or args.verify_train
             stats["splits"][split] = prepare_procedural_split(
-                out, split, n, args.categories, args.workers, verify, args.overwrite
+                out,
+                split,
+                n,
+                args.categories,
+                args.workers,
+                verify,
+                args.overwrite,
+                seed_offset=offsets[split],
             )
     if args.ood is not None:
         stats["splits"]["ood"] = prepare_glb_split(args.ood, out, args.workers, args.overwrite)

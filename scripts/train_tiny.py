@@ -1,15 +1,16 @@
 """Train the tiny model end to end on CPU (``make train-tiny``): VAE -> 3D DiT -> 4D temporal adapter.
 
-Each stage is ``python train.py experiment=tiny_<stage>`` in its own process with a wall-clock budget
-(``trainer.max_time``), writing ``<out>/dit/tiny_<stage>/`` (checkpoints, CSV log, ``export/``); the next stage
-starts from the previous export (``init_from``). The VAE stage records ``scale_factor = 1/std`` of its
-posterior means on training data in its export's ``config.yaml``. The 3D stage trains the conditioner
-jointly; the 4D stage freezes it. At the end the 4D export is shipped to ``--ship`` (default
+Each stage is ``python train.py experiment=tiny_<stage>`` in its own process: every hyper-parameter, the
+wall-clock budget (``trainer.max_time``) included, lives in ``conf/experiment/tiny_{vae,dit3d,4d}.yaml``; this
+script only passes paths, the seed and the trainer. Each writes ``<out>/dit/tiny_<stage>/`` (checkpoints, CSV
+log, ``export/``); the next stage starts from the previous export (``init_from``). The VAE stage records the
+per-channel statistics of its posterior means in its export's ``config.yaml``. The 3D stage trains the
+conditioner jointly; the 4D stage freezes it. At the end the 4D export is shipped to ``--ship`` (default
 ``data/checkpoints/tiny``: ``model.safetensors`` + ``config.yaml`` + ``metrics.json``) and the loss curves
 are drawn to ``docs/images/tiny_loss_curves.png``.
 
-    python scripts/train_tiny.py --data data/tiny                    # ~45 min on 2 cores
-    python scripts/train_tiny.py --data data/tiny --minutes 2 2 2    # a smoke run
+    python scripts/train_tiny.py --data data/tiny                    # 52 min of training on 2 cores
+    python scripts/train_tiny.py --data data/tiny --minutes 2 2 2    # a smoke run (overrides the budgets)
     python scripts/train_tiny.py --data data/tiny --only 4d          # redo a stage from the existing exports
     python scripts/train_tiny.py --data data/tiny_pack --trainer gpu ...  # on a GPU: scripts/train_tiny_gpu.sh
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("vae", "dit3d", "4d")
+EXPERIMENTS = {"vae": "tiny_vae", "dit3d": "tiny_dit3d", "4d": "tiny_4d"}
 
 
 def _hms(minutes: float) -> str:
@@ -95,7 +97,7 @@ def plot_curves(stage_dirs: dict[str, Path], path: Path) -> None:
             )
         ax.set_title(
             {
-                "vae": "1. VAE (BCE + 1e-3 KL)",
+                "vae": "1. VAE (BCE + 1e-4 KL)",
                 "dit3d": "2. 3D DiT (flow matching)",
                 "4d": "3. 4D adapter (flow matching)",
             }[stage]
@@ -113,27 +115,30 @@ def plot_curves(stage_dirs: dict[str, Path], path: Path) -> None:
 
 
 def run_stage(
-    stage: str, args: argparse.Namespace, minutes: float, steps: int, init_from: Path | None, log_path: Path
+    stage: str,
+    args: argparse.Namespace,
+    minutes: float | None,
+    steps: int | None,
+    init_from: Path | None,
+    log_path: Path,
 ) -> float:
-    exp = {"vae": "tiny_vae", "dit3d": "tiny_dit3d", "4d": "tiny_4d"}[stage]
+    exp = EXPERIMENTS[stage]
     cmd = [
         sys.executable,
         str(ROOT / "train.py"),
         f"experiment={exp}",
         f"data.root={args.data}/train",
         f"output_folder={args.out}",
-        f"trainer.max_time={_hms(minutes)}",
-        f"training.steps={steps}",
         "callbacks=plain",
         "extras.print_config=false",
         f"hydra.run.dir={args.out}/hydra/{stage}",
         f"seed={args.seed}",
         f"trainer={args.trainer}",
-        "+callbacks.fit_to_time._target_=sculpt4d.lit.callbacks.FitScheduleToTime",
-        "+callbacks.fit_to_time.calibration_steps=15",
     ]
-    if stage == "4d":
-        cmd += [f"sequence_length={args.frames}", f"attention={args.attention}", "config_name=tiny_4d"]
+    if minutes is not None:
+        cmd.append(f"trainer.max_time={_hms(minutes)}")
+    if steps is not None:
+        cmd.append(f"training.steps={steps}")
     if init_from is not None:
         cmd.append(f"init_from={init_from}")
     if args.resume:
@@ -165,21 +170,18 @@ def main(argv: list[str] | None = None) -> None:
         "--minutes",
         type=float,
         nargs=3,
-        default=(15.0, 15.0, 15.0),
+        default=None,
         metavar=("VAE", "DIT3D", "4D"),
-        help="wall-clock budget per stage (trainer.max_time)",
+        help="override the experiments' wall-clock budgets (trainer.max_time), e.g. for a smoke run",
     )
     p.add_argument(
         "--steps",
         type=int,
         nargs=3,
-        default=(20000, 20000, 20000),
+        default=None,
         metavar=("VAE", "DIT3D", "4D"),
-        help="upper bound of the schedule per stage; the FitScheduleToTime callback shrinks it to what "
-        "the time budget allows (measured step rate), so the LR cosine ends with the budget",
+        help="override the experiments' schedule bounds (training.steps)",
     )
-    p.add_argument("--frames", type=int, default=8, help="sequence length of the 4D stage")
-    p.add_argument("--attention", default="blockmask")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--trainer", default="cpu", help="trainer config of every stage: cpu | gpu (conf/trainer/)"
@@ -214,8 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         "dit3d": args.out / "dit/tiny_dit3d",
         "4d": args.out / "dit/tiny_4d",
     }
-    budgets = dict(zip(STAGES, args.minutes))
-    steps = dict(zip(STAGES, args.steps))
+    budgets = dict(zip(STAGES, args.minutes or (None,) * 3))
+    steps = dict(zip(STAGES, args.steps or (None,) * 3))
     times: dict[str, float] = {}
     prev = {"vae": None, "dit3d": stage_dirs["vae"] / "export", "4d": stage_dirs["dit3d"] / "export"}
     if args.init is not None:
@@ -235,8 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     summary: dict[str, object] = {
         "stages": {},
         "data": str(args.data),
-        "frames": args.frames,
-        "attention": args.attention,
+        "experiments": [EXPERIMENTS[s] for s in STAGES],
         "seed": args.seed,
     }
     for stage in STAGES:
@@ -249,7 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     if vae_cfg.is_file():
         from omegaconf import OmegaConf
 
-        summary["scale_factor"] = float(OmegaConf.load(vae_cfg).model.vae.scale_factor)
+        vae_node = OmegaConf.load(vae_cfg).model.vae
+        summary["scale_factor"] = float(vae_node.scale_factor)
+        if vae_node.get("latent_std") is not None:
+            summary["latent_std"] = [round(float(x), 4) for x in vae_node.latent_std]
     summary["total_minutes"] = round((time.monotonic() - t_total) / 60, 2)
     final = stage_dirs["4d"] / "export"
     if (final / "model.safetensors").is_file():

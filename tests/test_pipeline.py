@@ -275,17 +275,26 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
     HydraConfig.instance().set_config(cfg)
     summary = run_evaluate(cfg)
     no_anchor = "variant:blockmask:anchor=false:noise_share_alpha=0"
-    assert set(summary) == {
-        "4d",
-        "per_frame",
-        "first_frame_repeat",
-        "variant:spatial",
-        "variant:rope",
-        no_anchor,
-    }
-    for row in summary.values():
+    references = {"vae_reconstruction", "oracle_static"}
+    assert (
+        set(summary)
+        == {
+            "4d",
+            "per_frame",
+            "first_frame_repeat",
+            "variant:spatial",
+            "variant:rope",
+            no_anchor,
+        }
+        | references
+    )
+    for method, row in summary.items():
         assert row["sequences"] == 2 and 0.0 <= row["iou"] <= 1.0 and row["chamfer"] >= 0.0
-        assert row["seconds"] > 0 and row["memory_mb"] > 0 and row["tflops"] > 0
+        assert 0.0 <= row["motion_iou"] <= 1.0
+        assert row["memory_mb"] > 0 and (method in references or (row["seconds"] > 0 and row["tflops"] > 0))
+    # the reference rows: the ground truth's own frame 0 repeated is exact there and never moves
+    assert summary["oracle_static"]["motion_iou"] == 0.0 and summary["oracle_static"]["tflops"] == 0.0
+    assert summary["oracle_static"]["chamfer"] < summary["4d"]["chamfer"]
     # compute: the frame-diagonal mask < blockmask without anchor < blockmask; per frame = T runs at T=1
     assert summary["variant:spatial"]["tflops"] < summary[no_anchor]["tflops"] < summary["4d"]["tflops"]
     assert summary["4d"]["tflops"] < summary["variant:rope"]["tflops"]  # rope: dense joint attention
@@ -296,7 +305,8 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
     )
     assert saved["settings"]["metrics"] == {"n_points": 2000, "iou_resolution": 24, "fscore_tau": 0.05}
     assert saved["settings"]["num_steps"] == 2 and saved["wall_seconds"] > 0
-    assert len((tmp_path / "eval" / "per_sequence.csv").read_text().strip().splitlines()) == 1 + 2 * 6
+    assert len((tmp_path / "eval" / "per_sequence.csv").read_text().strip().splitlines()) == 1 + 2 * 8
+    assert set(saved["categories"]["obj"]) == set(summary)  # fixture objects obj_000.. form one category
     from PIL import Image
 
     gallery = Image.open(

@@ -4,11 +4,14 @@
     python -m sculpt4d.evaluate benchmark=/data/bench max_objects=10 variants=[full,temporal]
     python -m sculpt4d.evaluate 'variants=["blockmask:anchor=false","blockmask:noise_share_alpha=0"]'
 
-Writes ``<output_dir>/per_sequence.csv`` and ``<output_dir>/summary.json`` (per method: chamfer, iou,
-fscore, jitter, seconds, memory, DiT TFLOPs) and prints a table. Methods compared in one run: the 4D model, the same
-model applied per frame (T=1: the 3D baseline), the first frame's prediction repeated (a trivial
-baseline), and optional variants run with the same weights: another attention mask, mask options
-(``anchor=false``) or sampling options (``noise_share_alpha=0``), see :func:`parse_variant`.
+Writes ``<output_dir>/per_sequence.csv`` and ``<output_dir>/summary.json`` (per method and per category:
+chamfer, iou, fscore, jitter, motion IoU, seconds, memory, DiT TFLOPs) and prints a table. Methods compared in
+one run: the 4D model, the same model applied per frame (T=1: the 3D baseline), the first frame's prediction
+repeated (a trivial baseline), two reference rows — ``vae_reconstruction`` (the ground truth's surface
+samples encoded and decoded: the latent's ceiling) and ``oracle_static`` (the ground-truth frame 0 repeated:
+what a perfect but static model scores) — and optional variants run with the same weights: another attention
+mask, mask options (``anchor=false``) or sampling options (``noise_share_alpha=0``), see :func:`parse_variant`.
+Sequence i is sampled with seed ``seed + i``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import trimesh
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -27,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from sculpt4d.errors import InputError
 
 SAMPLING_KEYS = ("noise_share_alpha", "guidance_scale", "num_steps", "seed")
+REFERENCE_METHODS = ("vae_reconstruction", "oracle_static")  # need the ground truth, not the model
 VAE_RANGE = 2.0 * 0.9999  # [-0.5, 0.5] sequence normalisation -> the VAE's [-1, 1] box
 
 
@@ -42,11 +47,16 @@ def find_objects(root: Path) -> list[Path]:
     return objs
 
 
+def select_frames(obj_dir: Path, sequence_length: int, stride: int = 1) -> list[Path]:
+    """The evaluated frame folders: every ``stride``-th from the first."""
+    return sorted((obj_dir / "render_cond").glob("frame_*"))[::stride][:sequence_length]
+
+
 def load_object(
     obj_dir: Path, sequence_length: int, cond_view: int, stride: int = 1
 ) -> tuple[list[Path], list[trimesh.Trimesh]]:
     """Input frames (one view, the same camera for every frame) and GT meshes in the VAE's frame."""
-    frame_dirs = sorted((obj_dir / "render_cond").glob("frame_*"))[::stride][:sequence_length]
+    frame_dirs = select_frames(obj_dir, sequence_length, stride)
     if len(frame_dirs) < sequence_length:
         raise InputError(
             f"{obj_dir}: {len(frame_dirs)} frames at frame_stride={stride}, need sequence_length={sequence_length}"
@@ -70,16 +80,17 @@ def load_object(
 def resolve_benchmark(cfg: DictConfig) -> Path:
     """The benchmark folder: as given, then under ``data/``.
 
-    A missing or interrupted (no ``prep_failures.json`` yet) ``tiny/benchmark`` or ``tiny/ood`` is prepared
-    first with the recipe of ``make data-tiny`` (``prepare_missing``), so a fresh clone evaluates.
+    A missing or interrupted (no ``prep_failures.json`` yet) ``tiny/benchmark``, ``tiny/ood`` or fresh held-out
+    split ``tiny/benchmark_<seed offset>`` is prepared first with the recipe of ``make data-tiny``
+    (``prepare_missing``), so a fresh clone evaluates.
     """
-    from sculpt4d.prep.tiny import KNOWN_SPLITS, prepare_known_split
+    from sculpt4d.prep.tiny import is_known_split, prepare_known_split
 
     name, data_dir = str(cfg.benchmark), Path(str(cfg.paths.data_dir))
     for root in (Path(name), data_dir / name):
-        if root.is_dir() and (name not in KNOWN_SPLITS or (root / "prep_failures.json").is_file()):
+        if root.is_dir() and (not is_known_split(name) or (root / "prep_failures.json").is_file()):
             return root
-    if name in KNOWN_SPLITS and cfg.get("prepare_missing", True):
+    if is_known_split(name) and cfg.get("prepare_missing", True):
         print(f"[sculpt4d] benchmark '{name}' missing or incomplete: preparing it (< 1 min on 2 CPU cores)")
         return prepare_known_split(name, data_dir, Path(str(cfg.paths.root_dir)))
     raise InputError(
@@ -106,11 +117,42 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return name, mask_cfg, sampling
 
 
+def surface_samples(obj_dir: Path, frame_dirs: list[Path], pc_size: int) -> torch.Tensor:
+    """The first ``pc_size`` random-surface samples of each frame as the VAE's input.  # [1, T, P, 7]"""
+    from sculpt4d.data.dataset import POINT_SCALE
+
+    path = obj_dir / "geo_data" / "4d_sample_new.npz"
+    if not path.is_file():
+        raise InputError(f"{path}: missing; vae_reconstruction needs the prepared surface samples")
+    with np.load(path, allow_pickle=False) as z:
+        frames = [z[f"{fd.name}/random_surface"][:pc_size].astype(np.float32) for fd in frame_dirs]
+    pts = torch.from_numpy(np.stack(frames))  # [T, P, 6]
+    xyz, normals = pts[..., :3] * POINT_SCALE, pts[..., 3:6]
+    normals = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    label = torch.zeros_like(xyz[..., :1])
+    return torch.cat([xyz, normals, label], dim=-1)[None]
+
+
+@torch.no_grad()
+def vae_reconstruction(pipeline, surface: torch.Tensor, kwargs: dict[str, Any]) -> list[trimesh.Trimesh]:
+    """Encode the ground truth's surface samples (posterior means) and decode them like a prediction."""
+    vae = pipeline.components.vae
+    z = vae.encode_sequence(surface.to(pipeline.device), sample_posterior=False)  # [1, T, N, C]
+    keys = ("octree_resolution", "mc_algo", "num_chunks", "hierarchical", "largest_component")
+    return pipeline.decode(vae.to_dit(z), **{k: kwargs[k] for k in keys})
+
+
 def run_method(
-    pipeline, frames: list[Path], method: str, cfg: DictConfig, sampling: dict[str, Any] | None = None
+    pipeline,
+    frames: list[Path],
+    method: str,
+    cfg: DictConfig,
+    sampling: dict[str, Any] | None = None,
+    truth: dict[str, Any] | None = None,
 ) -> tuple[list[trimesh.Trimesh], list, float, float]:
     """Meshes, preprocessed input images, seconds and DiT FLOPs of one method on one sequence.
 
+    ``truth`` (``gts``: the ground-truth meshes, ``surface``: their VAE input) feeds the reference methods.
     Peak memory: reset here by the caller (:func:`sculpt4d.utils.memory.reset_peak_memory`)."""
     from sculpt4d.models.flops import sampling_flops
     from sculpt4d.predict import sampling_kwargs
@@ -118,6 +160,14 @@ def run_method(
     kwargs = {**sampling_kwargs(cfg), **(sampling or {})}
     model, M = pipeline.components.model, pipeline.components.conditioner.num_tokens
     t0 = time.perf_counter()
+    if method in REFERENCE_METHODS:
+        if truth is None:
+            raise ValueError(f"method {method} needs the ground truth")
+        if method == "oracle_static":
+            meshes = [truth["gts"][0].copy() for _ in frames]
+        else:
+            meshes = vae_reconstruction(pipeline, truth["surface"], kwargs)
+        return meshes, [], time.perf_counter() - t0, 0.0
     if method == "first_frame_repeat":
         out = pipeline(frames[:1], per_frame=True, **kwargs)
         meshes = [out.meshes[0].copy() for _ in frames]
@@ -171,10 +221,17 @@ COLUMNS = {
     "iou": ("IoU ↑", ".3f"),
     "fscore": ("F-score ↑", ".3f"),
     "jitter": ("jitter ↓", ".4f"),
+    "motion_iou": ("motion IoU ↑", ".3f"),
     "tflops": ("DiT TFLOPs", ".2f"),
     "seconds": ("s / sequence", ".1f"),
     "memory_mb": ("peak MiB", ".0f"),
 }
+
+
+def category_of(obj_name: str) -> str:
+    """``door_100003`` -> ``door`` (the procedural naming); other names are their own category."""
+    head, sep, tail = obj_name.rpartition("_")
+    return head if sep and tail.isdigit() else obj_name
 
 
 def method_label(method: str) -> str:
@@ -195,6 +252,20 @@ def format_table(summary: dict[str, dict[str, float]], markdown: bool = False) -
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
         for cells in [header, *rows]
     )
+
+
+METRICS = ("chamfer", "iou", "fscore", "jitter", "motion_iou", "seconds", "memory_mb", "tflops")
+
+
+def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, float]]:
+    """Per method: the mean of every metric over its rows (NaN-aware) and the number of sequences."""
+    summary: dict[str, dict[str, float]] = {}
+    for method in methods:
+        sel = [r for r in rows if r["method"] == method]
+        if sel:
+            summary[method] = {k: float(np.nanmean([r[k] for r in sel])) for k in METRICS}
+            summary[method]["sequences"] = len(sel)
+    return summary
 
 
 def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
@@ -222,17 +293,28 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     gallery_objs = {objects[i].name for i in evenly_spaced(len(objects), int(gcfg.get("objects", 0) or 0))}
     gallery_methods = [str(m) for m in gcfg.get("methods", ["4d"])]
     gallery: list[dict[str, Any]] = []
-    for obj in objects:
-        frames, gts = load_object(
-            obj, int(cfg.sequence_length), int(cfg.cond_view), int(cfg.get("frame_stride", 1))
-        )
+    stride = int(cfg.get("frame_stride", 1))
+    pc_size = int(pipelines["base"].components.vae.encoder.pc_size)
+    for index, obj in enumerate(objects):
+        frames, gts = load_object(obj, int(cfg.sequence_length), int(cfg.cond_view), stride)
         entry: dict[str, Any] = {"object": obj.name, "images": None, "rows": {"ground truth": gts}}
-        truth = prepare_ground_truth(gts, n_points=int(cfg.metrics.n_points))  # shared by every method
+        truth = prepare_ground_truth(  # shared by every method
+            gts, n_points=int(cfg.metrics.n_points), motion_resolution=int(cfg.metrics.iou_resolution)
+        )
+        references: dict[str, Any] = {"gts": gts}
+        if "vae_reconstruction" in methods:
+            references["surface"] = surface_samples(obj, select_frames(obj, len(frames), stride), pc_size)
         for method in methods:
             pipe = pipelines.get(method, pipelines["base"])
             reset_peak_memory(device)
+            seed = {"seed": int(cfg.seed) + index}  # one noise draw per sequence
             meshes, images, seconds, flops = run_method(
-                pipe, frames, "4d" if method.startswith("variant:") else method, cfg, sampling.get(method)
+                pipe,
+                frames,
+                "4d" if method.startswith("variant:") else method,
+                cfg,
+                {**seed, **sampling.get(method, {})},
+                references,
             )
             memory_mb = peak_memory_mb(device)
             m = score_sequence(
@@ -246,6 +328,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
                     "iou": m["iou"],
                     "fscore": m["fscore"],
                     "jitter": m["jitter"],
+                    "motion_iou": m["motion_iou"],
                     "seconds": seconds,
                     "memory_mb": memory_mb,
                     "tflops": flops / 1e12,
@@ -253,23 +336,20 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             )
             print(
                 f"{obj.name:<28} {method:<20} CD {m['chamfer']:.4f} IoU {m['iou']:.3f} "
-                f"F {m['fscore']:.3f} jitter {m['jitter']:.4f} ({seconds:.1f} s)",
+                f"F {m['fscore']:.3f} jitter {m['jitter']:.4f} motion IoU {m['motion_iou']:.3f} ({seconds:.1f} s)",
                 flush=True,
             )
             if obj.name in gallery_objs and method in gallery_methods:
                 entry["rows"][method] = meshes
-                if method != "first_frame_repeat":
+                if images:
                     entry["images"] = images  # all T inputs
         if obj.name in gallery_objs and entry["images"] is not None:
             gallery.append(entry)
-    summary: dict[str, dict[str, float]] = {}
-    for method in methods:
-        sel = [r for r in rows if r["method"] == method]
-        summary[method] = {
-            k: float(np.mean([r[k] for r in sel]))
-            for k in ("chamfer", "iou", "fscore", "jitter", "seconds", "memory_mb", "tflops")
-        }
-        summary[method]["sequences"] = len(sel)
+    summary = summarise(rows, methods)
+    categories = sorted({category_of(r["object"]) for r in rows})
+    by_category = {
+        c: summarise([r for r in rows if category_of(r["object"]) == c], methods) for c in categories
+    }
     out_dir = Path(str(cfg.output_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "per_sequence.csv") as tmp, open(tmp, "w", newline="") as fh:
@@ -290,6 +370,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             "overrides": task_overrides(),
             "settings": {**settings, "metrics": OmegaConf.to_container(cfg.metrics)},
             "methods": summary,
+            "categories": by_category,
         },
     )
     print(format_table(summary))

@@ -174,20 +174,17 @@ class Sculpt4DPipeline:
 
     # ---------------------------------------------------------------- stages
     def load_images(self, frames: Sequence[str | Path | Image.Image | np.ndarray]) -> torch.Tensor:
-        """Read + preprocess frames -> ``[T, 3, S, S]`` in [-1, 1]."""
-        from sculpt4d.utils.images import load_image, preprocess_image
+        """Read + preprocess frames -> ``[T, 3, S, S]`` in [-1, 1] (``preprocess.crop``: per frame or one
+        box for the whole sequence, as the model was trained)."""
+        from sculpt4d.utils.images import load_image, preprocess_images
 
-        tensors = []
-        for frame in frames:
-            img = load_image(frame) if isinstance(frame, str | Path) else frame
-            tensors.append(
-                preprocess_image(
-                    img,
-                    size=int(self.preprocess_cfg["size"]),
-                    border_ratio=float(self.preprocess_cfg["border_ratio"]),
-                )
-            )
-        return torch.stack(tensors)  # [T, 3, S, S]
+        images = [load_image(f) if isinstance(f, str | Path) else f for f in frames]
+        return preprocess_images(
+            images,
+            crop=str(self.preprocess_cfg.get("crop", "frame")),
+            size=int(self.preprocess_cfg["size"]),
+            border_ratio=float(self.preprocess_cfg["border_ratio"]),
+        )  # [T, 3, S, S]
 
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
         return module.to(self.device) if self.offload else module
@@ -266,7 +263,7 @@ class Sculpt4DPipeline:
     ) -> list[trimesh.Trimesh]:
         """VAE-decode each frame and extract its surface."""
         vae = self._place(self.components.vae)
-        z = latents[0].float() / float(vae.scale_factor)  # [T, N, C]
+        z = vae.from_dit(latents[0].float())  # [T, N, C]
         meshes: list[trimesh.Trimesh] = []
         for t in range(z.shape[0]):
             mesh = vae.latents_to_mesh(

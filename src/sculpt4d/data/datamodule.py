@@ -64,6 +64,7 @@ class Objects4DDataModule(LightningDataModule):
         val_list: str | None = None,
         sequence_length: int = 8,
         stride: int = 1,
+        strides: Sequence[int] | None = None,
         pc_size: int = 40960,
         pc_sharpedge_size: int = 0,
         num_volume_points: int = 4096,
@@ -72,6 +73,7 @@ class Objects4DDataModule(LightningDataModule):
         val_load_volume: bool = True,
         preprocess_size: int = 512,
         border_ratio: float = 0.15,
+        crop: str = "frame",
         image_size: int | None = None,
         batch_size: int = 4,
         val_batch_size: int | None = None,
@@ -116,7 +118,7 @@ class Objects4DDataModule(LightningDataModule):
         if self.train_set is not None:
             return
         hp = self.hparams
-        span = (hp.sequence_length - 1) * hp.stride + 1
+        span = (hp.sequence_length - 1) * (min(hp.strides) if hp.strides else hp.stride) + 1
         train_dirs = list_object_dirs(hp.root, hp.train_list)
         if hp.val_root is not None or hp.val_list is not None:
             val_dirs = list_object_dirs(hp.val_root if hp.val_root is not None else hp.root, hp.val_list)
@@ -138,12 +140,14 @@ class Objects4DDataModule(LightningDataModule):
         common = dict(
             sequence_length=hp.sequence_length,
             stride=hp.stride,
+            strides=list(hp.strides) if hp.strides else None,
             pc_size=hp.pc_size,
             pc_sharpedge_size=hp.pc_sharpedge_size,
             num_volume_points=hp.num_volume_points,
             load_images=hp.load_images,
             preprocess_size=hp.preprocess_size,
             border_ratio=hp.border_ratio,
+            crop=hp.crop,
             image_size=hp.image_size,
             cache=hp.cache,
             cache_images=hp.cache_images,

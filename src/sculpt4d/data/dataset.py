@@ -55,6 +55,10 @@ class _LazyNpz:
 class Objects4DDataset(Dataset):
     """Per item: ``sequence_length`` consecutive frames (every ``stride``-th) of one object.
 
+    ``strides`` (optional) draws the stride of each item from a list (those that fit the object), so a
+    temporal model sees several frame rates; ``crop="sequence"`` crops every view to the union of its
+    frames' alpha boxes (:func:`sculpt4d.utils.images.recenter`), as inference does for such a model.
+
     Returns a dict:
       ``surface`` ``[T, P, 7]`` float32 — xyz·POINT_SCALE | unit normal | label (0 random, 1 sharp); the first
       ``pc_size`` rows are random-surface points, then ``pc_sharpedge_size`` sharp ones, **with the same point
@@ -71,6 +75,7 @@ class Objects4DDataset(Dataset):
         *,
         sequence_length: int = 8,
         stride: int = 1,
+        strides: Sequence[int] | None = None,
         pc_size: int = 40960,
         pc_sharpedge_size: int = 0,
         num_volume_points: int = 4096,
@@ -78,6 +83,7 @@ class Objects4DDataset(Dataset):
         load_volume: bool = False,
         preprocess_size: int = 512,
         border_ratio: float = 0.15,
+        crop: str = "frame",
         image_size: int | None = None,
         random_start: bool = True,
         camera: int | None = None,
@@ -90,6 +96,12 @@ class Objects4DDataset(Dataset):
         self.records = list(records)
         self.sequence_length = int(sequence_length)
         self.stride = int(stride)
+        self.strides = sorted({int(k) for k in strides}) if strides else [self.stride]
+        if min(self.strides) < 1:
+            raise ValueError(f"strides must be >= 1, got {list(self.strides)}")
+        if crop not in ("frame", "sequence"):
+            raise ValueError(f"crop must be 'frame' or 'sequence', got {crop!r}")
+        self.crop = crop
         self.pc_size = int(pc_size)
         self.pc_sharpedge_size = int(pc_sharpedge_size)
         self.num_volume_points = int(num_volume_points)
@@ -105,13 +117,14 @@ class Objects4DDataset(Dataset):
         self.on_bad_object = on_bad_object
         self._npz_cache: dict[Path, dict[str, np.ndarray]] = {}
         self._img_cache: OrderedDict[tuple[str, str, int], torch.Tensor] = OrderedDict()
+        self._box_cache: dict[tuple[str, int], tuple[int, int, int, int]] = {}
         self._bad: set[int] = set()  # per process (each worker keeps its own)
 
     # ------------------------------------------------------------------ helpers
     @property
     def span(self) -> int:
-        """Frames covered by one item."""
-        return (self.sequence_length - 1) * self.stride + 1
+        """Frames covered by one item (at the smallest stride)."""
+        return (self.sequence_length - 1) * min(self.strides) + 1
 
     def __len__(self) -> int:
         return len(self.records)
@@ -127,21 +140,45 @@ class Objects4DDataset(Dataset):
             return {k: data[k] for k in keys}
         return _LazyNpz(path).get(keys)
 
-    def _image(self, rec: ObjectRecord, frame: str, cam: int) -> torch.Tensor:
-        key = (rec.name, frame, cam)
-        if self.cache_images and key in self._img_cache:
-            return self._img_cache[key]
-        from sculpt4d.utils.images import load_image, preprocess_image
-
+    def _image_path(self, rec: ObjectRecord, frame: str, cam: int) -> Path:
         path = rec.path / RENDER_DIR / frame / f"{cam:03d}.png"
         if not path.is_file():  # fall back to the cam-th png in sorted order
             pngs = sorted((rec.path / RENDER_DIR / frame).glob("*.png"))
             if cam >= len(pngs):
                 raise BadObjectError(f"{rec.path / RENDER_DIR / frame}: view {cam} missing")
             path = pngs[cam]
+        return path
+
+    def _sequence_box(self, rec: ObjectRecord, cam: int) -> tuple[int, int, int, int]:
+        """The union of the alpha boxes of every frame of the object seen from ``cam`` (cached): the crop the
+        whole clip shares, matching the targets' one normalisation per sequence."""
+        key = (rec.name, cam)
+        if key not in self._box_cache:
+            from sculpt4d.utils.images import alpha_box, load_image, to_rgba, union_box
+
+            boxes = []
+            for frame in rec.frames:
+                path = self._image_path(rec, frame, cam)
+                try:
+                    boxes.append(alpha_box(to_rgba(load_image(path))))
+                except Exception as e:  # noqa: BLE001
+                    raise BadObjectError(
+                        f"{path}: cannot read its alpha box ({type(e).__name__}: {e})"
+                    ) from e
+            self._box_cache[key] = union_box(boxes)
+        return self._box_cache[key]
+
+    def _image(self, rec: ObjectRecord, frame: str, cam: int) -> torch.Tensor:
+        key = (rec.name, frame, cam)
+        if self.cache_images and key in self._img_cache:
+            return self._img_cache[key]
+        from sculpt4d.utils.images import load_image, preprocess_image
+
+        path = self._image_path(rec, frame, cam)
+        box = self._sequence_box(rec, cam) if self.crop == "sequence" else None
         try:
             img = preprocess_image(
-                load_image(path), size=self.preprocess_size, border_ratio=self.border_ratio
+                load_image(path), size=self.preprocess_size, border_ratio=self.border_ratio, box=box
             )
         except Exception as e:  # noqa: BLE001
             raise BadObjectError(f"{path}: cannot preprocess ({type(e).__name__}: {e})") from e
@@ -174,9 +211,11 @@ class Objects4DDataset(Dataset):
         rng = np.random.default_rng(seed)
         if rec.num_frames < self.span:
             raise BadObjectError(f"{rec.path}: {rec.num_frames} frames < {self.span} needed")
-        max_start = rec.num_frames - self.span
+        fitting = [k for k in self.strides if (self.sequence_length - 1) * k + 1 <= rec.num_frames]
+        stride = int(rng.choice(fitting)) if len(fitting) > 1 else fitting[0]
+        max_start = rec.num_frames - ((self.sequence_length - 1) * stride + 1)
         start = int(rng.integers(0, max_start + 1)) if self.random_start else 0
-        frames = [rec.frames[start + k * self.stride] for k in range(self.sequence_length)]
+        frames = [rec.frames[start + k * stride] for k in range(self.sequence_length)]
 
         # one index set for every frame: row i is the same surface point in each frame
         idx_r = rng.choice(rec.num_random, self.pc_size, replace=rec.num_random < self.pc_size)
@@ -210,7 +249,7 @@ class Objects4DDataset(Dataset):
         surf[..., 3:6] = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         item: dict[str, Any] = {
             "surface": surf,
-            "frame_index": torch.tensor([start + k * self.stride for k in range(self.sequence_length)]),
+            "frame_index": torch.tensor([start + k * stride for k in range(self.sequence_length)]),
             "object": rec.name,
         }
         if self.load_volume:

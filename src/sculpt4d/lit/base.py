@@ -147,6 +147,10 @@ class BaseLitModule(LightningModule):
         return self.generator.manual_seed(seed)
 
     # ------------------------------------------------------------------ optimisation
+    def param_groups(self, params: list[nn.Parameter]) -> list[dict[str, Any]]:
+        """Optimizer parameter groups of the trainable ``params`` (one group at the configured rate)."""
+        return [{"params": params}]
+
     def configure_optimizers(self) -> Any:
         from hydra.utils import instantiate
 
@@ -155,7 +159,7 @@ class BaseLitModule(LightningModule):
         if not params:
             raise RuntimeError(f"[{self.stage}] nothing to train: every parameter is frozen")
         opt_cfg = self.optimizer_cfg or {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4}
-        optimizer = instantiate(opt_cfg)(params=params)
+        optimizer = instantiate(opt_cfg)(params=self.param_groups(params))
         if not self.scheduler_cfg:
             return optimizer
         scheduler = instantiate(self.scheduler_cfg)(optimizer=optimizer)
@@ -246,7 +250,10 @@ class BaseLitModule(LightningModule):
         cfg = {"stage": self.stage, "model": dict(self.net_cfg)}
         vae = getattr(self, "vae", None)
         if vae is not None:
-            cfg["model"]["vae"] = {**cfg["model"]["vae"], "scale_factor": float(vae.scale_factor)}
+            stats = {"scale_factor": float(vae.scale_factor)}
+            if getattr(vae, "latent_mean", None) is not None:
+                stats.update(latent_mean=list(vae.latent_mean), latent_std=list(vae.latent_std))
+            cfg["model"]["vae"] = {**cfg["model"]["vae"], **stats}
         return cfg
 
     @torch.no_grad()

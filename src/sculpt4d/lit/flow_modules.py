@@ -1,6 +1,7 @@
 """Flow-matching stages: ``DiT3DModule`` (single frames) and ``Sculpt4DModule`` (sequences, temporal adapter).
 
-Both encode the (frozen) VAE's posterior samples times ``scale_factor`` as data x1, condition on per-frame
+Both encode the (frozen) VAE's posterior samples (``sample_posterior``) or means in the DiT's standardised
+latent space (``vae.to_dit``) as data x1, condition on per-frame
 image tokens (zeroed with probability ``cond_drop_prob`` for CFG) and regress the velocity ``x1 − x0``
 (reference §4–5). Validation: the flow loss at fixed timesteps, then for a few items an Euler + CFG sample
 (EMA weights), decoded and scored by occupancy IoU at the ground-truth query points, and a strip image.
@@ -35,10 +36,12 @@ class _FlowModule(BaseLitModule):
         scale_factor: float | None = None,
         cond_drop_prob: float = 0.1,
         timestep_sampling: str = "uniform",
+        sample_posterior: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, **kwargs)
         self.init_from = init_from
+        self.sample_posterior = bool(sample_posterior)
         self.cond_drop_prob = float(cond_drop_prob)
         self.flow = FlowMatching(timestep_sampling=timestep_sampling)  # type: ignore[arg-type]
         self.vae = instantiate(self.net_cfg["vae"])
@@ -46,13 +49,15 @@ class _FlowModule(BaseLitModule):
         self._parts: dict[str, dict[str, torch.Tensor]] = {}
         self._init_cfg: dict = {}
         if init_from:
-            from sculpt4d.lit.init import init_scale_factor, load_init, load_part
+            from sculpt4d.lit.init import init_latent_stats, load_init, load_part
 
             self._parts, self._init_cfg = load_init(init_from, root_dir)
             load_part(self.vae, self._parts, "vae", str(init_from))
-            sf = init_scale_factor(self._init_cfg)
-            if sf is not None and scale_factor is None:
-                self.vae.scale_factor = sf
+            stats = init_latent_stats(self._init_cfg)
+            for key, value in stats.items():
+                if key != "scale_factor" or scale_factor is None:
+                    setattr(self.vae, key, value)
+                    self.net_cfg["vae"][key] = value
         if scale_factor is not None:
             self.vae.scale_factor = float(scale_factor)
         self.net_cfg["vae"]["scale_factor"] = float(self.vae.scale_factor)
@@ -66,6 +71,7 @@ class _FlowModule(BaseLitModule):
             "init_from": self.init_from,
             "cond_drop_prob": self.cond_drop_prob,
             "scale_factor": self.scale_factor,
+            "sample_posterior": self.sample_posterior,
         }
 
     def export_components(self) -> dict[str, nn.Module]:
@@ -135,7 +141,7 @@ class _FlowModule(BaseLitModule):
     def _validate_samples(self, batch: dict[str, Any], cond: torch.Tensor, gen: torch.Generator) -> None:
         n = cond.shape[0]
         z = self.sample(cond, gen, int(self.val_cfg["num_steps"]), float(self.val_cfg["guidance_scale"]))
-        z = z.reshape(-1, *z.shape[-2:]) / self.scale_factor  # [n*T, N, C]
+        z = self.vae.from_dit(z.reshape(-1, *z.shape[-2:]))  # [n*T, N, C]
         pts = batch["vol_points"][:n].flatten(0, 1)  # [n*T, M, 3]
         occ = batch["vol_occ"][:n].flatten(0, 1)
         logits = self.vae.query(self.vae.decode(z), pts).float()
@@ -195,9 +201,8 @@ class DiT3DModule(_FlowModule):
 
     def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         surface = batch["surface"].flatten(0, 1)  # [B*T, P, 7] (T = 1 for this stage)
-        return (
-            self.vae.encode(surface, sample_posterior=True, generator=generator) * self.scale_factor
-        )  # [B*T,N,C]
+        z = self.vae.encode(surface, sample_posterior=self.sample_posterior, generator=generator)
+        return self.vae.to_dit(z)  # [B*T, N, C]
 
     def encode_condition(self, batch: dict[str, Any]) -> torch.Tensor:
         images = batch["images"].flatten(0, 1)  # [B*T, 3, S, S]
@@ -212,7 +217,10 @@ class Sculpt4DModule(_FlowModule):
 
     Latents of a sequence come from ``vae.encode_sequence`` (one query-point pick per sequence, posterior
     noise shared across frames with ``noise_share_alpha``); the flow noise x0 is shared the same way
-    (``flow_noise_share_alpha``, as at inference); one timestep per sequence.
+    (``flow_noise_share_alpha``, as at inference), or with a sharing drawn per sequence from U[0, 1]
+    (``"uniform"``) so that the model serves any inference alpha; one timestep per sequence.
+    ``train_backbone`` also trains the 3D backbone, at ``backbone_lr_scale`` × the adapter's learning rate
+    (the paper freezes its 3 B-parameter backbone; a small one trained from scratch can adapt with it).
     """
 
     stage = "sculpt4d"
@@ -222,8 +230,9 @@ class Sculpt4DModule(_FlowModule):
         net: DictConfig | dict,
         attention: DictConfig | dict | None = None,
         noise_share_alpha: float = 1.0,
-        flow_noise_share_alpha: float | None = None,
+        flow_noise_share_alpha: float | str | None = None,
         train_backbone: bool = False,
+        backbone_lr_scale: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, **kwargs)
@@ -231,9 +240,17 @@ class Sculpt4DModule(_FlowModule):
 
         self.attention_cfg = to_plain(attention) or {"variant": "blockmask"}
         self.noise_share_alpha = float(noise_share_alpha)
-        self.flow_noise_share_alpha = float(
-            noise_share_alpha if flow_noise_share_alpha is None else flow_noise_share_alpha
+        if flow_noise_share_alpha is None:
+            flow_noise_share_alpha = noise_share_alpha
+        if flow_noise_share_alpha != "uniform" and not 0.0 <= float(flow_noise_share_alpha) <= 1.0:
+            raise ValueError(
+                f"flow_noise_share_alpha must be in [0, 1] or 'uniform', got {flow_noise_share_alpha}"
+            )
+        self.flow_noise_share_alpha: float | str = (
+            "uniform" if flow_noise_share_alpha == "uniform" else float(flow_noise_share_alpha)
         )
+        self.train_backbone = bool(train_backbone)
+        self.backbone_lr_scale = float(backbone_lr_scale)
         adapter = self.net_cfg.get("adapter", {}) or {}
         backbone = instantiate(self.net_cfg["dit"])
         self.model = DiT4D(
@@ -265,7 +282,19 @@ class Sculpt4DModule(_FlowModule):
             "attention": self.attention_cfg,
             "noise_share_alpha": self.noise_share_alpha,
             "flow_noise_share_alpha": self.flow_noise_share_alpha,
+            "train_backbone": self.train_backbone,
+            "backbone_lr_scale": self.backbone_lr_scale,
         }
+
+    def param_groups(self, params: list[nn.Parameter]) -> list[dict[str, Any]]:
+        """The adapter at the base rate; a trained backbone at ``backbone_lr_scale`` × it."""
+        backbone = {id(p) for p in self.model.backbone.parameters()}
+        slow = [p for p in params if id(p) in backbone]
+        if not slow or self.backbone_lr_scale == 1.0:
+            return super().param_groups(params)
+        base_lr = float((self.optimizer_cfg or {}).get("lr", 1e-4))
+        fast = [p for p in params if id(p) not in backbone]
+        return [{"params": fast}, {"params": slow, "lr": base_lr * self.backbone_lr_scale}]
 
     def export_config(self) -> dict[str, Any]:
         cfg = super().export_config()
@@ -275,21 +304,28 @@ class Sculpt4DModule(_FlowModule):
     def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         z = self.vae.encode_sequence(
             batch["surface"],
-            sample_posterior=True,
+            sample_posterior=self.sample_posterior,
             noise_share_alpha=self.noise_share_alpha,
             generator=generator,
         )
-        return z * self.scale_factor  # [B, T, N, C]
+        return self.vae.to_dit(z)  # [B, T, N, C]
 
     def encode_condition(self, batch: dict[str, Any]) -> torch.Tensor:
         with torch.no_grad():
             return self.conditioner(batch["images"])  # [B, T, L, D]
 
     def noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return shared_noise(x1.shape, self.flow_noise_share_alpha, generator).to(x1)
+        if self.flow_noise_share_alpha != "uniform":
+            return shared_noise(x1.shape, float(self.flow_noise_share_alpha), generator).to(x1)
+        shared = shared_noise(x1.shape, 1.0, generator)  # [B, T, N, C], one noise per sequence
+        own = shared_noise(x1.shape, 0.0, generator)  # independent per frame
+        alpha = torch.rand(x1.shape[0], generator=generator, device=generator.device)
+        alpha = alpha.view(-1, *([1] * (x1.dim() - 1)))  # [B, 1, 1, 1]
+        return (alpha.sqrt() * shared + (1 - alpha).sqrt() * own).to(x1)
 
     def sample_noise(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        return shared_noise(shape, self.flow_noise_share_alpha, generator)
+        alpha = self.flow_noise_share_alpha
+        return shared_noise(shape, 0.5 if alpha == "uniform" else float(alpha), generator)
 
     def latent_shape(self, cond: torch.Tensor) -> tuple[int, ...]:
         return (cond.shape[0], cond.shape[1], self.vae.num_latents, self.vae.embed_dim)

@@ -51,6 +51,16 @@ def init_scale_factor(cfg: dict) -> float | None:
     return float(sf) if sf is not None else None
 
 
+LATENT_KEYS = ("scale_factor", "latent_mean", "latent_std")
+
+
+def init_latent_stats(cfg: dict) -> dict:
+    """The DiT latent statistics (``scale_factor``, ``latent_mean``, ``latent_std``) in an export's config."""
+    node = cfg.get("model", cfg) if cfg else {}
+    vae = node.get("vae", {}) if isinstance(node, dict) else {}
+    return {k: vae[k] for k in LATENT_KEYS if isinstance(vae, dict) and vae.get(k) is not None}
+
+
 def load_part(
     module: nn.Module,
     parts: dict[str, dict[str, torch.Tensor]],
@@ -71,10 +81,12 @@ def load_part(
 
 
 @torch.no_grad()
-def estimate_scale_factor(vae: nn.Module, batches, max_batches: int = 16) -> float:
-    """``1 / std`` of the VAE posterior means over training batches (Stable-Diffusion/Hunyuan convention).
+def estimate_latent_stats(vae: nn.Module, batches, max_batches: int = 16) -> dict:
+    """Statistics of the VAE posterior means over training batches.
 
-    ``batches`` yields dicts with ``surface`` ``[B, T, P, 7]``; each frame is encoded alone.
+    ``scale_factor`` = 1 / global std (Stable-Diffusion/Hunyuan convention); ``latent_mean`` /
+    ``latent_std``: per channel ``[C]`` lists. ``batches`` yields dicts with ``surface`` ``[B, T, P, 7]``;
+    each frame is encoded alone.
     """
     values = []
     was_training = vae.training
@@ -86,9 +98,18 @@ def estimate_scale_factor(vae: nn.Module, batches, max_batches: int = 16) -> flo
             break
         surface = batch["surface"].flatten(0, 1).to(device)  # [B*T, P, 7]
         posterior, _ = vae.encode_posterior(surface, generator=gen)
-        values.append(posterior.mode().float().flatten().cpu())
+        values.append(posterior.mode().float().flatten(0, -2).cpu())  # [B*T*N, C]
     vae.train(was_training)
     if not values:
-        raise ValueError("estimate_scale_factor: no batches")
-    std = torch.cat(values).std().item()
-    return 1.0 / max(std, 1e-6)
+        raise ValueError("estimate_latent_stats: no batches")
+    z = torch.cat(values)  # [n, C]
+    return {
+        "scale_factor": 1.0 / max(z.std().item(), 1e-6),
+        "latent_mean": z.mean(0).tolist(),
+        "latent_std": z.std(0).clamp_min(1e-6).tolist(),
+    }
+
+
+def estimate_scale_factor(vae: nn.Module, batches, max_batches: int = 16) -> float:
+    """``1 / std`` of the VAE posterior means over training batches."""
+    return float(estimate_latent_stats(vae, batches, max_batches)["scale_factor"])

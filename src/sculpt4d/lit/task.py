@@ -179,15 +179,17 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     metrics = {k: v for k, v in trainer.callback_metrics.items()}
 
     if cfg.stage == "vae" and cfg.training.get("scale_factor_batches", 0) and not trainer.fast_dev_run:
-        from sculpt4d.lit.init import estimate_scale_factor
+        from sculpt4d.lit.init import estimate_latent_stats
 
         datamodule.setup("fit")
         with model.ema_scope():
             n = int(cfg.training.scale_factor_batches)
-            sf = estimate_scale_factor(model.vae, datamodule.fixed_train_dataloader(n), n)
-        model.vae.scale_factor = sf
-        metrics["scale_factor"] = sf
-        log.info(f"VAE latent scale_factor = 1/std(posterior means) = {sf:.6f}")
+            stats = estimate_latent_stats(model.vae, datamodule.fixed_train_dataloader(n), n)
+        model.vae.scale_factor = stats["scale_factor"]
+        metrics["scale_factor"] = stats["scale_factor"]
+        if cfg.training.get("latent_stats", "global") == "per_channel":
+            model.vae.latent_mean, model.vae.latent_std = stats["latent_mean"], stats["latent_std"]
+        log.info(f"VAE latent scale_factor = 1/std(posterior means) = {stats['scale_factor']:.6f}")
 
     export_dir = cfg.get("export_dir")
     if export_dir and trainer.is_global_zero and not trainer.fast_dev_run:

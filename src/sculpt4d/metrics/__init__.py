@@ -9,6 +9,7 @@ from sculpt4d.metrics.distance import (
     sample_surface,
 )
 from sculpt4d.metrics.evaluate import GroundTruth, evaluate_sequence, prepare_ground_truth, score_sequence
+from sculpt4d.metrics.motion import motion_iou, sequence_occupancy
 from sculpt4d.metrics.normalize import apply_normalization, normalize_sequence
 from sculpt4d.metrics.occupancy import (
     default_bounds,
@@ -21,6 +22,8 @@ from sculpt4d.metrics.occupancy import (
 from sculpt4d.metrics.temporal import consecutive_chamfers, temporal_jitter
 
 __all__ = [
+    "motion_iou",
+    "sequence_occupancy",
     "WORST_CHAMFER",
     "GroundTruth",
     "SurfaceSamples",

@@ -15,6 +15,7 @@ import trimesh
 
 from sculpt4d.errors import InputError
 from sculpt4d.metrics.distance import SurfaceSamples, chamfer_fscore_from_samples, sample_surface
+from sculpt4d.metrics.motion import motion_iou, sequence_occupancy
 from sculpt4d.metrics.normalize import apply_normalization, normalize_sequence
 from sculpt4d.metrics.occupancy import Bounds, volume_iou
 from sculpt4d.metrics.temporal import consecutive_chamfers, jitter_from_chamfers
@@ -31,6 +32,7 @@ class GroundTruth:
     scale: float
     n_points: int
     seed: int
+    motion_occ: np.ndarray | None = None  # [T, R, R, R] on the shared motion grid (None: no motion IoU)
 
 
 def _check_lengths(n_pred: int, n_gt: int) -> None:
@@ -47,8 +49,10 @@ def prepare_ground_truth(
     seed: int = 0,
     normalize: bool = True,
     workers: int = -1,
+    motion_resolution: int | None = None,
 ) -> GroundTruth:
-    """Normalise ``gts`` with their sequence normalisation (``normalize_sequence``) and sample them."""
+    """Normalise ``gts`` with their sequence normalisation (``normalize_sequence``) and sample them; with
+    ``motion_resolution``, also voxelise every frame on the shared motion grid (for motion IoU)."""
     if len(gts) == 0:
         raise InputError("evaluate_sequence: empty sequences; pass at least one frame.")
     center, scale = normalize_sequence(gts) if normalize else (np.zeros(3), 1.0)
@@ -62,6 +66,7 @@ def prepare_ground_truth(
         float(scale),
         n_points,
         seed,
+        sequence_occupancy(meshes, motion_resolution) if motion_resolution else None,
     )
 
 
@@ -78,7 +83,8 @@ def score_sequence(
     ``preds`` get the ground truth's normalisation and sampling (same ``n_points`` and ``seed`` for every
     surface, so identical frames give identical samples and exactly zero distance); the samples are shared
     by Chamfer, F-score and jitter. Returns
-    ``dict(chamfer, iou, fscore, jitter, per_frame=[dict(frame, chamfer, iou, fscore)], center, scale)``.
+    ``dict(chamfer, iou, fscore, jitter, per_frame=[dict(frame, chamfer, iou, fscore)], center, scale)``, plus
+    ``motion_iou`` when the ground truth was prepared with a ``motion_resolution``.
     """
     _check_lengths(len(preds), len(gt.meshes))
     preds_n = apply_normalization(preds, gt.center, gt.scale)
@@ -88,7 +94,7 @@ def score_sequence(
         cd, f = chamfer_fscore_from_samples(p_samples[t], gt.samples[t], tau, workers)
         iou = volume_iou(pred, truth, resolution=iou_res, bounds=iou_bounds)
         per_frame.append(dict(frame=t, chamfer=cd, iou=iou, fscore=f))
-    return dict(
+    out = dict(
         chamfer=float(np.mean([r["chamfer"] for r in per_frame])),
         iou=float(np.mean([r["iou"] for r in per_frame])),
         fscore=float(np.mean([r["fscore"] for r in per_frame])),
@@ -97,6 +103,10 @@ def score_sequence(
         center=[float(c) for c in gt.center],
         scale=gt.scale,
     )
+    if gt.motion_occ is not None:
+        resolution = gt.motion_occ.shape[-1]
+        out["motion_iou"] = motion_iou(sequence_occupancy(preds_n, resolution), gt.motion_occ)
+    return out
 
 
 def evaluate_sequence(

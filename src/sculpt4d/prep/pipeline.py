@@ -48,6 +48,9 @@ class PrepParams:
     shading: str = "auto"  # auto | geometry | color
     render_backend: str = "auto"  # auto | pyrender | embree
     input_mode: str = "render"  # render | hybrid | export
+    labels: str = (
+        "watertight"  # watertight (a grid_res remesh; any mesh) | exact (closed parts, fixed topology)
+    )
     grid_res: int = 256
     narrow_band: bool = True
     pc_random: int = 40960
@@ -61,7 +64,7 @@ class PrepParams:
         keys = {
             "frames": ["num_frames", "clip", "backend"],
             "render": ["num_views", "resolution", "elevation", "azimuth", "radius", "fov", "shading", "seed"],
-            "sample": ["input_mode", "grid_res", "narrow_band", "pc_random", "pc_sharp", "sharp_angle",
+            "sample": ["input_mode", "labels", "grid_res", "narrow_band", "pc_random", "pc_sharp", "sharp_angle",
                        "volume_size", "seed"],
         }[stage]  # fmt: skip
         d = asdict(self)
@@ -240,10 +243,8 @@ def _frames_for_sampling(obj_dir: Path, p: PrepParams, meta: dict):
     return rest, [((np.asarray(v, np.float64) - c) / s, np.asarray(am.faces, np.int64)) for v in am.vertices]
 
 
-def stage_sample(obj_dir: Path, p: PrepParams, progress: Progress | None = None) -> dict:
-    """Watertight every frame, track random + sharp samples, write 4d_sample_new.npz + 4d_volume.npz."""
-    meta = json.loads((obj_dir / "meta.json").read_text())
-    rest, frames = _frames_for_sampling(obj_dir, p, meta)
+def _track_watertight(obj_dir: Path, p: PrepParams, rest, frames, rng, progress):
+    """Samples tracked onto each frame's ``grid_res`` watertight remesh; labels from its winding field."""
     wts, fields = [], []
     for t, (v, f) in enumerate(frames):
         wv, wf, w, grid = watertight_field(v, f, p.grid_res, narrow_band=p.narrow_band)
@@ -254,7 +255,6 @@ def stage_sample(obj_dir: Path, p: PrepParams, progress: Progress | None = None)
         wts.append((wv, wf))
         if progress:
             progress("watertight", t + 1, len(frames))
-    rng = np.random.default_rng(object_seed(obj_dir.name, p.seed))
     rnd = S.sample_uniform(*rest, p.pc_random, rng)
     shp, n_sharp_edges = S.sample_sharp(*rest, p.pc_sharp, rng, p.sharp_angle)
     both = S.SurfaceSamples(np.concatenate([rnd.face, shp.face]), np.concatenate([rnd.bary, shp.bary]))
@@ -262,6 +262,26 @@ def stage_sample(obj_dir: Path, p: PrepParams, progress: Progress | None = None)
     nr = p.pc_random
     tr_r = S.Tracked([x[:nr] for x in tr.points], [x[:nr] for x in tr.normals], tr.topology_changes)
     tr_s = S.Tracked([x[nr:] for x in tr.points], [x[nr:] for x in tr.normals], tr.topology_changes)
+    occupancy_of = [lambda q, w=w, grid=grid: field_occupancy(w, grid, q) for w, grid in fields]
+    return tr_r, tr_s, n_sharp_edges, wts, occupancy_of
+
+
+def stage_sample(obj_dir: Path, p: PrepParams, progress: Progress | None = None) -> dict:
+    """Track random + sharp samples through every frame (``labels``: on a watertight remesh or on the exact
+    frame meshes), write 4d_sample_new.npz + 4d_volume.npz (occupancy queries labelled the same way)."""
+    meta = json.loads((obj_dir / "meta.json").read_text())
+    rest, frames = _frames_for_sampling(obj_dir, p, meta)
+    rng = np.random.default_rng(object_seed(obj_dir.name, p.seed))
+    if p.labels == "exact":
+        tr_r, tr_s, n_sharp_edges = S.track_exact(rest, frames, p.pc_random, p.pc_sharp, rng, p.sharp_angle)
+        wts = frames
+        occupancy_of = [lambda q, v=v, f=f: S.occupancy(v, f, q) for v, f in frames]
+    elif p.labels == "watertight":
+        tr_r, tr_s, n_sharp_edges, wts, occupancy_of = _track_watertight(
+            obj_dir, p, rest, frames, rng, progress
+        )
+    else:
+        raise InputError(f"unknown labels {p.labels!r}; choose watertight or exact")
     if progress:
         progress("sample", len(frames), len(frames))
     centre, scale = S.sequence_normalisation([*tr_r.points, *tr_s.points, *(v for v, _ in frames)])
@@ -278,23 +298,24 @@ def stage_sample(obj_dir: Path, p: PrepParams, progress: Progress | None = None)
     near_off = rng.normal(0.0, 0.01, size=(m // 2, 3))
     uni = rng.uniform(-0.55, 0.55, size=(m - m // 2, 3))
     vol: dict[str, np.ndarray] = {}
-    for t, (w, grid) in enumerate(fields):
+    for t, occupancy in enumerate(occupancy_of):
         q = np.concatenate([S.normalise(tr_r.points[t][near_idx], centre, scale) + near_off, uni]).astype(
             np.float16
         )
         vol[f"frame_{t:04d}/points"] = q
-        occ = field_occupancy(w, grid, q.astype(np.float64) * scale + centre)  # back to mesh coordinates
+        occ = occupancy(q.astype(np.float64) * scale + centre)  # back to mesh coordinates
         vol[f"frame_{t:04d}/occupancy"] = occ.astype(np.uint8)
     with atomic_path(obj_dir / "geo_data" / "4d_volume.npz") as tmp:
         np.savez_compressed(tmp, **vol)
     # source -> npz coordinates: (x - c1)/s1 then (y - c2)/s2  ==  (x - (c1 + s1 c2)) / (s1 s2)
     c1, s1 = np.asarray(meta["mesh_normalisation"]["centre"]), float(meta["mesh_normalisation"]["scale"])
-    changes = list(tr.topology_changes)
+    changes = list(tr_r.topology_changes)
     meta.update(
         normalisation=dict(centre=(c1 + s1 * centre).tolist(), scale=s1 * scale),
         sample_normalisation=dict(centre=centre.tolist(), scale=scale),
         input_mode=p.input_mode,
-        grid_res=p.grid_res,
+        labels=p.labels,
+        grid_res=p.grid_res if p.labels == "watertight" else None,
         pc_size=dict(random_surface=p.pc_random, sharp_surface=p.pc_sharp),
         volume_size=m,
         sharp_edges=n_sharp_edges,

@@ -193,3 +193,72 @@ def occupancy(vertices: np.ndarray, faces: np.ndarray, q: np.ndarray) -> np.ndar
         np.ascontiguousarray(q, dtype=np.float64),
     )
     return np.asarray(w) > 0.5
+
+
+def _face_normals(vertices: np.ndarray, faces: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Unit normals of ``faces[face]``.  # [N, 3]"""
+    tri = np.asarray(vertices, dtype=np.float64)[faces[face]]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    length = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.where(length > 1e-20, n / np.maximum(length, 1e-20), [0.0, 0.0, 1.0])
+
+
+def _on_outer_surface(samples: SurfaceSamples, frames: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Samples that lie on the outer surface of every frame (winding number < 0.75: not buried inside
+    another closed part of the same mesh, where a point on a part's own surface scores 0.5 + 1).  # [N] bool"""
+    keep = np.ones(len(samples.face), bool)
+    for v, f in frames:
+        pts = samples.points(v, f)
+        w = igl.fast_winding_number(
+            np.ascontiguousarray(v, dtype=np.float64),
+            np.ascontiguousarray(f, dtype=np.int64),
+            np.ascontiguousarray(pts, dtype=np.float64),
+        )
+        keep &= np.asarray(w) < 0.75
+    return keep
+
+
+def _outer_samples(
+    samples: SurfaceSamples, keep: np.ndarray, n: int, rng: np.random.Generator
+) -> SurfaceSamples:
+    """``n`` of the kept samples (all of them first; repeats only if fewer than ``n`` are kept)."""
+    idx = np.flatnonzero(keep)
+    if len(idx) == 0:
+        idx = np.arange(len(keep))  # nothing outside (a degenerate asset): keep the raw samples
+    pick = idx[:n] if len(idx) >= n else np.concatenate([idx, rng.choice(idx, n - len(idx))])
+    return SurfaceSamples(samples.face[pick], samples.bary[pick])
+
+
+def track_exact(
+    rest: tuple[np.ndarray, np.ndarray],
+    frames: list[tuple[np.ndarray, np.ndarray]],
+    n_random: int,
+    n_sharp: int,
+    rng: np.random.Generator,
+    sharp_angle: float = 30.0,
+) -> tuple[Tracked, Tracked, int]:
+    """Consistent samples on the exact frame meshes (closed parts, one topology for the whole sequence).
+
+    Points are (face, barycentric) pairs drawn on ``rest`` and evaluated on every frame's own vertices, so
+    row i is exactly the same material point over time, with that frame's face normal; points buried inside
+    another part in any frame are dropped (drawn with 50% headroom). -> (random, sharp, #sharp edges)
+    """
+    f0 = np.asarray(rest[1])
+    for t, (v, f) in enumerate(frames):
+        if not same_topology(f0, np.asarray(f), len(rest[0]), len(v)):
+            raise InputError(
+                f"frame {t} has another topology than the rest pose; exact labels need one topology for the "
+                "whole sequence (use labels=watertight)"
+            )
+    rnd = sample_uniform(*rest, n_random + n_random // 2, rng)
+    shp, n_edges = sample_sharp(*rest, n_sharp + n_sharp // 2, rng, sharp_angle)
+    tracks = []
+    for samples, n in ((rnd, n_random), (shp, n_sharp)):
+        chosen = _outer_samples(samples, _on_outer_surface(samples, frames), n, rng)
+        tracks.append(
+            Tracked(
+                [chosen.points(v, f) for v, f in frames],
+                [_face_normals(v, f, chosen.face) for v, f in frames],
+            )
+        )
+    return tracks[0], tracks[1], n_edges

@@ -4,8 +4,10 @@ Splits under ``<out>``: ``train`` (seeds 0..n-1), ``benchmark`` (held out: seeds
 ``BENCHMARK_SEED_OFFSET``) and ``ood`` (real animated GLBs, out of domain). Sources are written to
 ``<out>/glb/<split>/<category>_<seed>.glb``, prepared objects to ``<out>/<split>/<obj>/`` (DESIGN §6).
 
-Reduced sizes: 16 frames, 8 views of 128², grid_res 64, 4096 random + 1024 sharp points, 4096 volume
-samples. Cameras are restricted to elevation 10°..35° and azimuth -60°..60° around the object's front
+Reduced sizes: 16 frames, 8 views of 128², 4096 random + 1024 sharp points, 8192 volume samples.
+Procedural assets are unions of closed parts with one topology, so points, normals and occupancy labels
+come from the exact frame meshes (``labels="exact"``); the GLB split (any mesh) uses a 64³ watertight
+remesh (``grid_res``). Cameras are restricted to elevation 10°..35° and azimuth -60°..60° around the object's front
 (+Z), the range the tiny model is conditioned on; the fixed demo viewpoint (elevation 20°, azimuth 30°)
 lies inside it. Rendering uses the GL-free embree backend (4x faster than llvmpipe at 128²).
 """
@@ -16,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from sculpt4d.errors import InputError
 from sculpt4d.prep.pipeline import PrepParams, discover, print_summary, run
 from sculpt4d.prep.procedural import BENCHMARK_SEED_OFFSET, CATEGORIES, generate_collection
 
@@ -28,10 +31,11 @@ TINY = dict(
     azimuth=(-60.0, 60.0),
     radius=2.0,
     fov=40.0,
+    labels="exact",
     grid_res=64,
     pc_random=4096,
     pc_sharp=1024,
-    volume_size=4096,
+    volume_size=8192,
     render_backend="embree",
 )
 SEED_OFFSET = {"train": 0, "benchmark": BENCHMARK_SEED_OFFSET}
@@ -53,10 +57,16 @@ def prepare_procedural_split(
     workers: int = 2,
     verify: bool = False,
     overwrite: bool = False,
+    seed_offset: int | None = None,
 ) -> dict:
-    """Generate and prepare ``n_per_category`` procedural objects per category as ``<out>/<split>``."""
+    """Generate and prepare ``n_per_category`` procedural objects per category as ``<out>/<split>``, with
+    seeds from ``seed_offset`` (default: the split's own, :data:`SEED_OFFSET`)."""
     ts = time.perf_counter()
-    offset = SEED_OFFSET[split]
+    offset = SEED_OFFSET[split] if seed_offset is None else int(seed_offset)
+    if offset < BENCHMARK_SEED_OFFSET and split != "train":
+        raise InputError(
+            f"held-out seeds start at {BENCHMARK_SEED_OFFSET} (training uses lower ones), got {offset}"
+        )
     glb_dir = out / "glb" / split
     want = [glb_dir / f"{c}_{offset + i:06d}.glb" for c in categories for i in range(n_per_category)]
     if overwrite or not all(q.exists() for q in want):
@@ -69,20 +79,47 @@ def prepare_procedural_split(
     return _stats(res, time.perf_counter() - ts, generate_s=round(t_gen, 1))
 
 
+def benchmark_split_name(seed_offset: int) -> str:
+    """``benchmark`` for the default held-out seeds, ``benchmark_<offset>`` for a fresh draw."""
+    return "benchmark" if seed_offset == BENCHMARK_SEED_OFFSET else f"benchmark_{seed_offset}"
+
+
 def prepare_glb_split(src: Path, out: Path, workers: int = 2, overwrite: bool = False) -> dict:
     """Prepare every animated GLB of ``src`` (e.g. ``tests/assets/gltf``) as ``<out>/ood``, verified."""
     ts = time.perf_counter()
-    res = run(discover(src), out / "ood", PrepParams(**TINY), PREP_STAGES + ("verify",), workers=workers,
+    res = run(discover(src), out / "ood", PrepParams(**{**TINY, "labels": "watertight"}), PREP_STAGES + ("verify",), workers=workers,
               overwrite=overwrite)  # fmt: skip
     print_summary(res, out / "ood")
     return _stats(res, time.perf_counter() - ts)
 
 
+def fresh_split_offset(name: str) -> int | None:
+    """The seed offset of a fresh held-out split named ``tiny/benchmark_<offset>``, else None."""
+    head, sep, tail = name.rpartition("_")
+    return int(tail) if head == "tiny/benchmark" and sep and tail.isdigit() else None
+
+
+def is_known_split(name: str) -> bool:
+    """A split evaluation can prepare itself: :data:`KNOWN_SPLITS` or ``tiny/benchmark_<offset>``."""
+    return name in KNOWN_SPLITS or fresh_split_offset(name) is not None
+
+
 def prepare_known_split(name: str, data_dir: Path, root_dir: Path, workers: int = 2) -> Path:
-    """Prepare (or finish preparing) the benchmark ``name``, one of :data:`KNOWN_SPLITS`, under ``data_dir``."""
+    """Prepare (or finish preparing) the benchmark ``name`` (see :func:`is_known_split`) under ``data_dir``."""
     out = data_dir / "tiny"
+    offset = fresh_split_offset(name)
     if name == "tiny/benchmark":
         prepare_procedural_split(out, "benchmark", BENCH_PER_CATEGORY, CATEGORIES, workers, verify=True)
+    elif offset is not None:
+        prepare_procedural_split(
+            out,
+            benchmark_split_name(offset),
+            BENCH_PER_CATEGORY,
+            CATEGORIES,
+            workers,
+            True,
+            seed_offset=offset,
+        )
     elif name == "tiny/ood":
         prepare_glb_split(root_dir / "tests" / "assets" / "gltf", out, workers=workers)
     else:

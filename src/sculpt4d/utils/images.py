@@ -127,19 +127,37 @@ def _resize_u8(a: np.ndarray, size_wh: tuple[int, int], resample: Image.Resampli
     return np.stack(chans, axis=-1)
 
 
-def recenter(rgba: np.ndarray, border_ratio: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
+Box = tuple[int, int, int, int]  # alpha bbox rows [r0, r1), cols [c0, c1) (upstream's half-open convention)
+
+
+def alpha_box(rgba: np.ndarray) -> Box:
+    """The alpha bbox of ``[H, W, 4]`` uint8 as ``(r0, r1, c0, c1)``."""
+    rows, cols = np.nonzero(rgba[..., 3])
+    if rows.size == 0:
+        raise InputError("the image's alpha channel is empty: no object to reconstruct")
+    return int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+
+
+def union_box(boxes: Sequence[Box]) -> Box:
+    """The smallest box holding every box (one crop for a whole sequence)."""
+    b = np.asarray(boxes)
+    return int(b[:, 0].min()), int(b[:, 1].max()), int(b[:, 2].min()), int(b[:, 3].max())
+
+
+def recenter(
+    rgba: np.ndarray, border_ratio: float = 0.15, box: Box | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Upstream ``ImageProcessorV2.recenter``: ``[H, W, 4]`` uint8 -> (RGB on white ``[S, S, 3]``, mask ``[S, S]``).
 
-    Crops to the alpha bbox (half-open ``[min, max)`` as upstream), scales its longest side to
+    Crops to ``box`` (default: the image's own alpha bbox, half-open ``[min, max)`` as upstream; a sequence
+    passes the union of its frames' boxes so that every frame keeps one placement and scale), scales its
+    longest side to
     ``int(S · (1 − border_ratio))`` with S = max(H, W), pastes it centred on an S×S canvas and composites
     on white (float32, truncated to uint8 as upstream).
     """
     h, w = rgba.shape[:2]
     s = max(h, w)
-    rows, cols = np.nonzero(rgba[..., 3])
-    if rows.size == 0:
-        raise InputError("the image's alpha channel is empty: no object to reconstruct")
-    r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+    r0, r1, c0, c1 = alpha_box(rgba) if box is None else box
     bh, bw = int(r1 - r0), int(c1 - c0)
     if bh == 0 or bw == 0:
         raise InputError("the object in the image is too thin (alpha bbox is a single row or column)")
@@ -178,15 +196,27 @@ def preprocess_image(
     border_ratio: float = 0.15,
     rgb_mode: RGBMode = "segment",
     bg_threshold: float = 30.0,
+    box: Box | None = None,
 ) -> torch.Tensor:
     """Image (RGBA recommended) -> recentred, white background, ``[3, size, size]`` float32 in [-1, 1]."""
-    rgb, _ = recenter(to_rgba(img, rgb_mode, bg_threshold), border_ratio)
+    rgb, _ = recenter(to_rgba(img, rgb_mode, bg_threshold), border_ratio, box)
     if rgb.shape[0] != size:
         rgb = _resize_u8(rgb, (size, size), Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.ascontiguousarray(rgb)).float() / 255.0 * 2.0 - 1.0  # [S, S, 3]
     return x.permute(2, 0, 1).contiguous()
 
 
-def preprocess_images(images: Sequence[ImageLike], **kwargs) -> torch.Tensor:
-    """A frame sequence -> ``[T, 3, size, size]``."""
-    return torch.stack([preprocess_image(im, **kwargs) for im in images])
+def preprocess_images(
+    images: Sequence[ImageLike],
+    crop: str = "frame",
+    rgb_mode: RGBMode = "segment",
+    bg_threshold: float = 30.0,
+    **kwargs,
+) -> torch.Tensor:
+    """A frame sequence -> ``[T, 3, size, size]``; ``crop="sequence"`` crops every frame to the union of the
+    frames' alpha boxes (the object keeps its motion in the image), ``"frame"`` each to its own box."""
+    if crop not in ("frame", "sequence"):
+        raise InputError(f"preprocess crop must be 'frame' or 'sequence', got {crop!r}")
+    rgbas = [to_rgba(im, rgb_mode, bg_threshold) for im in images]
+    box = union_box([alpha_box(a) for a in rgbas]) if crop == "sequence" and rgbas else None
+    return torch.stack([preprocess_image(a, box=box, **kwargs) for a in rgbas])

@@ -26,8 +26,10 @@ class ShapeVAE(nn.Module):
 
     State-dict keys/shapes equal the reference (``encoder.*``, ``pre_kl``, ``post_kl``, ``transformer.*``,
     ``geo_decoder.*``); the default arguments build the full-size 2.1 model (327,746,177 parameters).
-    ``scale_factor`` is a plain attribute: DiT latents are ``z * scale_factor``; ``encode``/``decode``
-    never apply it. ``fps_random_start`` (not a reference option) picks whether FPS starts at a random
+    DiT latents are ``to_dit(z)``: per channel ``(z − latent_mean) / latent_std`` when those statistics are
+    set (plain attributes, recorded in an export's config), else the reference's ``z · scale_factor``;
+    ``encode``/``decode`` never apply either. ``logvar_bound`` / ``logvar_bias_init`` choose the posterior's
+    upper bound (see :class:`DiagonalGaussian`) and the initial bias of ``pre_kl``'s logvar half. ``fps_random_start`` (not a reference option) picks whether FPS starts at a random
     point (reference behaviour) or at the first point of the input subset (deterministic parity tests).
     """
 
@@ -54,6 +56,10 @@ class ShapeVAE(nn.Module):
         logvar_min: float = -30.0,
         logvar_max: float = 20.0,
         fps_random_start: bool = True,
+        logvar_bound: str = "clamp",
+        logvar_bias_init: float | None = None,
+        latent_mean: list[float] | None = None,
+        latent_std: list[float] | None = None,
     ):
         super().__init__()
         self.config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -63,6 +69,9 @@ class ShapeVAE(nn.Module):
         self.scale_factor = float(scale_factor)
         self.logvar_min = float(logvar_min)
         self.logvar_max = float(logvar_max)
+        self.logvar_bound = logvar_bound
+        self.latent_mean = None if latent_mean is None else [float(x) for x in latent_mean]
+        self.latent_std = None if latent_std is None else [float(x) for x in latent_std]
         self.fps_random_start = fps_random_start
 
         self.fourier_embedder = FourierEmbedder(num_freqs=num_freqs, input_dim=3, include_pi=include_pi)
@@ -93,6 +102,9 @@ class ShapeVAE(nn.Module):
             use_ln_post=geo_decoder_ln_post,
         )
         self._init_weights(0.25 * math.sqrt(1.0 / width))
+        if logvar_bias_init is not None and not self.pre_kl.bias.is_meta:
+            with torch.no_grad():
+                self.pre_kl.bias[embed_dim:] = float(logvar_bias_init)
 
     def _init_weights(self, std: float) -> None:
         """Small-normal Linear init (the 3DShape2VecSet lineage's ``init_linear``); LayerNorms stay at 1/0."""
@@ -136,7 +148,7 @@ class ShapeVAE(nn.Module):
             moments = moments.view(B, T, *moments.shape[1:])  # [B, T, N, 2C]
         else:
             moments = self.pre_kl(self.encoder(surface, selection))  # [B, N, 2C]
-        return DiagonalGaussian(moments, self.logvar_min, self.logvar_max), selection
+        return DiagonalGaussian(moments, self.logvar_min, self.logvar_max, bound=self.logvar_bound), selection
 
     def encode(
         self, surface: Tensor, sample_posterior: bool = True, generator: torch.Generator | None = None
@@ -167,6 +179,24 @@ class ShapeVAE(nn.Module):
             posterior.shape, noise_share_alpha, generator, posterior.mean.device, posterior.mean.dtype
         )
         return posterior.sample(noise=eps)
+
+    # ---- DiT latent space -----------------------------------------------------------------------
+    def _latent_stats(self, z: Tensor) -> tuple[Tensor, Tensor] | None:
+        if self.latent_mean is None or self.latent_std is None:
+            return None
+        mean = torch.tensor(self.latent_mean, dtype=z.dtype, device=z.device)  # [C]
+        std = torch.tensor(self.latent_std, dtype=z.dtype, device=z.device)  # [C]
+        return mean, std
+
+    def to_dit(self, z: Tensor) -> Tensor:
+        """VAE latents ``[..., C]`` -> the DiT's standardised space (per channel, or ``· scale_factor``)."""
+        stats = self._latent_stats(z)
+        return z * self.scale_factor if stats is None else (z - stats[0]) / stats[1]
+
+    def from_dit(self, x: Tensor) -> Tensor:
+        """Inverse of :meth:`to_dit`."""
+        stats = self._latent_stats(x)
+        return x / self.scale_factor if stats is None else x * stats[1] + stats[0]
 
     # ---- decoding -------------------------------------------------------------------------------
     def decode(self, z: Tensor) -> Tensor:

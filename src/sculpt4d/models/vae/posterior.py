@@ -11,8 +11,10 @@ from torch import Tensor
 class DiagonalGaussian:
     """``N(mean, exp(logvar))`` from ``moments = cat(mean, logvar)`` on the last dim.
 
-    ``logvar`` is clamped to ``[logvar_min, logvar_max]`` (reference: -30/20; the tiny model uses
-    ``logvar_max=0`` so std ≤ 1 and the mean stays decodable, see tiny_feasibility.md).
+    ``logvar`` is bounded to ``[logvar_min, logvar_max]`` (reference: -30/20). ``bound="clamp"`` is the
+    reference's hard clamp: elements past a bound get no gradient. ``bound="smooth"`` keeps the lower clamp
+    but approaches the upper bound as ``max − softplus(max − raw)``, so every element keeps a gradient (the
+    tiny model bounds std ≤ 1 this way, keeping the mean decodable without a dead zone at the bound).
     """
 
     def __init__(
@@ -21,8 +23,13 @@ class DiagonalGaussian:
         logvar_min: float = -30.0,
         logvar_max: float = 20.0,
         deterministic: bool = False,
+        bound: str = "clamp",
     ):
         self.mean, logvar = moments.chunk(2, dim=-1)  # [..., C] each
+        if bound == "smooth":
+            logvar = logvar_max - torch.nn.functional.softplus(logvar_max - logvar)
+        elif bound != "clamp":
+            raise ValueError(f"logvar bound must be 'clamp' or 'smooth', got {bound!r}")
         self.logvar = logvar.clamp(logvar_min, logvar_max)
         self.deterministic = deterministic
         if deterministic:  # a point mass at the mean

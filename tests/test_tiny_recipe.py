@@ -1,0 +1,166 @@
+"""The pieces of the tiny recipe: posterior bound, DiT latent statistics, sequence crop, strided windows,
+exact-mesh labels and the motion IoU metric."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from PIL import Image
+
+from sculpt4d.data.dataset import Objects4DDataset
+from sculpt4d.data.records import scan_object
+from sculpt4d.metrics import evaluate_sequence, motion_iou, sequence_occupancy
+from sculpt4d.models.vae import ShapeVAE
+from sculpt4d.models.vae.posterior import DiagonalGaussian
+from sculpt4d.prep import sampling as S
+from sculpt4d.utils.images import alpha_box, preprocess_images, union_box
+
+
+def _logvar_grad(bound: str) -> torch.Tensor:
+    raw = torch.linspace(-3.0, 6.0, 32).reshape(1, 2, 16)  # half the elements past the bound (0)
+    moments = torch.cat([torch.zeros(1, 2, 16), raw], -1).requires_grad_(True)
+    post = DiagonalGaussian(moments, logvar_min=-30.0, logvar_max=0.0, bound=bound)
+    (post.kl().sum() + post.sample(noise=torch.ones(1, 2, 16)).sum()).backward()
+    return moments.grad[..., 16:]
+
+
+def test_smooth_posterior_bound_leaves_no_dead_zone():
+    assert (_logvar_grad("smooth").abs() > 0).all()  # a gradient reaches every logvar element
+    assert (_logvar_grad("clamp").abs() == 0).any()  # the hard clamp has a zero-gradient zone
+    post = DiagonalGaussian(
+        torch.cat([torch.zeros(1, 4), torch.full((1, 4), 50.0)], -1), -30, 0, bound="smooth"
+    )
+    assert (post.std <= 1.0).all()
+
+
+def _vae(**kw) -> ShapeVAE:
+    cfg = dict(num_latents=8, embed_dim=4, width=32, heads=2, num_encoder_layers=1, num_decoder_layers=1,
+               num_freqs=4, pc_size=64, downsample_ratio=8)  # fmt: skip
+    return ShapeVAE(**{**cfg, **kw})
+
+
+def test_logvar_bias_init_starts_near_deterministic():
+    vae = _vae(logvar_bias_init=-6.0, logvar_bound="smooth", logvar_max=0.0)
+    assert torch.all(vae.pre_kl.bias[4:] == -6.0) and torch.all(vae.pre_kl.bias[:4] == 0.0)
+
+
+def test_per_channel_latent_statistics_round_trip():
+    mean, std = [0.5, -1.0, 0.0, 2.0], [0.1, 2.0, 1.0, 0.5]
+    vae = _vae(latent_mean=mean, latent_std=std)
+    z = torch.randn(3, 8, 4) * torch.tensor(std) + torch.tensor(mean)
+    x = vae.to_dit(z)
+    assert torch.allclose(vae.from_dit(x), z, atol=1e-6)
+    assert torch.allclose(x.flatten(0, 1).mean(0), torch.zeros(4), atol=1.0)  # standardised per channel
+    legacy = _vae(scale_factor=2.0)  # no statistics: the reference's global scale factor
+    assert torch.allclose(legacy.to_dit(z), 2.0 * z) and torch.allclose(legacy.from_dit(2.0 * z), z)
+
+
+def test_exported_latent_statistics_reach_the_next_stage(train_cfg, tmp_path):
+    from hydra.utils import instantiate
+
+    from sculpt4d.lit.init import init_latent_stats, load_init
+
+    module = instantiate(train_cfg("vae").lit, _recursive_=False)
+    C = module.vae.embed_dim
+    module.vae.latent_mean, module.vae.latent_std = [0.25] * C, [3.0] * C
+    module.export_checkpoint(tmp_path / "export")
+    _, cfg = load_init(str(tmp_path / "export"))
+    stats = init_latent_stats(cfg)
+    assert stats["latent_mean"] == [0.25] * C and stats["latent_std"] == [3.0] * C
+    dit = instantiate(train_cfg("dit3d", f"init_from={tmp_path / 'export'}").lit, _recursive_=False)
+    z = torch.randn(2, module.vae.num_latents, C)
+    assert torch.allclose(dit.vae.to_dit(z), (z - 0.25) / 3.0)  # the DiT stage trains in that space
+
+
+def _frame(x0: int, size: int = 64) -> Image.Image:
+    a = np.zeros((size, size, 4), np.uint8)
+    a[20:40, x0 : x0 + 12] = (200, 50, 50, 255)
+    return Image.fromarray(a, "RGBA")
+
+
+def test_sequence_crop_keeps_the_motion_frame_crop_removes_it():
+    frames = [_frame(4), _frame(40)]  # the object moves right
+    per_frame = preprocess_images(frames, crop="frame", size=64)
+    per_sequence = preprocess_images(frames, crop="sequence", size=64)
+    assert torch.allclose(per_frame[0], per_frame[1])  # each frame recentred: the motion is lost
+    assert not torch.allclose(per_sequence[0], per_sequence[1])  # one box: the object moves in the image
+    assert union_box([alpha_box(np.asarray(f)) for f in frames]) == (20, 39, 4, 51)
+
+
+def test_dataset_sequence_crop_uses_one_box_per_clip(tiny_dataset):
+    rec = scan_object(tiny_dataset / "obj_000", min_frames=1, need_images=True)
+    ds = Objects4DDataset([rec], sequence_length=3, pc_size=32, preprocess_size=32, crop="sequence")
+    ds[(0, 0)]
+    boxes = {frame: alpha_box(np.asarray(Image.open(ds._image_path(rec, frame, 0)))) for frame in rec.frames}
+    assert ds._sequence_box(rec, 0) == union_box(list(boxes.values()))
+    assert len(ds._box_cache) >= 1
+
+
+def test_random_strides_cover_each_listed_rate(tiny_dataset):
+    rec = scan_object(tiny_dataset / "obj_001", min_frames=1, need_images=False)
+    ds = Objects4DDataset([rec], sequence_length=3, strides=[1, 2], pc_size=32, load_images=False)
+    gaps = {int(np.diff(ds[(0, s)]["frame_index"].numpy())[0]) for s in range(40)}
+    assert gaps == {1, 2}
+    ds_long = Objects4DDataset([rec], sequence_length=3, strides=[1, 5], pc_size=32, load_images=False)
+    assert {int(np.diff(ds_long[(0, s)]["frame_index"].numpy())[0]) for s in range(20)} == {
+        1
+    }  # 5 does not fit
+
+
+def _moving_parts(angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """A base slab plus a lid hinged at its back edge: two closed boxes, one topology for every angle."""
+    base = trimesh.creation.box(extents=(0.8, 0.3, 0.8))
+    lid = trimesh.creation.box(extents=(0.8, 0.06, 0.8))
+    lid.apply_translation((0, 0.03, 0.4))
+    lid.apply_transform(trimesh.transformations.rotation_matrix(angle, (1, 0, 0)))
+    lid.apply_translation((0, 0.15, -0.4))
+    mesh = trimesh.util.concatenate([base, lid])
+    return np.asarray(mesh.vertices), np.asarray(mesh.faces)
+
+
+def test_exact_tracks_are_consistent_and_on_the_outer_surface():
+    frames = [_moving_parts(a) for a in (0.0, 0.6, 1.2)]
+    rng = np.random.default_rng(0)
+    rnd, shp, n_edges = S.track_exact(frames[0], frames, 500, 100, rng)
+    assert (
+        n_edges > 0
+        and len(rnd.points) == 3
+        and rnd.points[0].shape == (500, 3)
+        and shp.points[0].shape == (100, 3)
+    )
+    for (v, f), pts, nrm in zip(frames, rnd.points, rnd.normals):
+        dist = trimesh.proximity.signed_distance(trimesh.Trimesh(v, f, process=False), pts)
+        assert np.abs(dist).max() < 1e-6  # exactly on this frame's mesh
+        assert np.allclose(np.linalg.norm(nrm, axis=1), 1.0)
+        assert (S.occupancy(v, f, pts + 0.01 * nrm) == 0).mean() > 0.97  # outward normals, no buried points
+    # consistency: the base does not move, so its points stay put; the lid's points move rigidly
+    moved = np.linalg.norm(rnd.points[2] - rnd.points[0], axis=1) > 1e-9
+    assert 0.4 < (~moved).mean() < 0.98
+    lid0, lid2 = rnd.points[0][moved], rnd.points[2][moved]
+    d0 = np.linalg.norm(lid0[:, None] - lid0[None], axis=-1)
+    assert np.allclose(d0, np.linalg.norm(lid2[:, None] - lid2[None], axis=-1), atol=1e-9)
+    bad = [_moving_parts(0.0), (frames[1][0][:-3], frames[1][1][:-1])]
+    with pytest.raises(Exception, match="topology"):
+        S.track_exact(bad[0], bad, 10, 10, rng)
+
+
+def _box(offset: float) -> trimesh.Trimesh:
+    m = trimesh.creation.box(extents=(0.3, 0.3, 0.3))
+    m.apply_translation((offset, 0, 0))
+    return m
+
+
+def test_motion_iou_static_is_zero_truth_is_one():
+    gt = [_box(x) for x in (-0.2, 0.0, 0.2)]
+    static = [_box(-0.2) for _ in gt]
+    occ_gt = sequence_occupancy(gt, 32)
+    assert motion_iou(occ_gt, occ_gt) == 1.0
+    assert motion_iou(sequence_occupancy(static, 32), occ_gt) == 0.0
+    half = [_box(x) for x in (-0.2, -0.1, 0.0)]  # moves the right way, half as far
+    assert 0.0 < motion_iou(sequence_occupancy(half, 32), occ_gt) < 1.0
+    both_static = sequence_occupancy(static, 32)
+    assert motion_iou(both_static, both_static) == 1.0  # nothing moves on either side
+    scores = evaluate_sequence(static, gt, n_points=2000, iou_res=32) | {}
+    assert "motion_iou" not in scores  # only with a prepared motion grid (evaluation does it)
