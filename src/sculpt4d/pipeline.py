@@ -334,7 +334,13 @@ class Sculpt4DPipeline:
         timings["sample_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         meshes = self.decode(
-            latents, octree_resolution, mc_algo, num_chunks, hierarchical, largest_component, callback=callback
+            latents,
+            octree_resolution,
+            mc_algo,
+            num_chunks,
+            hierarchical,
+            largest_component,
+            callback=callback,
         )
         timings["decode_s"] = time.perf_counter() - t0
         pil = [

@@ -32,9 +32,7 @@ def border_pixels(rgb: np.ndarray, frac: float = 0.02) -> np.ndarray:
     )
 
 
-def plain_border(
-    rgb: np.ndarray, tolerance: float = 30.0, min_share: float = 0.8
-) -> tuple[bool, np.ndarray]:
+def plain_border(rgb: np.ndarray, tolerance: float = 30.0, min_share: float = 0.8) -> tuple[bool, np.ndarray]:
     """Whether at least ``min_share`` of the border lies within ``tolerance`` of its median colour."""
     border = border_pixels(rgb)
     bg = np.median(border, axis=0)  # [3]
