@@ -122,11 +122,12 @@ def test_bad_upload_shows_its_error_in_the_page(server, page, tmp_path):
     (tmp_path / "notes.txt").write_text("not a video")
     _open(page, url)
     page.locator("#upload input[type=file]").set_input_files([str(tmp_path / "notes.txt")])
-    page.locator("#upload").get_by_text("notes.txt").first.wait_for()
+    page.locator('#upload td[aria-label="notes.txt"]').wait_for(state="attached")
     page.locator("#generate").click()
     page.get_by_text("notes.txt: not a supported input").first.wait_for(timeout=60_000)
 
 
+@pytest.mark.timeout(1800)
 def test_upload_generate_view_and_download_the_animated_glb(server, page, tmp_path):
     import pygltflib
     import trimesh
@@ -135,9 +136,9 @@ def test_upload_generate_view_and_download_the_animated_glb(server, page, tmp_pa
     _open(page, url)
     frames = sorted(DEMO.glob("*.png"))
     page.locator("#upload input[type=file]").set_input_files([str(f) for f in frames])
-    page.locator("#upload").get_by_text(frames[-1].name).first.wait_for()
+    page.locator(f'#upload td[aria-label="{frames[-1].name}"]').wait_for(state="attached")
     page.locator("#generate").click()
-    link = page.locator("#downloads a", has_text="sequence.glb").first
+    link = page.locator('#downloads a[download="sequence.glb"]').first
     link.wait_for(timeout=900_000)
     canvas = page.locator("#viewer canvas").first
     canvas.wait_for()
