@@ -65,6 +65,7 @@ def _free_port() -> int:
 
 
 def _browser_or_skip():
+    pytest.importorskip("gradio", reason="gradio is not installed (make install)")
     pw = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make install)")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: run `make install-browser` (apt-get install chromium)")

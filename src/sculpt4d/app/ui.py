@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from sculpt4d.app.jobs import Cancelled, Generator, Settings, attention_variants
-from sculpt4d.errors import Sculpt4DError
+from sculpt4d.errors import MissingDependencyError, Sculpt4DError
 from sculpt4d.inputs.matting import MODES
 from sculpt4d.pipeline import list_demos
 
@@ -37,7 +37,12 @@ def check_upload(files: list[str] | None, max_files: int) -> list[str]:
 
 def build_ui(cfg: DictConfig, generator: Generator | None = None):
     """The ``gr.Blocks`` app for a composed ``conf/app.yaml``."""
-    import gradio as gr
+    try:
+        import gradio as gr
+    except ImportError as e:
+        raise MissingDependencyError(
+            "gradio", "the web app", hint='pip install -e ".[app]" (or make install)'
+        ) from e
 
     generator = generator or Generator(cfg)
     app = cfg.app
