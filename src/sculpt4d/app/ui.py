@@ -100,7 +100,9 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
         )
         with gr.Row():
             with gr.Column(scale=1):
-                files = gr.File(label="Frames, a .zip or a video", file_count="multiple", elem_id="upload")
+                files = gr.File(
+                    label="Frames, a .zip or a video", file_count="multiple", elem_id="upload", height=260
+                )
                 demo = gr.Dropdown(demos, value=NO_DEMO, label="…or a bundled demo", elem_id="demo")
                 with gr.Accordion("Settings", open=False):
                     steps = gr.Slider(2, 100, value=int(cfg.num_steps), step=1, label="Sampling steps")
