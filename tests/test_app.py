@@ -159,3 +159,12 @@ def test_upload_generate_view_and_download_the_animated_glb(server, page, tmp_pa
     assert len(gltf.animations) == 1
     times = gltf.accessors[gltf.animations[0].samplers[0].input]
     assert times.count in (seq, seq + 1)  # morph: one key per frame; visibility: + the hold of the last frame
+
+
+def test_too_many_uploaded_files_is_one_clear_sentence():
+    from sculpt4d.app.ui import check_upload
+    from sculpt4d.errors import InputError
+
+    assert check_upload(["a.png", "b.png"], 2) == ["a.png", "b.png"]
+    with pytest.raises(InputError, match="3 files uploaded: at most 2 frames per upload"):
+        check_upload(["a.png", "b.png", "c.png"], 2)

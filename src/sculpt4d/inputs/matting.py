@@ -68,7 +68,7 @@ def rembg_available() -> bool:
     return rembg_model_path().is_file()
 
 
-def rembg_matte(rgb: np.ndarray) -> np.ndarray:
+def rembg_matte(rgb: np.ndarray, name: str) -> np.ndarray:
     """Alpha ``[H, W]`` uint8 from rembg; never downloads (a missing model file is an :class:`InputError`)."""
     try:
         import rembg
@@ -79,7 +79,7 @@ def rembg_matte(rgb: np.ndarray) -> np.ndarray:
     model = rembg_model_path()
     if not model.is_file():
         raise InputError(
-            f"remove_background=rembg needs the model file {model}, which is missing: run `rembg d {REMBG_MODEL}` "
+            f"{name}: remove_background=rembg needs the model file {model}, which is missing: run `rembg d {REMBG_MODEL}` "
             "where the internet is reachable and copy the file there (or set U2NET_HOME), or use "
             "remove_background=plain for objects on a plain background"
         )
@@ -116,7 +116,7 @@ def remove_background(
             )
         method, alpha = "plain", plain_matte(a, tolerance)
     elif mode == "rembg" or rembg_available():
-        method, alpha = "rembg", rembg_matte(a)
+        method, alpha = "rembg", rembg_matte(a, name)
     else:
         raise InputError(
             f"{name}: the frame has no alpha and its background is not plain, and rembg is not available "
