@@ -11,7 +11,15 @@ help: ## list every target
 
 install: ## install sculpt4d + dev tools (torch pinned to 2.13.0 via constraints.txt)
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[dev,sweep]"
+	$(PIP) install -e ".[dev,sweep,app]"
+	$(MAKE) install-browser
+
+install-browser: ## Debian's chromium for the browser tests of the web app (they skip, saying why, without it)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; } \
+		|| echo "install-browser: chromium could not be installed (needs apt-get as root); the browser tests will skip"
+
+install-rembg: ## optional: rembg background removal (its u2net model file must be put in ~/.u2net by hand)
+	$(PIP) install -e ".[rembg]"
 
 install-sweep: ## optional: SLURM (submitit) launcher and Optuna sweeper for Hydra
 	$(PIP) install -e ".[sweep]"
@@ -30,15 +38,18 @@ test-full: ## all tests including slow ones
 	$(PYTHON) -m pytest -q
 
 lint: ## ruff lint + format check
-	$(PYTHON) -m ruff check src tests benchmarks train.py predict.py
-	$(PYTHON) -m ruff format --check src tests benchmarks train.py predict.py
+	$(PYTHON) -m ruff check src tests benchmarks train.py predict.py app.py
+	$(PYTHON) -m ruff format --check src tests benchmarks train.py predict.py app.py
 
 format: ## ruff autofix + format
-	$(PYTHON) -m ruff check --fix src tests benchmarks train.py predict.py
-	$(PYTHON) -m ruff format src tests benchmarks train.py predict.py
+	$(PYTHON) -m ruff check --fix src tests benchmarks train.py predict.py app.py
+	$(PYTHON) -m ruff format src tests benchmarks train.py predict.py app.py
 
 demo: ## run predict.py on the bundled box demo with the shipped tiny model
 	$(PYTHON) predict.py input=demos/box output_dir=outputs/demo/box
+
+app: ## the web app (frames / zip / video in, animated mesh in the browser) on http://127.0.0.1:7860
+	$(PYTHON) app.py
 
 demos: ## re-render data/demos/* from the procedural assets
 	$(PYTHON) scripts/make_demos.py
@@ -62,4 +73,4 @@ bench: ## run every benchmark (prints side-by-side ratios; JSON under outputs/be
 clean: ## remove caches and run outputs
 	rm -rf outputs multirun logs .pytest_cache .ruff_cache
 
-.PHONY: help install install-sweep install-gpu install-blender test test-full lint format demo demos data-tiny train-tiny evaluate bench clean
+.PHONY: help install install-browser install-rembg app install-sweep install-gpu install-blender test test-full lint format demo demos data-tiny train-tiny evaluate bench clean

@@ -242,3 +242,17 @@ def train_cfg(tmp_path: Path, tiny_dataset: Path):
         return compose_train([*base, *(MICRO_MODEL if micro else []), *overrides], tmp_path, tiny_dataset)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An exported micro model (config.yaml + model.safetensors, 3 frames) that predict.py and the app load."""
+    from omegaconf import OmegaConf
+    from test_pipeline import ATTENTION, MICRO, _components
+
+    from sculpt4d.hub import save_safetensors
+
+    out = tmp_path_factory.mktemp("micro_ckpt")
+    save_safetensors(_components().state_dict(), out / "model.safetensors")
+    (out / "config.yaml").write_text(OmegaConf.to_yaml({"model": MICRO, "attention": ATTENTION}))
+    return out

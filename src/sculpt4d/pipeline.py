@@ -9,7 +9,7 @@ the notebook and evaluation.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ DTYPES = {
     "fp16": torch.float16,
     "float16": torch.float16,
 }
+Progress = Callable[[str, int, int], None]  # (stage, done, total): "sampling" steps, "decoding" frames
 
 
 def list_demos(data_dir: str | Path = "data") -> list[str]:
@@ -213,6 +214,7 @@ class Sculpt4DPipeline:
         seed: int = 0,
         per_frame: bool = False,
         progress: bool = True,
+        callback: Progress | None = None,
     ) -> torch.Tensor:
         """Euler flow sampling with CFG; returns DiT-scale latents ``[1, T, N, C]``."""
         from sculpt4d.diffusion import EulerSampler, shared_noise
@@ -230,6 +232,13 @@ class Sculpt4DPipeline:
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
                 return model(x, t, c).float()
 
+        runs = T if per_frame else 1
+
+        def step_fn(run: int):
+            if callback is None:
+                return None
+            return lambda i, t, x: callback("sampling", run * num_steps + i + 1, runs * num_steps)
+
         if per_frame:  # the per-frame 3D baseline: the same model applied to each frame alone (T=1)
             outs = [
                 sampler.sample(
@@ -239,13 +248,20 @@ class Sculpt4DPipeline:
                     uncond[:, t : t + 1],
                     guidance_scale=guidance_scale,
                     progress=progress,
+                    callback=step_fn(t),
                 )
                 for t in range(T)
             ]
             latents = torch.cat(outs, dim=1)
         else:
             latents = sampler.sample(
-                model_fn, noise, cond, uncond, guidance_scale=guidance_scale, progress=progress
+                model_fn,
+                noise,
+                cond,
+                uncond,
+                guidance_scale=guidance_scale,
+                progress=progress,
+                callback=step_fn(0),
             )
         self._release(model)
         return latents
@@ -260,6 +276,7 @@ class Sculpt4DPipeline:
         hierarchical: bool = True,
         largest_component: bool = True,
         bounds: float = 1.01,
+        callback: Progress | None = None,
     ) -> list[trimesh.Trimesh]:
         """VAE-decode each frame and extract its surface."""
         vae = self._place(self.components.vae)
@@ -280,6 +297,8 @@ class Sculpt4DPipeline:
                 if len(parts) > 1:
                     mesh = max(parts, key=lambda m: len(m.faces))
             meshes.append(mesh)
+            if callback is not None:
+                callback("decoding", t + 1, z.shape[0])
         self._release(vae)
         return meshes
 
@@ -297,7 +316,9 @@ class Sculpt4DPipeline:
         largest_component: bool = True,
         per_frame: bool = False,
         progress: bool = True,
+        callback: Progress | None = None,
     ) -> PipelineOutput:
+        """``callback(stage, done, total)`` after each sampling step and each decoded frame (may raise to stop)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         images = self.load_images(frames)
@@ -305,11 +326,19 @@ class Sculpt4DPipeline:
         timings["condition_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         latents = self.sample_latents(
-            cond, num_steps, guidance_scale, noise_share_alpha, seed, per_frame, progress
+            cond, num_steps, guidance_scale, noise_share_alpha, seed, per_frame, progress, callback
         )
         timings["sample_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        meshes = self.decode(latents, octree_resolution, mc_algo, num_chunks, hierarchical, largest_component)
+        meshes = self.decode(
+            latents,
+            octree_resolution,
+            mc_algo,
+            num_chunks,
+            hierarchical,
+            largest_component,
+            callback=callback,
+        )
         timings["decode_s"] = time.perf_counter() - t0
         pil = [
             Image.fromarray(((img.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8))

@@ -1,4 +1,4 @@
-"""The predict task: a folder of frames -> frame_XXXX.obj + sequence.glb + strip video, written atomically."""
+"""The predict task: frames / a video / a zip -> frame_XXXX.obj + sequence.glb + strip video, written atomically."""
 
 from __future__ import annotations
 
@@ -67,21 +67,25 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
     )
 
 
-def run_predict(cfg: DictConfig, pipeline=None) -> Path:
-    """Run the pipeline on ``cfg.input`` and write every export into ``cfg.output_dir`` (atomically)."""
+def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
+    """Run the pipeline on ``cfg.input`` and write every export into ``cfg.output_dir`` (atomically).
+
+    ``callback(stage, done, total)`` reports progress (the web app's bar; it may raise to cancel).
+    """
     from sculpt4d import export
-    from sculpt4d.pipeline import list_frames, resolve_input_dir
+    from sculpt4d.inputs.config import frames_from_config
     from sculpt4d.utils.io import atomic_dir
 
-    input_dir = resolve_input_dir(str(cfg.input), data_dir=cfg.paths.data_dir)
-    frames = list_frames(input_dir, int(cfg.sequence_length), int(cfg.get("frame_stride", 1)))
+    frames = frames_from_config(cfg, callback)
     pipeline = pipeline or build_pipeline(cfg)
     t0 = time.perf_counter()
-    out = pipeline(frames, per_frame=bool(cfg.per_frame), **sampling_kwargs(cfg))
+    out = pipeline(frames.images, per_frame=bool(cfg.per_frame), callback=callback, **sampling_kwargs(cfg))
     total = time.perf_counter() - t0
     output_dir = Path(str(cfg.output_dir))
     ex = cfg.export
     with atomic_dir(output_dir) as tmp:
+        if ex.get("inputs", True):
+            frames.save(tmp / "inputs")
         if ex.obj:
             export.write_obj_sequence(out.meshes, tmp)
         if ex.glb:
@@ -93,8 +97,9 @@ def run_predict(cfg: DictConfig, pipeline=None) -> Path:
                 out.images, out.meshes, tmp / "strip.gif", tmp / "strip.mp4", fps=float(ex.fps)
             )
         summary = {
-            "input": str(input_dir),
-            "frames": [str(f) for f in frames],
+            "input": frames.source,
+            "frames": frames.names,
+            "background": frames.methods,
             "ckpt": str(cfg.ckpt),
             "seconds": round(total, 3),
             "timings": {k: round(v, 3) for k, v in out.timings.items()},
