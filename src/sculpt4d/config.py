@@ -45,7 +45,8 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def run_user_task(task, cfg):
-    """Run ``task(cfg)``; a user error (bad input, checkpoint, missing package) prints one line, exits 2.
+    """Run ``task(cfg)``; a user error (bad input, checkpoint, missing package) prints one line, exits 2
+    (1 for :class:`~sculpt4d.errors.FailedObjectsError`).
 
     Ctrl-C prints ``interrupted`` and exits 130 (temp outputs are removed on the way out).
     """
@@ -57,7 +58,7 @@ def run_user_task(task, cfg):
         return task(cfg)
     except Sculpt4DError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
