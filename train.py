@@ -18,10 +18,9 @@ register_resolvers()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from sculpt4d.lit.task import get_metric_value, train
+    from sculpt4d.lit.task import train_main
 
-    metrics, _ = train(cfg)
-    return get_metric_value(metrics, cfg.get("optimized_metric"))
+    return train_main(cfg)
 
 
 if __name__ == "__main__":
