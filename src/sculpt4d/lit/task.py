@@ -38,7 +38,7 @@ from sculpt4d.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["check_resume_checkpoint", "get_metric_value", "resolve_ckpt_path", "run_ids", "train", "train_main"]
+__all__ = ["check_resume_checkpoint", "get_metric_value", "resolve_ckpt_path", "run_ids", "train"]
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -239,10 +239,3 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         model.export_checkpoint(str(export_dir))
     return metrics, objects
 
-
-def train_main(cfg: DictConfig) -> float | None:
-    """``train.py``'s body: user errors print one line and exit 2, Ctrl-C exits 130 (as predict, prep, evaluate)."""
-    from sculpt4d.config import run_user_task
-
-    metrics, _ = run_user_task(train, cfg)
-    return get_metric_value(metrics, cfg.get("optimized_metric"))
