@@ -50,7 +50,11 @@ def _predict(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 def _tree(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` except Hydra's own run folder and logs."""
-    files = (p for p in sorted(path.rglob("*")) if p.is_file() and p.relative_to(path).parts[0] not in ("hydra", "logs"))
+    files = (
+        p
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.relative_to(path).parts[0] not in ("hydra", "logs")
+    )
     return {str(p.relative_to(path)): p.read_bytes() for p in files}
 
 
@@ -91,7 +95,9 @@ def test_predict_refuses_an_output_dir_that_would_cost_files(tmp_path: Path, kin
         ("rgb_mode=foo", "rgb_mode=foo"),
     ],
 )
-def test_predict_validates_every_key_before_loading_the_model(tmp_path: Path, override: str, needle: str) -> None:
+def test_predict_validates_every_key_before_loading_the_model(
+    tmp_path: Path, override: str, needle: str
+) -> None:
     res = _predict(tmp_path, f"output_dir={tmp_path}/out", NO_CKPT, override)
     _one_line_error(res, needle)
     assert not (tmp_path / "out").exists()
@@ -186,7 +192,9 @@ def test_image_errors_name_the_frame_and_rgb_mode_is_a_key(tmp_path: Path, micro
         Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(noise / f"f{t}.jpg")
     with pytest.raises(InputError, match=r"f0\.jpg: RGB image without alpha.*rgb_mode=whole"):
         _run(tmp_path, micro_ckpt, noise, tmp_path / "out")
-    assert (_run(tmp_path, micro_ckpt, noise, tmp_path / "out", "rgb_mode=whole") / "prediction.json").is_file()
+    assert (
+        _run(tmp_path, micro_ckpt, noise, tmp_path / "out", "rgb_mode=whole") / "prediction.json"
+    ).is_file()
 
 
 # -------------------------------------------------------------------------------------- images
@@ -221,7 +229,9 @@ def test_too_few_frames_hint_only_offers_settings_that_work(tmp_path: Path) -> N
         with pytest.raises(InputError) as err:
             list_frames(tmp_path, length, stride)
         msg = str(err.value)
-        for key, value in [h.split("=") for h in msg.split("pass ")[1].split(" (")[0].rstrip(".").split(" or ")]:
+        for key, value in [
+            h.split("=") for h in msg.split("pass ")[1].split(" (")[0].rstrip(".").split(" or ")
+        ]:
             kw = {"sequence_length": length, "stride": stride, **{key.replace("frame_", ""): int(value)}}
             assert list_frames(tmp_path, kw["sequence_length"], kw["stride"]), msg
         if length > 10:
@@ -390,7 +400,9 @@ def test_static_asset_hint_names_a_real_key(tmp_path: Path) -> None:
     from sculpt4d.prep.pipeline import PrepParams, process_object
 
     trimesh.creation.box().export(tmp_path / "static_box.glb")
-    p = PrepParams(num_frames=2, num_views=1, resolution=32, grid_res=16, pc_random=64, pc_sharp=64, volume_size=64)
+    p = PrepParams(
+        num_frames=2, num_views=1, resolution=32, grid_res=16, pc_random=64, pc_sharp=64, volume_size=64
+    )
     res = process_object(tmp_path / "static_box.glb", tmp_path / "out", p, ("frames",))
     assert res["status"] == "failed" and "allow_static=true (prep config key)" in res["error"]
     p.allow_static = True
@@ -432,7 +444,9 @@ def test_killing_prep_leaves_no_worker_behind(tmp_path: Path, sig: int) -> None:
     cmd = [sys.executable, "-m", "sculpt4d.prep", f"input={two}", f"output_dir={tmp_path}/prep",
            f"hydra.run.dir={tmp_path}/hydra", "num_frames=4", "num_views=2", "resolution=64", "grid_res=32",
            "progress=false", "workers=2"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     while len(_descendants(proc.pid)) < 3 and time.time() < deadline:  # manager + two workers
         time.sleep(0.2)

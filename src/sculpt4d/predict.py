@@ -71,7 +71,10 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         "noise_share_alpha": (0.0 <= f["noise_share_alpha"] <= 1.0, "must lie in [0, 1]"),
         "octree_resolution": (n["octree_resolution"] >= 8, "must be >= 8 (marching-cubes grid)"),
         "num_chunks": (n["num_chunks"] >= 1, "must be >= 1 (query points per decoder call)"),
-        "mc_algo": (str(cfg.mc_algo) in ALGOS, f"is not a surface extractor; choose one of {', '.join(ALGOS)}"),
+        "mc_algo": (
+            str(cfg.mc_algo) in ALGOS,
+            f"is not a surface extractor; choose one of {', '.join(ALGOS)}",
+        ),
     }
     for key, (ok, rule) in checks.items():
         if not ok:

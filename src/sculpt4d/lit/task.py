@@ -82,7 +82,9 @@ def check_resume_checkpoint(path: str | Path) -> None:
             torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
-            refused_pickle_message(path, e, allowed="tensors, plain containers and " + ", ".join(sorted(allowed)))
+            refused_pickle_message(
+                path, e, allowed="tensors, plain containers and " + ", ".join(sorted(allowed))
+            )
         ) from None
     except Exception as e:  # noqa: BLE001 - truncated, corrupt or not a checkpoint
         msg = str(e).splitlines()[0] if str(e) else ""
@@ -238,4 +240,3 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     if export_dir and trainer.is_global_zero and not trainer.fast_dev_run:
         model.export_checkpoint(str(export_dir))
     return metrics, objects
-

@@ -46,7 +46,9 @@ def _temp_prefix(path: Path) -> str:
 
 def _temp_owner(path: Path, sibling: Path) -> int | None:
     """The pid in ``sibling``'s name if it is one of our temp folders of ``path``; 0 for the legacy naming."""
-    m = re.fullmatch(rf"\.{re.escape(path.name)}\.(?:pid(\d+)\.)?[A-Za-z0-9_]{{8}}\.(?:old\.)?tmp", sibling.name)
+    m = re.fullmatch(
+        rf"\.{re.escape(path.name)}\.(?:pid(\d+)\.)?[A-Za-z0-9_]{{8}}\.(?:old\.)?tmp", sibling.name
+    )
     if m is None:
         return None
     return int(m.group(1)) if m.group(1) else 0
