@@ -161,6 +161,19 @@ def _check_strategy(cfg: DictConfig) -> None:
             )
 
 
+def _check_data_roots(cfg: DictConfig) -> None:
+    """A missing ``data.root`` fails in one line before any model is built."""
+    from omegaconf import ListConfig
+
+    from sculpt4d.data.records import list_object_dirs
+
+    roots = cfg.data.get("root")
+    if roots is None or cfg.data.get("train_list") or not str(cfg.data.get("_target_", "")).endswith("DataModule"):
+        return
+    roots = [str(r) for r in roots] if isinstance(roots, ListConfig | list) else [str(roots)]
+    list_object_dirs(roots)
+
+
 def _resolve_precision(cfg: DictConfig) -> None:
     """``precision: auto`` = bf16-mixed on CUDA, 32-true elsewhere."""
     if str(cfg.trainer.get("precision", "")) == "auto":
@@ -184,6 +197,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     ckpt_path = resolve_ckpt_path(cfg)
     if ckpt_path is not None:
         check_resume_checkpoint(ckpt_path)  # before anything is built: a refused file costs nothing
+    _check_data_roots(cfg)
     _apply_run_ids(cfg, run_ids(cfg, resuming=ckpt_path is not None))
     if cfg.get("float32_matmul_precision"):
         torch.set_float32_matmul_precision(str(cfg.float32_matmul_precision))
