@@ -168,7 +168,11 @@ def _check_data_roots(cfg: DictConfig) -> None:
     from sculpt4d.data.records import list_object_dirs
 
     roots = cfg.data.get("root")
-    if roots is None or cfg.data.get("train_list") or not str(cfg.data.get("_target_", "")).endswith("DataModule"):
+    if (
+        roots is None
+        or cfg.data.get("train_list")
+        or not str(cfg.data.get("_target_", "")).endswith("DataModule")
+    ):
         return
     roots = [str(r) for r in roots] if isinstance(roots, ListConfig | list) else [str(roots)]
     list_object_dirs(roots)
