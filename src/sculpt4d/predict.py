@@ -94,14 +94,20 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
 
 
 def model_max_frames(cfg: DictConfig) -> int | None:
-    """The temporal adapter's ``max_frames``: from an exported folder's config.yaml, else the model config."""
+    """The temporal adapter's ``max_frames``: from an exported folder's config.yaml, else the model config.
+
+    ``None`` when it cannot be told without loading (the checkpoint loader then reports any problem).
+    """
     ckpt = Path(str(cfg.get("ckpt", "")))
-    node = cfg.get("model")
-    if (ckpt / "config.yaml").is_file():
-        exported = OmegaConf.load(ckpt / "config.yaml")
-        node = exported.get("model", exported)
-    adapter = node.get("adapter") if node is not None else None
-    return int(adapter.get("max_frames", 64)) if adapter is not None else None
+    try:
+        node = cfg.get("model")
+        if (ckpt / "config.yaml").is_file():
+            exported = OmegaConf.load(ckpt / "config.yaml")
+            node = exported.get("model", exported)
+        adapter = node.get("adapter")
+        return int(adapter.get("max_frames", 64)) if adapter is not None else None
+    except Exception:  # noqa: BLE001 - unreadable or unusual configs are the loader's to report
+        return None
 
 
 def check_options(cfg: DictConfig) -> dict:

@@ -143,16 +143,17 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def probe_writable(path: Path) -> None:
-    """Write and remove a temp file where ``path`` will be created; :class:`InputError` if that fails."""
+    """Write and remove a temp file beside ``path`` (and in it, if it is a folder); :class:`InputError` if not."""
     base = _nearest_existing(path.parent)
     if not base.is_dir():
         raise InputError(f"output_dir={path}: '{base}' is a file, so no folder can be created below it")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".probe.tmp", dir=base)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise InputError(f"output_dir={path}: cannot write in '{base}' ({e.strerror or e})") from None
+    for folder in (base, path) if path.is_dir() else (base,):
+        try:
+            fd, probe = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".probe.tmp", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise InputError(f"output_dir={path}: cannot write in '{folder}' ({e.strerror or e})") from None
 
 
 def check_output_dir(
