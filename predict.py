@@ -12,11 +12,18 @@ from sculpt4d.config import register_resolvers
 register_resolvers()
 
 
+def _predict(cfg: DictConfig):
+    from sculpt4d.predict import run_predict
+
+    return run_predict(cfg)
+
+
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from sculpt4d.predict import predict_main
+    """User errors print one line and exit 2, Ctrl-C exits 130 (the heavy imports included)."""
+    from sculpt4d.config import run_user_task
 
-    predict_main(cfg)
+    run_user_task(_predict, cfg)
 
 
 if __name__ == "__main__":

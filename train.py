@@ -16,12 +16,19 @@ from sculpt4d.config import register_resolvers
 register_resolvers()
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def _train(cfg: DictConfig) -> float | None:
     from sculpt4d.lit.task import get_metric_value, train
 
     metrics, _ = train(cfg)
     return get_metric_value(metrics, cfg.get("optimized_metric"))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """User errors print one line and exit 2, Ctrl-C exits 130 (as predict, prep and evaluate)."""
+    from sculpt4d.config import run_user_task
+
+    return run_user_task(_train, cfg)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,7 @@ def test_shard_split_covers_all_once():
 def test_hydra_config_composes_without_submitit(tmp_path):
     from hydra import compose, initialize_config_dir
 
+    from sculpt4d.errors import FailedObjectsError
     from sculpt4d.prep.__main__ import params_from_cfg, run_prep, shard_spec
 
     conf = Path(__file__).resolve().parents[1] / "conf"
@@ -192,6 +193,9 @@ def test_hydra_config_composes_without_submitit(tmp_path):
         cfg = compose(
             "prep", overrides=[f"input={bad}", f"output_dir={tmp_path / 'o'}", "workers=1", "progress=false"]
         )
+        with pytest.raises(FailedObjectsError, match="1 of 1 objects failed"):
+            run_prep(cfg)  # exit status 1; the report stays
+        cfg.allow_failures = True
         res = run_prep(cfg)
     assert res[0]["status"] == "failed"
     assert json.loads((tmp_path / "o" / "prep_failures.json").read_text())["num_failed"] == 1

@@ -23,6 +23,16 @@ def task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def hydra_job_dir() -> list[str]:
+    """This Hydra job's own output folder in a multirun (it already holds ``.hydra/``), else nothing."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return [str(HydraConfig.get().runtime.output_dir)]
+    return []
+
+
 def register_resolvers() -> None:
     """``${basename:path}``: the last component of a path; ``${per_job:path}``: see :func:`per_job_dir`."""
     if not OmegaConf.has_resolver("basename"):
@@ -35,7 +45,11 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def run_user_task(task, cfg):
-    """Run ``task(cfg)``; a user error (bad input, checkpoint, missing package) prints one line, exits 2."""
+    """Run ``task(cfg)``; a user error (bad input, checkpoint, missing package) prints one line, exits 2
+    (1 for :class:`~sculpt4d.errors.FailedObjectsError`).
+
+    Ctrl-C prints ``interrupted`` and exits 130 (temp outputs are removed on the way out).
+    """
     import sys
 
     from sculpt4d.errors import Sculpt4DError
@@ -44,7 +58,10 @@ def run_user_task(task, cfg):
         return task(cfg)
     except Sculpt4DError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def hydra_main(config_name: str, task, resolve: bool = False) -> None:

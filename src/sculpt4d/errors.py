@@ -4,6 +4,14 @@
 class Sculpt4DError(Exception):
     """Base class for errors caused by user input (files, configs, checkpoints)."""
 
+    exit_code = 2  # the status the command-line tasks exit with
+
+
+class FailedObjectsError(Sculpt4DError):
+    """A batch task (prep) finished, but some of its objects failed (exit status 1; the report stays)."""
+
+    exit_code = 1
+
 
 class InputError(Sculpt4DError, ValueError):
     """Bad input data: a missing/unreadable file, wrong shapes, too few frames."""

@@ -268,16 +268,31 @@ def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[
     return summary
 
 
+def evaluate_output_dir(cfg: DictConfig, benchmark: Path) -> Path:
+    """``cfg.output_dir`` after the checks of :func:`sculpt4d.utils.io.check_output_dir` (marker: summary.json)."""
+    from sculpt4d.config import hydra_job_dir
+    from sculpt4d.utils.io import check_output_dir
+
+    return check_output_dir(
+        str(cfg.output_dir),
+        marker="summary.json",
+        inputs=[benchmark],
+        overwrite=bool(cfg.get("overwrite", False)),
+        own_dirs=hydra_job_dir(),
+    )
+
+
 def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from sculpt4d.config import task_overrides
     from sculpt4d.metrics import prepare_ground_truth, score_sequence
-    from sculpt4d.predict import build_pipeline, sampling_kwargs
+    from sculpt4d.predict import build_pipeline, check_options
     from sculpt4d.utils.io import atomic_path, write_json
     from sculpt4d.utils.memory import peak_memory_mb, reset_peak_memory
 
     t_start = time.perf_counter()
-    sampling_kwargs(cfg)  # bad sampling options fail here, before any preparation or model loading
+    check_options(cfg)  # bad options fail here, before any preparation or model loading
     root = resolve_benchmark(cfg)
+    out_dir = evaluate_output_dir(cfg, root)
     objects = find_objects(root)
     if cfg.max_objects:  # evenly spaced: every category stays in
         objects = [objects[i] for i in evenly_spaced(len(objects), int(cfg.max_objects))]
@@ -350,7 +365,6 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     by_category = {
         c: summarise([r for r in rows if category_of(r["object"]) == c], methods) for c in categories
     }
-    out_dir = Path(str(cfg.output_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "per_sequence.csv") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0].keys()))

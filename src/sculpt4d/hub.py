@@ -221,6 +221,28 @@ def _inert_stub(full_name: str) -> type:
     return type(qualname.rsplit(".", 1)[-1] or "Stub", (), ns)
 
 
+def blocked_globals(f: str | os.PathLike, err: Exception) -> list[str]:
+    """The globals a weights-only load of ``f`` refused: from torch's message (any wording), else the file."""
+    names = re.findall(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL)\s+([\w.]+)", str(err), flags=re.I)
+    if not names:
+        try:
+            names = list(torch.serialization.get_unsafe_globals_in_checkpoint(f))
+        except Exception:  # noqa: BLE001 - legacy or corrupt files: no names to report
+            names = []
+    return list(dict.fromkeys(names))
+
+
+def refused_pickle_message(f: str | os.PathLike, err: Exception, allowed: str = "tensor checkpoints") -> str:
+    """One sentence for a refused unpickle: the blocked global(s), and a remedy that keeps code from running."""
+    names = blocked_globals(f, err)
+    what = f"it needs the global {', '.join(names)}" if names else "it is not a plain tensor checkpoint"
+    return (
+        f"{f}: refused to unpickle: {what}, which could run code, and only {allowed} are read "
+        "(nothing in the file was executed). If the file is trusted, re-save its state dict with "
+        "torch.save(model.state_dict(), ...) or as safetensors."
+    )
+
+
 def _torch_load(f: Path) -> Any:
     """``torch.load(weights_only=True)`` (mmap when possible); unknown globals become inert stubs."""
 
@@ -252,13 +274,7 @@ def _torch_load(f: Path) -> Any:
     except CheckpointError:
         raise
     except pickle.UnpicklingError as e:
-        m = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
-        reason = m.group(1).strip() if m else (str(e).splitlines()[0] if str(e) else "")
-        raise CheckpointError(
-            f"{f}: refused to unpickle ({reason}): only tensor checkpoints are read and pickled "
-            "code is never executed. If the file is trusted, re-save its state dict with "
-            "torch.save(model.state_dict(), ...) or as safetensors."
-        ) from e
+        raise CheckpointError(refused_pickle_message(f, e)) from None
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(

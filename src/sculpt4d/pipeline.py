@@ -8,6 +8,7 @@ the notebook and evaluation.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,37 +42,71 @@ def list_demos(data_dir: str | Path = "data") -> list[str]:
 
 def resolve_input_dir(spec: str | Path, data_dir: str | Path = "data") -> Path:
     """A path is tried as given, then under ``data/``; a miss lists the bundled demos."""
-    for candidate in (Path(spec), Path(data_dir) / spec):
+    candidates = list(dict.fromkeys((Path(spec), Path(data_dir) / spec)))
+    for candidate in candidates:
         if candidate.is_dir():
             return candidate
+    for candidate in candidates:
+        if candidate.exists():
+            raise InputError(
+                f"input={spec}: '{candidate}' is a file, not a folder of frames; pass the folder that holds "
+                "the frame images (for a video, extract its frames first, e.g. ffmpeg -i clip.mp4 frames/%04d.png)"
+            )
     demos = ", ".join(f"demos/{d}" for d in list_demos(data_dir)) or "none found"
-    raise InputError(
-        f"input folder '{spec}' does not exist (also looked in '{Path(data_dir) / spec}'). "
-        f"Bundled demos: {demos}"
-    )
+    also = f" (also looked in '{candidates[1]}')" if len(candidates) > 1 else ""
+    raise InputError(f"input folder '{spec}' does not exist{also}. Bundled demos: {demos}")
 
 
-def list_frames(folder: str | Path, sequence_length: int, stride: int = 1) -> list[Path]:
-    """Every ``stride``-th image of ``folder`` in sorted filename order, the first ``sequence_length`` of them."""
+def _natural_key(name: str) -> list:
+    """``frame10.png`` -> ``['frame', 10, '.png']``: numbers compare by value."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def sort_frames(paths: Sequence[Path]) -> tuple[list[Path], str]:
+    """Frame files in natural order (``2.png`` before ``10.png``) and the order's name.
+
+    Returns ``"lexicographic"`` when plain filename order gives the same sequence (zero-padded names),
+    ``"natural"`` when numbers in the names had to be compared by value.
+    """
+    plain = sorted(paths, key=lambda p: p.name)
+    natural = sorted(plain, key=lambda p: _natural_key(p.name))
+    return natural, "lexicographic" if natural == plain else "natural"
+
+
+def image_files(folder: str | Path) -> tuple[list[Path], str]:
+    """The images of ``folder`` (hidden files skipped) in frame order, and that order's name."""
     folder = Path(folder)
-    if stride < 1:
-        raise InputError(f"frame_stride must be >= 1, got {stride}")
-    frames = sorted(
-        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
-    if not frames:
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    if not files:
         raise InputError(
             f"{folder}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files, e.g. frame_0000.png ...)"
         )
+    return sort_frames(files)
+
+
+def _too_few_hint(count: int, sequence_length: int, stride: int) -> str:
+    """Settings that fit ``count`` images: a shorter sequence, or a smaller stride only if one really fits."""
+    hint = f"pass sequence_length={(count - 1) // stride + 1}"
+    fitting = (count - 1) // (sequence_length - 1) if sequence_length > 1 else 0
+    if 1 <= fitting < stride:
+        return f"{hint} or frame_stride={fitting}"
+    return f"{hint} (no frame_stride fits {sequence_length} frames in {count} image(s))"
+
+
+def list_frames(folder: str | Path, sequence_length: int, stride: int = 1) -> list[Path]:
+    """Every ``stride``-th image of ``folder`` in frame order (:func:`sort_frames`), the first ``sequence_length``."""
+    folder = Path(folder)
+    if stride < 1:
+        raise InputError(f"frame_stride must be >= 1, got {stride}")
+    if sequence_length < 1:
+        raise InputError(f"sequence_length must be >= 1, got {sequence_length}")
+    frames, _ = image_files(folder)
     need = (sequence_length - 1) * stride + 1
     if len(frames) < need:
-        hint = f"pass sequence_length={(len(frames) - 1) // stride + 1}"
-        if stride > 1:
-            hint += f" or frame_stride={max(1, (len(frames) - 1) // max(sequence_length - 1, 1))}"
         raise InputError(
             f"{folder}: {len(frames)} image(s) found but the model needs {need} frames "
             f"(sequence_length={sequence_length} every frame_stride={stride}). Add {need - len(frames)} more, or "
-            f"{hint}."
+            f"{_too_few_hint(len(frames), sequence_length, stride)}."
         )
     return frames[:need:stride]
 
@@ -176,16 +211,48 @@ class Sculpt4DPipeline:
     # ---------------------------------------------------------------- stages
     def load_images(self, frames: Sequence[str | Path | Image.Image | np.ndarray]) -> torch.Tensor:
         """Read + preprocess frames -> ``[T, 3, S, S]`` in [-1, 1] (``preprocess.crop``: per frame or one
-        box for the whole sequence, as the model was trained)."""
-        from sculpt4d.utils.images import load_image, preprocess_images
+        box for the whole sequence, as the model was trained); an error names the frame's file."""
+        from sculpt4d.utils.images import alpha_box, load_image, preprocess_image, to_rgba, union_box
 
-        images = [load_image(f) if isinstance(f, str | Path) else f for f in frames]
-        return preprocess_images(
-            images,
-            crop=str(self.preprocess_cfg.get("crop", "frame")),
-            size=int(self.preprocess_cfg["size"]),
-            border_ratio=float(self.preprocess_cfg["border_ratio"]),
-        )  # [T, 3, S, S]
+        cfg = self.preprocess_cfg
+        crop = str(cfg.get("crop", "frame"))
+        if crop not in ("frame", "sequence"):
+            raise InputError(f"preprocess crop must be 'frame' or 'sequence', got {crop!r}")
+        names = [str(f) if isinstance(f, str | Path) else f"frame {i}" for i, f in enumerate(frames)]
+
+        def named(name: str, e: InputError) -> InputError:
+            msg = str(e)
+            return InputError(msg if msg.startswith(name) else f"{name}: {msg}")
+
+        rgbas = []
+        for name, frame in zip(names, frames):
+            try:
+                img = load_image(frame) if isinstance(frame, str | Path) else frame
+                rgba = to_rgba(img, str(cfg.get("rgb_mode", "segment")), float(cfg.get("bg_threshold", 30.0)))
+                rgbas.append((rgba, alpha_box(rgba)))
+            except InputError as e:
+                raise named(name, e) from None
+        box = union_box([b for _, b in rgbas]) if crop == "sequence" and rgbas else None
+        tensors = []
+        for name, (rgba, _) in zip(names, rgbas):
+            try:
+                tensors.append(
+                    preprocess_image(
+                        rgba, size=int(cfg["size"]), border_ratio=float(cfg["border_ratio"]), box=box
+                    )
+                )
+            except InputError as e:
+                raise named(name, e) from None
+        return torch.stack(tensors)  # [T, 3, S, S]
+
+    def check_length(self, num_frames: int) -> None:
+        """:class:`InputError` when the temporal adapter cannot take ``num_frames`` frames."""
+        limit = getattr(self.components.model, "max_frames", None)
+        if limit is not None and num_frames > int(limit):
+            raise InputError(
+                f"sequence_length={num_frames} exceeds this model's max_frames={limit} "
+                "(the temporal adapter's limit); pass sequence_length<={limit}"
+            )
 
     def _place(self, module: torch.nn.Module) -> torch.nn.Module:
         return module.to(self.device) if self.offload else module
@@ -321,6 +388,8 @@ class Sculpt4DPipeline:
         """``callback(stage, done, total)`` after each sampling step and each decoded frame (may raise to stop)."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
+        if not per_frame:
+            self.check_length(len(frames))
         images = self.load_images(frames)
         cond = self.encode_condition(images)
         timings["condition_s"] = time.perf_counter() - t0

@@ -29,7 +29,7 @@ def build_pipeline(cfg: DictConfig):
     from sculpt4d.pipeline import Sculpt4DPipeline
 
     device = resolve_device(str(cfg.device))
-    return Sculpt4DPipeline.from_pretrained(
+    pipe = Sculpt4DPipeline.from_pretrained(
         str(cfg.ckpt),
         model_cfg=cfg.model,
         attention_cfg=cfg.get("attention"),
@@ -38,52 +38,139 @@ def build_pipeline(cfg: DictConfig):
         offload=bool(cfg.get("offload", False)),
         sequence_length=int(cfg.sequence_length),
     )
+    pipe.preprocess_cfg.update(
+        rgb_mode=str(cfg.get("rgb_mode", "segment")), bg_threshold=float(cfg.get("bg_threshold", 30.0))
+    )
+    return pipe
+
+
+def _number(cfg: DictConfig, key: str, kind: type = int) -> int | float:
+    """``cfg[key]`` as ``kind``; a value of the wrong type raises :class:`InputError` naming the key."""
+    value = cfg.get(key)
+    try:
+        if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
+            raise ValueError
+        return kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise InputError(f"{key}={value} must be {what}") from None
 
 
 def sampling_kwargs(cfg: DictConfig) -> dict:
     """The pipeline-call options of a predict/evaluate config (the original inference arguments).
 
-    Out-of-range values raise :class:`InputError` naming the key, before any work starts.
+    Out-of-range or mistyped values raise :class:`InputError` naming the key, before any work starts.
     """
+    from sculpt4d.models.vae.surface import ALGOS
+
+    n = {k: _number(cfg, k) for k in ("num_steps", "seed", "octree_resolution", "num_chunks")}
+    f = {k: _number(cfg, k, float) for k in ("guidance_scale", "noise_share_alpha")}
     checks = {
-        "num_steps": (int(cfg.num_steps) >= 2, "must be >= 2 (the Euler schedule needs two time points)"),
-        "noise_share_alpha": (0.0 <= float(cfg.noise_share_alpha) <= 1.0, "must lie in [0, 1]"),
-        "octree_resolution": (int(cfg.octree_resolution) >= 8, "must be >= 8 (marching-cubes grid)"),
+        "num_steps": (n["num_steps"] >= 2, "must be >= 2 (the Euler schedule needs two time points)"),
+        "guidance_scale": (f["guidance_scale"] >= 0.0, "must be >= 0 (0 = no guidance, 5 = the default)"),
+        "noise_share_alpha": (0.0 <= f["noise_share_alpha"] <= 1.0, "must lie in [0, 1]"),
+        "octree_resolution": (n["octree_resolution"] >= 8, "must be >= 8 (marching-cubes grid)"),
+        "num_chunks": (n["num_chunks"] >= 1, "must be >= 1 (query points per decoder call)"),
+        "mc_algo": (
+            str(cfg.mc_algo) in ALGOS,
+            f"is not a surface extractor; choose one of {', '.join(ALGOS)}",
+        ),
     }
     for key, (ok, rule) in checks.items():
         if not ok:
             raise InputError(f"{key}={cfg[key]} {rule}")
     return dict(
-        num_steps=int(cfg.num_steps),
-        guidance_scale=float(cfg.guidance_scale),
-        noise_share_alpha=float(cfg.noise_share_alpha),
-        seed=int(cfg.seed),
-        octree_resolution=int(cfg.octree_resolution),
+        num_steps=n["num_steps"],
+        guidance_scale=f["guidance_scale"],
+        noise_share_alpha=f["noise_share_alpha"],
+        seed=n["seed"],
+        octree_resolution=n["octree_resolution"],
         mc_algo=str(cfg.mc_algo),
-        num_chunks=int(cfg.num_chunks),
+        num_chunks=n["num_chunks"],
         hierarchical=bool(cfg.hierarchical),
         largest_component=bool(cfg.largest_component),
         progress=bool(cfg.progress),
     )
 
 
+def model_max_frames(cfg: DictConfig) -> int | None:
+    """The temporal adapter's ``max_frames``: from an exported folder's config.yaml, else the model config.
+
+    ``None`` when it cannot be told without loading (the checkpoint loader then reports any problem).
+    """
+    ckpt = Path(str(cfg.get("ckpt", "")))
+    try:
+        node = cfg.get("model")
+        if (ckpt / "config.yaml").is_file():
+            exported = OmegaConf.load(ckpt / "config.yaml")
+            node = exported.get("model", exported)
+        adapter = node.get("adapter")
+        return int(adapter.get("max_frames", 64)) if adapter is not None else None
+    except Exception:  # noqa: BLE001 - unreadable or unusual configs are the loader's to report
+        return None
+
+
+def check_options(cfg: DictConfig) -> dict:
+    """Validate every predict/evaluate key that needs no model; returns the sampling options."""
+    from sculpt4d.pipeline import resolve_dtype
+
+    kwargs = sampling_kwargs(cfg)
+    length, stride = _number(cfg, "sequence_length"), _number(cfg, "frame_stride")
+    if length < 1:
+        raise InputError(f"sequence_length={length} must be >= 1 (the number of frames to reconstruct)")
+    if stride < 1:
+        raise InputError(f"frame_stride={stride} must be >= 1")
+    limit = model_max_frames(cfg)
+    if limit is not None and length > limit and not bool(cfg.get("per_frame", False)):
+        raise InputError(
+            f"sequence_length={length} exceeds the model's max_frames={limit} (the temporal adapter's "
+            f"limit); pass sequence_length<={limit}"
+        )
+    if str(cfg.get("rgb_mode", "segment")) not in ("segment", "whole"):
+        raise InputError(f"rgb_mode={cfg.rgb_mode} must be segment or whole")
+    if "bg_threshold" in cfg:
+        _number(cfg, "bg_threshold", float)
+    resolve_dtype(str(cfg.dtype), resolve_device(str(cfg.device)))
+    return kwargs
+
+
+def predict_output_dir(cfg: DictConfig, inputs: list[Path]) -> Path:
+    """``cfg.output_dir`` after the safety checks of :func:`sculpt4d.utils.io.check_output_dir`."""
+    from sculpt4d.config import hydra_job_dir
+    from sculpt4d.utils.io import check_output_dir
+
+    return check_output_dir(
+        str(cfg.output_dir),
+        marker="prediction.json",
+        inputs=inputs,
+        overwrite=bool(cfg.get("overwrite", False)),
+        own_dirs=hydra_job_dir(),
+    )
+
+
 def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
     """Run the pipeline on ``cfg.input`` and write every export into ``cfg.output_dir`` (atomically).
 
+    Every key, the input frames and the output location are checked before the model is loaded.
     ``callback(stage, done, total)`` reports progress (the web app's bar; it may raise to cancel).
     """
     from sculpt4d import export
     from sculpt4d.inputs.config import frames_from_config
+    from sculpt4d.inputs.frames import resolve
     from sculpt4d.utils.io import atomic_dir
 
+    kwargs = check_options(cfg)
+    inputs = cfg.input if isinstance(cfg.input, str) else list(cfg.input)
+    sources = [resolve(str(s), cfg.paths.data_dir) for s in ([inputs] if isinstance(inputs, str) else inputs)]
+    output_dir = predict_output_dir(cfg, sources)
     frames = frames_from_config(cfg, callback)
+    order = "lexicographic" if sorted(frames.names) == list(frames.names) else "natural"
     pipeline = pipeline or build_pipeline(cfg)
     t0 = time.perf_counter()
-    out = pipeline(frames.images, per_frame=bool(cfg.per_frame), callback=callback, **sampling_kwargs(cfg))
+    out = pipeline(frames.images, per_frame=bool(cfg.per_frame), callback=callback, **kwargs)
     total = time.perf_counter() - t0
-    output_dir = Path(str(cfg.output_dir))
     ex = cfg.export
-    with atomic_dir(output_dir) as tmp:
+    with atomic_dir(output_dir, overwrite=True) as tmp:
         if ex.get("inputs", True):
             frames.save(tmp / "inputs")
         if ex.obj:
@@ -99,6 +186,7 @@ def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
         summary = {
             "input": frames.source,
             "frames": frames.names,
+            "frame_order": order,
             "background": frames.methods,
             "ckpt": str(cfg.ckpt),
             "seconds": round(total, 3),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ def _npz_shapes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 out[info.filename[: -len(".npy")]] = (tuple(shape), dtype)
     except BadObjectError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError) as e:
         raise BadObjectError(f"{path}: corrupt npz ({type(e).__name__}: {e})") from e
     return out
 

@@ -15,7 +15,10 @@ Lightning does not re-launch the script, so Hydra sweeps stay clean (one sweep p
 
 from __future__ import annotations
 
+import collections
 import json
+import pathlib
+import pickle
 import secrets
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sculpt4d.errors import InputError
+from sculpt4d.errors import CheckpointError, InputError
 from sculpt4d.utils.instantiate import (
     extras,
     get_metric_value,
@@ -35,7 +38,7 @@ from sculpt4d.utils.logging import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["get_metric_value", "resolve_ckpt_path", "run_ids", "train"]
+__all__ = ["check_resume_checkpoint", "get_metric_value", "resolve_ckpt_path", "run_ids", "train"]
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
@@ -56,6 +59,48 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
             f"ckpt_path={spec}: no such checkpoint (use ckpt_path=last to resume {cfg.checkpoint_dir})"
         )
     return str(p)
+
+
+# Globals a resume checkpoint may hold besides tensors and plain containers: harmless value types only.
+RESUME_SAFE_GLOBALS: list[Any] = [collections.defaultdict, pathlib.PosixPath, pathlib.PurePosixPath]
+
+
+def _global_name(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def check_resume_checkpoint(path: str | Path) -> None:
+    """Refuse a resume checkpoint that needs a global outside :data:`RESUME_SAFE_GLOBALS`.
+
+    Only the pickle's opcodes are read (nothing is executed); a refusal names the blocked global(s).
+    """
+    from sculpt4d.hub import refused_pickle_message
+
+    allowed = {_global_name(g) for g in RESUME_SAFE_GLOBALS}
+    try:
+        with torch.serialization.safe_globals(RESUME_SAFE_GLOBALS):
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            refused_pickle_message(
+                path, e, allowed="tensors, plain containers and " + ", ".join(sorted(allowed))
+            )
+        ) from None
+    except Exception as e:  # noqa: BLE001 - truncated, corrupt or not a checkpoint
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise CheckpointError(
+            f"ckpt_path={path}: cannot read checkpoint ({type(e).__name__}: {msg}); the file is truncated, "
+            "corrupt or not a Lightning checkpoint"
+        ) from None
+
+
+def fit_resumable(trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None) -> None:
+    """``trainer.fit``; a resume checkpoint loads with ``weights_only=True`` and :data:`RESUME_SAFE_GLOBALS`."""
+    if ckpt_path is None:
+        trainer.fit(model=model, datamodule=datamodule)
+        return
+    with torch.serialization.safe_globals(RESUME_SAFE_GLOBALS):
+        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
 
 def _next_version(directory: Path) -> int:
@@ -116,6 +161,23 @@ def _check_strategy(cfg: DictConfig) -> None:
             )
 
 
+def _check_data_roots(cfg: DictConfig) -> None:
+    """A missing ``data.root`` fails in one line before any model is built."""
+    from omegaconf import ListConfig
+
+    from sculpt4d.data.records import list_object_dirs
+
+    roots = cfg.data.get("root")
+    if (
+        roots is None
+        or cfg.data.get("train_list")
+        or not str(cfg.data.get("_target_", "")).endswith("DataModule")
+    ):
+        return
+    roots = [str(r) for r in roots] if isinstance(roots, ListConfig | list) else [str(roots)]
+    list_object_dirs(roots)
+
+
 def _resolve_precision(cfg: DictConfig) -> None:
     """``precision: auto`` = bf16-mixed on CUDA, 32-true elsewhere."""
     if str(cfg.trainer.get("precision", "")) == "auto":
@@ -137,6 +199,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     _check_strategy(cfg)
     _resolve_precision(cfg)
     ckpt_path = resolve_ckpt_path(cfg)
+    if ckpt_path is not None:
+        check_resume_checkpoint(ckpt_path)  # before anything is built: a refused file costs nothing
+    _check_data_roots(cfg)
     _apply_run_ids(cfg, run_ids(cfg, resuming=ckpt_path is not None))
     if cfg.get("float32_matmul_precision"):
         torch.set_float32_matmul_precision(str(cfg.float32_matmul_precision))
@@ -167,7 +232,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             lg.log_hyperparams(hp)
 
     if cfg.get("train", True):
-        trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+        fit_resumable(trainer, model, datamodule, ckpt_path)
         if (
             not trainer.fast_dev_run
             and trainer.checkpoint_callback is not None

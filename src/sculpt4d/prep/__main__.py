@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from sculpt4d.errors import InputError
+from sculpt4d.errors import FailedObjectsError, InputError
 from sculpt4d.prep.pipeline import PrepParams, discover, print_summary, run, shard_items
 
 
@@ -40,6 +40,7 @@ def params_from_cfg(cfg: DictConfig) -> PrepParams:
         sharp_angle=float(cfg.sharp_angle),
         volume_size=int(cfg.volume_size),
         seed=int(cfg.seed),
+        allow_static=bool(cfg.get("allow_static", False)),
     )
 
 
@@ -52,10 +53,17 @@ def shard_spec(cfg: DictConfig) -> str | None:
 
 
 def run_prep(cfg: DictConfig) -> list[dict]:
-    """Run the configured stages over the (sharded) input list; returns per-object results."""
+    """Run the configured stages over the (sharded) input list; returns per-object results.
+
+    No GLB found raises :class:`InputError` (exit 2, nothing written); failed objects raise
+    :class:`FailedObjectsError` (exit 1, ``prep_failures.json`` kept) unless ``allow_failures``.
+    """
     if cfg.input_mode not in ("render", "hybrid", "export"):
         raise InputError(f"input_mode must be render, hybrid or export, got {cfg.input_mode!r}")
-    inputs = shard_items(discover(cfg.input), shard_spec(cfg))
+    found = discover(cfg.input)
+    if not found:
+        raise InputError(f"input {cfg.input}: no .glb or .gltf file found (searched the folder recursively)")
+    inputs = shard_items(found, shard_spec(cfg))
     workers = int(cfg.workers) if cfg.workers is not None else (os.cpu_count() or 1)
     out = Path(cfg.output_dir)
     results = run(
@@ -63,6 +71,12 @@ def run_prep(cfg: DictConfig) -> list[dict]:
         overwrite=bool(cfg.overwrite), show_progress=bool(cfg.progress),
     )  # fmt: skip
     print_summary(results, out)
+    failed = sum(r["status"] == "failed" for r in results)
+    if failed and not bool(cfg.get("allow_failures", False)):
+        raise FailedObjectsError(
+            f"prep: {failed} of {len(results)} objects failed (details in {out / 'prep_failures.json'}); "
+            "pass allow_failures=true when some failures are expected"
+        )
     return results
 
 

@@ -422,7 +422,7 @@ def _load(doc: GltfDocument, num_frames: int, clip, allow_static: bool, times) -
         if not allow_static:
             raise InputError(
                 f"{path}: has no animation (no node TRS / morph-weight channels); "
-                "pass allow_static=True to repeat the rest pose"
+                "pass allow_static=true (prep config key) to repeat the rest pose"
             )
         chosen = None
         frame_times = np.zeros(num_frames) if times is None else np.asarray(times, np.float64)

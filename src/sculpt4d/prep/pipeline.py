@@ -13,9 +13,11 @@ transforms.json and the point clouds share one coordinate frame.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,7 @@ class PrepParams:
     sharp_angle: float = 30.0
     volume_size: int = 40960
     seed: int = 0
+    allow_static: bool = False  # an asset without animation repeats its rest pose instead of failing
     extra_meta: dict = field(default_factory=dict)
 
     def for_stage(self, stage: str) -> dict:
@@ -67,6 +70,8 @@ class PrepParams:
             "sample": ["input_mode", "labels", "grid_res", "narrow_band", "pc_random", "pc_sharp", "sharp_angle",
                        "volume_size", "seed"],
         }[stage]  # fmt: skip
+        if stage == "frames" and self.allow_static:  # only when set, so earlier markers stay valid
+            keys = [*keys, "allow_static"]
         d = asdict(self)
         return json.loads(json.dumps({k: d[k] for k in keys}))  # tuples -> lists, comparable with JSON
 
@@ -106,7 +111,7 @@ def load_animation(path: Path, p: PrepParams):
     if p.backend == "numpy":
         from sculpt4d.prep.gltf_anim import load_animated_mesh
 
-        return load_animated_mesh(path, num_frames=p.num_frames, clip=p.clip)
+        return load_animated_mesh(path, num_frames=p.num_frames, clip=p.clip, allow_static=p.allow_static)
     if p.backend == "blender":
         return _blender_module().load_animated_mesh_blender(path, num_frames=p.num_frames, clip=p.clip)
     raise InputError(f"unknown animation backend {p.backend!r}; choose numpy or blender")
@@ -453,11 +458,59 @@ def process_object(
 
 # ---- process pool with a shared progress queue
 _QUEUE = None
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _init_worker(q) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere); exit if it already has."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(q, parent_pid: int | None = None) -> None:
     global _QUEUE
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     _QUEUE = q
+
+
+def _terminate_children(signum: int, frame) -> None:
+    """SIGTERM in the parent: stop every worker (and the queue manager), then exit ``128 + signum``."""
+    import multiprocessing as mp
+    import sys
+
+    children = mp.active_children()
+    for c in children:
+        c.terminate()
+    for c in children:
+        c.join(timeout=5)
+    print(f"prep: terminated by signal {signum}; rerun the same command to resume", file=sys.stderr)
+    os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def _workers_die_on_sigterm() -> Iterator[None]:
+    """Install :func:`_terminate_children` for SIGTERM while a pool runs (main thread only)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate_children)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _worker(src: str, out_root: str, p: PrepParams, stages: tuple[str, ...], overwrite: bool) -> dict:
@@ -522,16 +575,20 @@ def run(
                     )
                 )
         else:
+            from multiprocessing.managers import SyncManager
+
             ctx = mp.get_context("spawn")
             pending = [str(s) for s in inputs]
             for rnd in range(max_rounds):
                 if not pending:
                     break
-                with ctx.Manager() as mgr:
+                mgr = SyncManager(ctx=ctx)
+                mgr.start(die_with_parent, (os.getpid(),))
+                with mgr, _workers_die_on_sigterm():
                     q = mgr.Queue()
                     broken: list[str] = []
                     with ProcessPoolExecutor(min(workers, len(pending)), mp_context=ctx, initializer=_init_worker,
-                                             initargs=(q,)) as ex:  # fmt: skip
+                                             initargs=(q, os.getpid())) as ex:  # fmt: skip
                         futs = {
                             ex.submit(_worker, s, str(out_root), p, tuple(stages), overwrite): s
                             for s in pending

@@ -11,7 +11,7 @@ RGB inputs (no alpha): upstream runs ``rembg`` (u2net); we instead segment a pla
 every pixel farther than ``bg_threshold`` (Euclidean, 0–255 units) from it, cleaned by a 3×3 opening,
 dropping components smaller than 10% of the largest, and hole filling. Non-uniform borders, an empty
 foreground or a foreground covering (almost) the whole image raise :class:`InputError`; pass
-``rgb_mode="whole"`` to treat the whole RGB image as the object (upstream's behaviour without rembg).
+``rgb_mode="whole"`` (predict key ``rgb_mode=whole``) to treat the whole RGB image as the object (upstream's behaviour without rembg).
 """
 
 from __future__ import annotations
@@ -32,14 +32,37 @@ RGBMode = Literal["segment", "whole"]
 ImageLike = Image.Image | np.ndarray | str | os.PathLike
 
 
+def _to_8bit_gray(im: Image.Image) -> Image.Image:
+    """16-bit (``I;16*``, ``I``) or float (``F``) grayscale -> ``L`` by rescaling, not clipping.
+
+    Integer data above 255 is taken as 16-bit (``>> 8``); float data in [0, 1] is scaled by 255, larger
+    float data is taken as 0–255 or, above 255, as 16-bit.
+    """
+    a = np.asarray(im).astype(np.float64)
+    peak = float(a.max()) if a.size else 0.0
+    if im.mode == "F" and peak <= 1.0:
+        a = a * 255.0
+    elif peak > 255.0:
+        a = a / 257.0
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Read an image file fully; returns mode ``RGBA`` (if it has transparency) or ``RGB``."""
+    """Read an image file fully; returns mode ``RGBA`` (if it has transparency) or ``RGB``.
+
+    EXIF orientation is applied (phone photos come upright); 16-bit and float grayscale are rescaled.
+    """
+    from PIL import ImageOps
+
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: image file not found")
     try:
         with Image.open(p) as im:
             im.load()
+            im = ImageOps.exif_transpose(im) or im
+            if im.mode.startswith("I") or im.mode == "F":
+                im = _to_8bit_gray(im)
             has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
             return im.convert("RGBA" if has_alpha else "RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
@@ -49,13 +72,13 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 def load_image_sequence(folder: str | os.PathLike, max_frames: int | None = None) -> list[Image.Image]:
-    """Images of ``folder`` in sorted filename order (the first ``max_frames``)."""
+    """Images of ``folder`` in frame order (natural: ``2.png`` before ``10.png``), the first ``max_frames``."""
+    from sculpt4d.pipeline import image_files
+
     d = Path(folder)
     if not d.is_dir():
         raise InputError(f"{d}: not a folder of images")
-    files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"{d}: no images found (expected {', '.join(IMAGE_SUFFIXES)} files)")
+    files, _ = image_files(d)
     return [load_image(f) for f in files[:max_frames]]
 
 
@@ -94,7 +117,8 @@ def segment_foreground(
         raise InputError(
             f"RGB image without alpha: its border is not a plain background (only {uniform:.0%} of border "
             f"pixels match the median colour {bg.round().astype(int).tolist()}). Provide an RGBA image with the "
-            "object mask in alpha, or use rgb_mode='whole' to treat the whole image as the object."
+            "object mask in alpha, leave a plain margin around the object, or pass rgb_mode=whole to treat "
+            "the whole image as the object."
         )
     fg = np.linalg.norm(x - bg, axis=-1) > bg_threshold  # [H, W]
     fg = ndimage.binary_opening(fg, structure=np.ones((3, 3), bool))
@@ -107,13 +131,14 @@ def segment_foreground(
     frac = float(fg.mean())
     if frac == 0.0:
         raise InputError(
-            "RGB image without alpha: no object found on the plain background "
-            f"(nothing differs from the background colour by more than {bg_threshold})."
+            "RGB image without alpha: no object found on the plain background (nothing differs from "
+            f"the background colour {bg.round().astype(int).tolist()} by more than bg_threshold={bg_threshold}); "
+            "provide an RGBA image, lower bg_threshold, or pass rgb_mode=whole."
         )
     if frac > 0.98:
         raise InputError(
             "RGB image without alpha: the whole image differs from its border colour; provide an "
-            "RGBA image, or use rgb_mode='whole' to treat the whole image as the object."
+            "RGBA image, or pass rgb_mode=whole to treat the whole image as the object."
         )
     return fg
 
@@ -134,7 +159,10 @@ def alpha_box(rgba: np.ndarray) -> Box:
     """The alpha bbox of ``[H, W, 4]`` uint8 as ``(r0, r1, c0, c1)``."""
     rows, cols = np.nonzero(rgba[..., 3])
     if rows.size == 0:
-        raise InputError("the image's alpha channel is empty: no object to reconstruct")
+        raise InputError(
+            "the image's alpha channel is empty (fully transparent): no object to reconstruct; "
+            "remove this frame or give it the object's mask in alpha"
+        )
     return int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
 
 

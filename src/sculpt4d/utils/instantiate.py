@@ -50,8 +50,12 @@ def task_wrapper(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]
 
     @functools.wraps(fn)
     def wrap(cfg: DictConfig) -> Any:
+        from sculpt4d.errors import Sculpt4DError
+
         try:
             return fn(cfg)
+        except Sculpt4DError:  # a user error: the entry point prints its one line
+            raise
         except Exception:
             log.exception("task failed")
             raise
