@@ -173,6 +173,7 @@ MICRO_MODEL = [
     "model.vae.heads=2",
     "model.vae.num_encoder_layers=1",
     "model.vae.num_decoder_layers=1",
+    "model.vae.downsample_ratio=8",  # 32 latents x 8 = 256 points
     "pc_size=256",
     "model.dit.input_size=32",
     "model.dit.in_channels=8",

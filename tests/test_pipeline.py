@@ -340,7 +340,7 @@ def test_evaluate_multirun_sweep_keeps_one_summary_per_job(exported, tmp_path, t
 def test_out_of_range_sampling_options_name_the_key(tmp_path, override, message):
     from sculpt4d.predict import sampling_kwargs
 
-    assert sampling_kwargs(_cfg(tmp_path))["num_steps"] == 50
+    assert sampling_kwargs(_cfg(tmp_path))["num_steps"] is None  # null: the checkpoint's
     with pytest.raises(InputError, match=message):
         sampling_kwargs(_cfg(tmp_path, override))
 

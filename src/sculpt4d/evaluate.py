@@ -271,7 +271,7 @@ def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[
 def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from sculpt4d.config import task_overrides
     from sculpt4d.metrics import prepare_ground_truth, score_sequence
-    from sculpt4d.predict import build_pipeline, sampling_kwargs
+    from sculpt4d.predict import build_pipeline, sampling_kwargs, with_checkpoint_defaults
     from sculpt4d.utils.io import atomic_path, write_json
     from sculpt4d.utils.memory import peak_memory_mb, reset_peak_memory
 
@@ -283,6 +283,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         objects = [objects[i] for i in evenly_spaced(len(objects), int(cfg.max_objects))]
     methods = [str(m) for m in cfg.methods] + [f"variant:{v}" for v in cfg.variants]
     pipelines = {"base": build_pipeline(cfg)}
+    cfg = with_checkpoint_defaults(cfg, pipelines["base"])
     sampling: dict[str, dict[str, Any]] = {}
     for v in cfg.variants:
         name, mask_cfg, sampling[f"variant:{v}"] = parse_variant(str(v))

@@ -36,29 +36,47 @@ def build_pipeline(cfg: DictConfig):
         device=device,
         dtype=str(cfg.dtype),
         offload=bool(cfg.get("offload", False)),
-        sequence_length=int(cfg.sequence_length),
+        sequence_length=cfg.get("sequence_length"),
     )
+
+
+def with_checkpoint_defaults(cfg: DictConfig, pipeline) -> DictConfig:
+    """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
+    ``octree_resolution``, ``sequence_length``, ``frame_stride``) take the checkpoint's values
+    (``pipeline.inference``, see :mod:`sculpt4d.inference`)."""
+    from omegaconf import open_dict
+
+    from sculpt4d.inference import SAMPLING_KEYS
+
+    out = cfg.copy()
+    with open_dict(out):
+        for key in SAMPLING_KEYS:
+            if out.get(key) is None:
+                out[key] = getattr(pipeline.inference, key)
+    return out
 
 
 def sampling_kwargs(cfg: DictConfig) -> dict:
     """The pipeline-call options of a predict/evaluate config (the original inference arguments).
 
-    Out-of-range values raise :class:`InputError` naming the key, before any work starts.
+    Out-of-range values raise :class:`InputError` naming the key, before any work starts. ``null`` keys stay
+    ``None``: the pipeline then uses the checkpoint's value.
     """
+    opt = lambda key, cast: None if cfg.get(key) is None else cast(cfg[key])  # noqa: E731
     checks = {
-        "num_steps": (int(cfg.num_steps) >= 2, "must be >= 2 (the Euler schedule needs two time points)"),
-        "noise_share_alpha": (0.0 <= float(cfg.noise_share_alpha) <= 1.0, "must lie in [0, 1]"),
-        "octree_resolution": (int(cfg.octree_resolution) >= 8, "must be >= 8 (marching-cubes grid)"),
+        "num_steps": (lambda v: v >= 2, int, "must be >= 2 (the Euler schedule needs two time points)"),
+        "noise_share_alpha": (lambda v: 0.0 <= v <= 1.0, float, "must lie in [0, 1]"),
+        "octree_resolution": (lambda v: v >= 8, int, "must be >= 8 (marching-cubes grid)"),
     }
-    for key, (ok, rule) in checks.items():
-        if not ok:
+    for key, (ok, cast, rule) in checks.items():
+        if opt(key, cast) is not None and not ok(opt(key, cast)):
             raise InputError(f"{key}={cfg[key]} {rule}")
     return dict(
-        num_steps=int(cfg.num_steps),
-        guidance_scale=float(cfg.guidance_scale),
+        num_steps=opt("num_steps", int),
+        guidance_scale=opt("guidance_scale", float),
         noise_share_alpha=float(cfg.noise_share_alpha),
         seed=int(cfg.seed),
-        octree_resolution=int(cfg.octree_resolution),
+        octree_resolution=opt("octree_resolution", int),
         mc_algo=str(cfg.mc_algo),
         num_chunks=int(cfg.num_chunks),
         hierarchical=bool(cfg.hierarchical),
@@ -76,8 +94,9 @@ def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
     from sculpt4d.inputs.config import frames_from_config
     from sculpt4d.utils.io import atomic_dir
 
-    frames = frames_from_config(cfg, callback)
     pipeline = pipeline or build_pipeline(cfg)
+    cfg = with_checkpoint_defaults(cfg, pipeline)
+    frames = frames_from_config(cfg, callback)
     t0 = time.perf_counter()
     out = pipeline(frames.images, per_frame=bool(cfg.per_frame), callback=callback, **sampling_kwargs(cfg))
     total = time.perf_counter() - t0

@@ -270,14 +270,20 @@ class BaseLitModule(LightningModule):
     ) -> Path:
         """Write ``<directory>/model.safetensors`` (flat ``vae.* / model.* / conditioner.*``) + ``config.yaml``.
 
+        ``config.yaml`` holds the model node, the attention and the ``inference:`` defaults (num_steps,
+        guidance_scale, octree_resolution, sequence_length, frame_stride, preprocess, attention) that
+        predict.py, the notebook and ``Sculpt4DPipeline.from_pretrained`` read (:mod:`sculpt4d.inference`).
+
         The weights are the EMA weights when there is an EMA (``use_ema``). Written atomically.
         """
         from sculpt4d.hub import save_safetensors
+        from sculpt4d.inference import inference_node
         from sculpt4d.utils.io import atomic_dir
 
         directory = Path(directory)
         sd = self.export_state_dict(use_ema)
         cfg = {**self.export_config(), **(extra or {})}
+        cfg.setdefault("inference", inference_node(cfg["model"], cfg.get("attention")))
         cfg["export"] = {"ema": bool(use_ema and self.ema is not None), "global_step": int(self.global_step)}
         with atomic_dir(directory) as tmp:
             save_safetensors(sd, tmp / "model.safetensors", metadata={"stage": self.stage})
