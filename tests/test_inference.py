@@ -14,11 +14,20 @@ from sculpt4d.inference import InferenceDefaults, add_inference_node, inference_
 from sculpt4d.pipeline import Sculpt4DPipeline
 
 # Deliberately unlike predict.yaml / conf/model/tiny.yaml so a value taken from the wrong place shows.
-INFERENCE = {"num_steps": 2, "guidance_scale": 3.0, "octree_resolution": 16, "sequence_length": 2, "frame_stride": 3}
+INFERENCE = {
+    "num_steps": 2,
+    "guidance_scale": 3.0,
+    "octree_resolution": 16,
+    "sequence_length": 2,
+    "frame_stride": 3,
+}
 
 
 def test_precedence_inference_node_then_model_node_then_fallback_then_defaults():
-    cfg = {"model": {"octree_resolution": 96, "frame_stride": 2, "num_steps": 7}, "inference": {"num_steps": 9}}
+    cfg = {
+        "model": {"octree_resolution": 96, "frame_stride": 2, "num_steps": 7},
+        "inference": {"num_steps": 9},
+    }
     got = InferenceDefaults.from_config(cfg, fallback_model={"frame_stride": 4, "sequence_length": 5})
     assert (got.num_steps, got.octree_resolution, got.frame_stride, got.sequence_length) == (9, 96, 2, 5)
     assert got.guidance_scale == 5.0 and got.preprocess == {"size": 512, "border_ratio": 0.15}
@@ -46,7 +55,10 @@ def test_cli_and_python_api_give_the_same_mesh(exported_with_inference, tmp_path
     pipe = Sculpt4DPipeline.from_pretrained(exported_with_inference)
     assert pipe.inference.num_steps == 2 and pipe.sequence_length == 2
     frames = pipe.frames(DEMO)
-    assert [f.name for f in frames] == ["frame_0000.png", "frame_0003.png"]  # frame_stride=3 from the checkpoint
+    assert [f.name for f in frames] == [
+        "frame_0000.png",
+        "frame_0003.png",
+    ]  # frame_stride=3 from the checkpoint
     api = pipe(DEMO, progress=False)
     import trimesh
 
@@ -74,7 +86,9 @@ def test_old_export_falls_back_to_its_model_node_and_gains_the_node(micro_checkp
     shutil.copytree(micro_checkpoint, old)
     pipe = Sculpt4DPipeline.from_pretrained(old)
     assert pipe.inference.octree_resolution == MICRO.octree_resolution
-    assert pipe.sequence_length == MICRO.sequence_length and pipe.preprocess_cfg["size"] == MICRO.preprocess.size
+    assert (
+        pipe.sequence_length == MICRO.sequence_length and pipe.preprocess_cfg["size"] == MICRO.preprocess.size
+    )
     node = add_inference_node(old, frame_stride=2)
     assert node["frame_stride"] == 2 and node["octree_resolution"] == MICRO.octree_resolution
     assert OmegaConf.load(old / "config.yaml").inference.frame_stride == 2

@@ -121,7 +121,9 @@ def add_inference_node(export_dir: str | Path, **overrides: Any) -> dict[str, An
 
     path = Path(export_dir) / "config.yaml"
     if not path.is_file():
-        raise CheckpointError(f"{export_dir}: no config.yaml (expected an exported sculpt4d checkpoint folder)")
+        raise CheckpointError(
+            f"{export_dir}: no config.yaml (expected an exported sculpt4d checkpoint folder)"
+        )
     cfg = OmegaConf.load(path)
     node = InferenceDefaults.from_config(cfg).override(**overrides).to_dict()
     cfg.inference = node

@@ -144,8 +144,10 @@ class Sculpt4DPipeline:
         The inference defaults come from the export's ``config.yaml`` (``inference:``, else its model node),
         then from ``model_cfg`` (see :class:`~sculpt4d.inference.InferenceDefaults`).
         """
-        from sculpt4d.hub import load_state_dict, resolve_checkpoint
-        from sculpt4d.models.factory import build_components, load_component_weights, load_exported
+        from sculpt4d.checkpoints.load import load_component_weights, load_exported
+        from sculpt4d.checkpoints.read import load_state_dict
+        from sculpt4d.checkpoints.resolve import resolve_checkpoint
+        from sculpt4d.models.factory import build_components
 
         device = torch.device(device)
         path = resolve_checkpoint(str(spec))
@@ -178,11 +180,12 @@ class Sculpt4DPipeline:
         Block size and backend stay those the model was trained with; ``mask_cfg`` overrides the variant's
         own keys (anchor, decay, ...). Used for inference-time variant comparisons in evaluation.
         """
-        from sculpt4d.models.dit import DiT4D
+        from sculpt4d.models.factory import wrap_4d
 
         model = self.components.model
         attention = {"variant": variant, "block_size": model.block_size, "backend": model.backend, **mask_cfg}
-        swapped = DiT4D(model.backbone, attention, lora_rank=model.lora_rank, max_frames=model.max_frames)
+        adapter = {"lora_rank": model.lora_rank, "max_frames": model.max_frames}
+        swapped = wrap_4d(model.backbone, attention, adapter)
         swapped.adapter.load_state_dict(model.adapter.state_dict())
         comps = Components(
             vae=self.components.vae, model=swapped.to(self.device), conditioner=self.components.conditioner

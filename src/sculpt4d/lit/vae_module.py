@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sculpt4d.lit.base import BaseLitModule
+from sculpt4d.models.factory import build_components
 
 
 def occupancy_iou(logits: torch.Tensor, occ: torch.Tensor) -> torch.Tensor:
@@ -41,12 +41,13 @@ class VAEModule(BaseLitModule):
     ) -> None:
         super().__init__(net, **kwargs)
         self.kl_weight = float(kl_weight)
-        self.vae = instantiate(self.net_cfg["vae"])
+        comps = build_components(self.net_cfg, four_d=False, order=("vae",))
+        self.vae = comps.vae
         if init_from:
-            from sculpt4d.lit.init import load_init, load_part
+            from sculpt4d.checkpoints.load import load_components, read_parts
 
-            parts, _ = load_init(init_from, root_dir)
-            load_part(self.vae, parts, "vae", str(init_from))
+            parts, _ = read_parts(init_from, root_dir)
+            load_components(comps, parts, f"init_from {init_from}", require=("vae",))
         self._finish_init()
 
     def extra_hparams(self) -> dict[str, Any]:
