@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ATTENTION, MICRO
 from omegaconf import OmegaConf
-from test_pipeline import ATTENTION, DEMO, MICRO, _cfg, _run
+from test_pipeline import DEMO, _cfg, _run
 
 from sculpt4d.inference import InferenceDefaults, add_inference_node, inference_node
 from sculpt4d.pipeline import Sculpt4DPipeline
