@@ -22,7 +22,7 @@ def _prefix_of(sd: Mapping[str, Any], suffix: str) -> str | None:
 
 
 def infer_dit_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """``HunyuanDiT`` constructor arguments implied by a state dict's shapes (reference §2.4); {} if not a DiT."""
+    """``HunyuanDiT`` constructor arguments implied by a state dict's shapes (design.md §H2.4); {} if not a DiT."""
     p = _prefix_of(sd, "x_embedder.weight")
     if p is None:
         return {}
@@ -48,7 +48,7 @@ def infer_dit_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def infer_vae_config(sd: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """``ShapeVAE`` constructor arguments implied by a state dict's shapes (reference §1.6); {} if not a VAE."""
+    """``ShapeVAE`` constructor arguments implied by a state dict's shapes (design.md §H1.6); {} if not a VAE."""
     p = _prefix_of(sd, "post_kl.weight")
     if p is None:
         return {}

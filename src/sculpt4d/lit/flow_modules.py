@@ -3,7 +3,7 @@
 Both encode the (frozen) VAE's posterior samples (``sample_posterior``) or means in the DiT's standardised
 latent space (``vae.to_dit``) as data x1, condition on per-frame
 image tokens (zeroed with probability ``cond_drop_prob`` for CFG) and regress the velocity ``x1 − x0``
-(reference §4–5). Validation: the flow loss at fixed timesteps, then for a few items an Euler + CFG sample
+(design.md §H4–H5). Validation: the flow loss at fixed timesteps, then for a few items an Euler + CFG sample
 (EMA weights), decoded and scored by occupancy IoU at the ground-truth query points, and a strip image.
 """
 

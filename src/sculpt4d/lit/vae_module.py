@@ -26,7 +26,8 @@ class VAEModule(BaseLitModule):
 
     Batches need ``surface`` ``[B, T, P, 7]``, ``vol_points`` ``[B, T, M, 3]``, ``vol_occ`` ``[B, T, M]``; frames
     are encoded independently. The logvar clamp is the VAE's own (``logvar_max``: 0 for tiny = std ≤ 1, so
-    the posterior mean stays decodable — tiny_feasibility.md's failure mode).
+    the posterior mean stays decodable; with an unbounded logvar the tiny VAE's decoder learned to rely on the
+    noise and decoded its posterior means to empty volumes).
     """
 
     stage = "vae"

@@ -1,4 +1,4 @@
-"""Per-frame DINOv2 image conditioner (Hunyuan3D-2.1 ``DinoImageEncoder``, reference §3) for image sequences.
+"""Per-frame DINOv2 image conditioner (Hunyuan3D-2.1 ``DinoImageEncoder``, design.md §H3) for image sequences.
 
 ``VideoConditioner`` wraps ``transformers.Dinov2Model`` (built from a config: weights come from a checkpoint)
 and encodes each frame independently: ``[B, T, 3, H, W]`` in [-1, 1] -> ``[B, T, L, D]`` with
@@ -32,7 +32,7 @@ from sculpt4d.checkpoints.keys import (  # noqa: F401  (re-exported: the conditi
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# DINOv2-L/14 as in Hunyuan3D-2.1 (reference §3); user config entries override these.
+# DINOv2-L/14 as in Hunyuan3D-2.1 (design.md §H3); user config entries override these.
 DINOV2_L = dict(
     hidden_size=1024,
     num_hidden_layers=24,

@@ -1,4 +1,4 @@
-"""``HunyuanDiT``: the Hunyuan3D-2.1 shape DiT (``HunYuanDiTPlain``), state-dict compatible (reference §2)."""
+"""``HunyuanDiT``: the Hunyuan3D-2.1 shape DiT (``HunYuanDiTPlain``), state-dict compatible (design.md §H2)."""
 
 from __future__ import annotations
 

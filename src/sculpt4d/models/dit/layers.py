@@ -1,4 +1,4 @@
-"""Building blocks of the Hunyuan3D-2.1 shape DiT (reference ``hunyuan3d21.md`` §2).
+"""Building blocks of the Hunyuan3D-2.1 shape DiT (design.md §H2).
 
 Parameter names follow ``HunYuanDiTPlain`` so the state dict loads unchanged. Two load-bearing quirks:
 the per-head interleaved q/k/v layout of self-attention and the k/v layout of cross-attention (§2.2).
