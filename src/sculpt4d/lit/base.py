@@ -67,15 +67,7 @@ class BaseLitModule(LightningModule):
         self.ema_warmup = ema_warmup
         self.seed = int(seed)
         self.save_frozen = save_frozen
-        self.val_cfg: dict[str, Any] = {
-            "num_samples": 1,
-            "num_steps": 10,
-            "guidance_scale": 3.0,
-            "mesh_resolution": 48,
-            "strip": True,
-            "strip_size": 128,
-            **(to_plain(val) or {}),
-        }
+        self.val_cfg: dict[str, Any] = dict(to_plain(val) or {})  # the stage's `val` node (conf/stage/*.yaml)
         self.frozen: list[nn.Module] = []
         self.ema: ParameterEMA | None = None
         self._ema_swapped = False
@@ -158,8 +150,9 @@ class BaseLitModule(LightningModule):
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise RuntimeError(f"[{self.stage}] nothing to train: every parameter is frozen")
-        opt_cfg = self.optimizer_cfg or {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4}
-        optimizer = instantiate(opt_cfg)(params=self.param_groups(params))
+        if not self.optimizer_cfg:
+            raise ValueError(f"[{self.stage}] no optimizer config (the conf/optimizer group sets lit.optimizer)")
+        optimizer = instantiate(self.optimizer_cfg)(params=self.param_groups(params))
         if not self.scheduler_cfg:
             return optimizer
         scheduler = instantiate(self.scheduler_cfg)(optimizer=optimizer)

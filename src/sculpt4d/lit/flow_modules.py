@@ -124,7 +124,7 @@ class _FlowModule(BaseLitModule):
         t = (torch.arange(b, device=x1.device, dtype=torch.float32) + 0.5) / b  # stratified, fixed
         loss = self.flow.loss(self.model_fn, x1, cond, t=t, noise=self.noise(x1, gen))
         self.log("val/loss", loss, batch_size=b, sync_dist=True)
-        n = int(self.val_cfg.get("num_samples", 1))
+        n = int(self.val_cfg.get("num_samples", 0))
         if n > 0 and batch_idx == 0 and "vol_points" in batch:
             self._validate_samples(batch, cond[:n], gen)
 
@@ -263,7 +263,7 @@ class Sculpt4DModule(_FlowModule):
         slow = [p for p in params if id(p) in backbone]
         if not slow or self.backbone_lr_scale == 1.0:
             return super().param_groups(params)
-        base_lr = float((self.optimizer_cfg or {}).get("lr", 1e-4))
+        base_lr = float(self.optimizer_cfg["lr"])
         fast = [p for p in params if id(p) not in backbone]
         return [{"params": fast}, {"params": slow, "lr": base_lr * self.backbone_lr_scale}]
 

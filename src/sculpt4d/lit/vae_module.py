@@ -106,7 +106,7 @@ class VAEModule(BaseLitModule):
     def _log_meshes(self, batch: dict[str, Any], z: torch.Tensor) -> None:
         if self.global_rank != 0 or not self.val_cfg.get("strip", True):
             return
-        k = min(z.shape[0], max(int(self.val_cfg.get("num_samples", 4)), 1))
+        k = min(z.shape[0], max(int(self.val_cfg.get("num_samples", 1)), 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             meshes = self.vae.latents_to_mesh(
