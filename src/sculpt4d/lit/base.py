@@ -151,7 +151,9 @@ class BaseLitModule(LightningModule):
         if not params:
             raise RuntimeError(f"[{self.stage}] nothing to train: every parameter is frozen")
         if not self.optimizer_cfg:
-            raise ValueError(f"[{self.stage}] no optimizer config (the conf/optimizer group sets lit.optimizer)")
+            raise ValueError(
+                f"[{self.stage}] no optimizer config (the conf/optimizer group sets lit.optimizer)"
+            )
         optimizer = instantiate(self.optimizer_cfg)(params=self.param_groups(params))
         if not self.scheduler_cfg:
             return optimizer
