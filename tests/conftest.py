@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -163,6 +165,36 @@ def make_dataset():
 
 
 # ---------------------------------------------------------------------------------------------- configs
+# The micro model shared by the pipeline, predict, app and inference tests: the tiny architecture shrunk
+# further so a CPU forward takes milliseconds (3 frames).
+MICRO = OmegaConf.create({
+    "name": "micro", "sequence_length": 3, "octree_resolution": 24,
+    "vae": {"_target_": "sculpt4d.models.vae.ShapeVAE", "num_latents": 32, "embed_dim": 8, "width": 32,
+            "heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "point_feats": 4, "pc_size": 256,
+            "downsample_ratio": 8, "logvar_max": 0.0},
+    "dit": {"_target_": "sculpt4d.models.dit.HunyuanDiT", "input_size": 32, "in_channels": 8, "hidden_size": 32,
+            "context_dim": 16, "depth": 3, "num_heads": 2, "num_moe_layers": 1, "num_experts": 2, "moe_top_k": 2},
+    "conditioner": {"_target_": "sculpt4d.models.conditioner.VideoConditioner", "image_size": 28,
+                    "dinov2": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                               "intermediate_size": 32, "patch_size": 14, "image_size": 28}},
+    "adapter": {"lora_rank": 2, "max_frames": 8},
+    "preprocess": {"size": 32, "border_ratio": 0.15},
+})  # fmt: skip
+ATTENTION = {"variant": "blockmask", "block_size": 8, "anchor": True, "decay": 0.25, "dense_distance": 1}
+
+
+def micro_components(seed: int = 0):
+    """The micro model's components under ``seed`` (a non-zero adapter so the 4D weights matter)."""
+    torch.manual_seed(seed)
+    from sculpt4d.models.factory import build_components
+
+    comps = build_components(MICRO, ATTENTION, four_d=True)
+    with torch.no_grad():  # non-zero adapter so the 4D weights matter in round trips
+        for p in comps.model.adapter.parameters():
+            p.normal_(0, 0.05)
+    return comps.eval()
+
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # A model smaller than `model=tiny` for fast CPU tests (same architecture, every code path).
@@ -173,6 +205,7 @@ MICRO_MODEL = [
     "model.vae.heads=2",
     "model.vae.num_encoder_layers=1",
     "model.vae.num_decoder_layers=1",
+    "model.vae.downsample_ratio=8",  # 32 latents x 8 = 256 points
     "pc_size=256",
     "model.dit.input_size=32",
     "model.dit.in_channels=8",
@@ -247,12 +280,9 @@ def train_cfg(tmp_path: Path, tiny_dataset: Path):
 @pytest.fixture(scope="session")
 def micro_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An exported micro model (config.yaml + model.safetensors, 3 frames) that predict.py and the app load."""
-    from omegaconf import OmegaConf
-    from test_pipeline import ATTENTION, MICRO, _components
-
     from sculpt4d.hub import save_safetensors
 
     out = tmp_path_factory.mktemp("micro_ckpt")
-    save_safetensors(_components().state_dict(), out / "model.safetensors")
+    save_safetensors(micro_components().state_dict(), out / "model.safetensors")
     (out / "config.yaml").write_text(OmegaConf.to_yaml({"model": MICRO, "attention": ATTENTION}))
     return out

@@ -13,8 +13,9 @@ from sculpt4d.models.attention import VARIANTS, build_block_mask, choose_backend
 CONF = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf" / "attention"
 
 
-@pytest.mark.parametrize("T,anchor,expected", [(8, True, 0.5569), (16, True, 0.3575), (16, False, 0.3101),
-                                               (32, True, 0.2222)])
+@pytest.mark.parametrize(
+    "T,anchor,expected", [(8, True, 0.5569), (16, True, 0.3575), (16, False, 0.3101), (32, True, 0.2222)]
+)
 def test_blockmask_pinned_densities(T, anchor, expected):
     m = build_block_mask("blockmask", T, 4096, block_size=128, anchor=anchor)
     assert round(m.density, 4) == expected
@@ -37,11 +38,13 @@ def _token_blockmask(T, N, b, decay, anchor):
                 else:
                     tok = (r[:, None] - r[None]).abs() <= max(w, b)
             blk = tok.view(N // b, b, N // b, b).any(3).any(1)
-            keep[i * N // b:(i + 1) * N // b, j * N // b:(j + 1) * N // b] = blk
+            keep[i * N // b : (i + 1) * N // b, j * N // b : (j + 1) * N // b] = blk
     return keep
 
 
-@pytest.mark.parametrize("T,N,b,decay", [(9, 64, 8, 0.25), (12, 128, 16, 0.25), (6, 64, 4, 0.5), (34, 32, 8, 0.25)])
+@pytest.mark.parametrize(
+    "T,N,b,decay", [(9, 64, 8, 0.25), (12, 128, 16, 0.25), (6, 64, 4, 0.5), (34, 32, 8, 0.25)]
+)
 @pytest.mark.parametrize("anchor", [True, False])
 def test_blockmask_matches_token_level_rule(T, N, b, decay, anchor):
     m = build_block_mask("blockmask", T, N, block_size=b, decay=decay, anchor=anchor)
@@ -54,7 +57,7 @@ def test_variant_structure():
     for v in VARIANTS:  # the same-frame blocks are always kept (T=1 is the 3D model)
         m = build_block_mask(v, T, N, block_size=b)
         for i in range(T):
-            assert m.blocks[i * nb:(i + 1) * nb, i * nb:(i + 1) * nb].all(), v
+            assert m.blocks[i * nb : (i + 1) * nb, i * nb : (i + 1) * nb].all(), v
         assert 0 < m.density <= 1
     assert build_block_mask("full", T, N, b).density == 1.0
     assert build_block_mask("spatial", T, N, b).density == pytest.approx(1 / T)
@@ -107,8 +110,9 @@ def test_gather_equals_dense_forward_backward(variant, T, N, b, prefix):
     outs, grads = [], []
     for backend in ("dense", "gather"):
         out = sparse_attention(q, k, v, m, backend, prefix_kv=pre if prefix else None)
-        g = torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(),
-                                leaves[:5 if prefix else 3])
+        g = torch.autograd.grad(
+            (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).sum(), leaves[: 5 if prefix else 3]
+        )
         outs.append(out.detach())
         grads.append(g)
     torch.testing.assert_close(outs[1], outs[0], atol=1e-10, rtol=1e-10)
@@ -137,8 +141,12 @@ def test_fp32_gather_close_to_dense_and_auto_on_cpu():
     m = build_block_mask("blockmask", 8, 64, block_size=16)
     q, k, v, pre = _inputs(8, 64, dtype=torch.float32)
     assert choose_backend(q, m, True) == "gather"
-    torch.testing.assert_close(sparse_attention(q, k, v, m, "auto", pre), sparse_attention(q, k, v, m, "dense", pre),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        sparse_attention(q, k, v, m, "auto", pre),
+        sparse_attention(q, k, v, m, "dense", pre),
+        atol=1e-5,
+        rtol=1e-5,
+    )
     with pytest.raises(ValueError, match="unknown attention backend"):
         sparse_attention(q, k, v, m, "triton")
 
@@ -146,7 +154,7 @@ def test_fp32_gather_close_to_dense_and_auto_on_cpu():
 def test_block_sparse_attn_missing_or_cpu_is_a_clear_error():
     m = build_block_mask("blockmask", 2, 128, block_size=128)
     q, k, v, _ = _inputs(2, 128, dtype=torch.float32)
-    with pytest.raises((ImportError, ValueError)):
+    with pytest.raises((ImportError, ValueError), match=r"optional package 'block_sparse_attn'|needs CUDA"):
         sparse_attention(q, k, v, m, "block_sparse_attn")
 
 
@@ -158,8 +166,12 @@ def test_flex_compiled_cpu_inference_equals_dense():
         q, k, v, pre = _inputs(4, 64, B=1, dtype=torch.float32)
         with torch.no_grad():
             for p in (None, pre):
-                torch.testing.assert_close(sparse_attention(q, k, v, m, "flex", p),
-                                           sparse_attention(q, k, v, m, "dense", p), atol=2e-5, rtol=2e-5)
+                torch.testing.assert_close(
+                    sparse_attention(q, k, v, m, "flex", p),
+                    sparse_attention(q, k, v, m, "dense", p),
+                    atol=2e-5,
+                    rtol=2e-5,
+                )
     q.requires_grad_(True)
     with pytest.raises(ValueError, match="no backward on CPU"):
         sparse_attention(q, k, v, m, "flex")
@@ -175,10 +187,14 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_backends_equal_dense_forward_backward(variant, dtype):
     T, N, b = 6, 256, 128
     m = build_block_mask(variant, T, N, block_size=b)
-    q, k, v, pre = (x.cuda() if not isinstance(x, tuple) else tuple(y.cuda() for y in x)
-                    for x in _inputs(T, N, B=2, H=4, D=64, dtype=dtype))
+    q, k, v, pre = (
+        x.cuda() if not isinstance(x, tuple) else tuple(y.cuda() for y in x)
+        for x in _inputs(T, N, B=2, H=4, D=64, dtype=dtype)
+    )
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=2e-2, rtol=2e-2)
-    backends = ["gather", "flex"] + (["block_sparse_attn"] if choose_backend(q.half(), m) == "block_sparse_attn" else [])
+    backends = ["gather", "flex"] + (
+        ["block_sparse_attn"] if choose_backend(q.half(), m) == "block_sparse_attn" else []
+    )
     for p in (None, pre):
         leaves = [q, k, v, *(p or ())]
         ref_leaves = [x.detach().float().requires_grad_(True) for x in leaves]
@@ -208,7 +224,9 @@ def test_gather_odd_shapes_equal_dense(variant, T, N, b, dtype):
     """CPU gather (strided parts merged by log-sum-exp, custom backward) == dense, fwd + bwd, +-2 prefix keys."""
     m = build_block_mask(variant, T, N, block_size=b)
     g = torch.Generator().manual_seed(T * N + b)
-    q, k, v = (torch.randn(1, T * N, 3, 8, generator=g, dtype=dtype).transpose(1, 2) for _ in range(3))  # strided
+    q, k, v = (
+        torch.randn(1, T * N, 3, 8, generator=g, dtype=dtype).transpose(1, 2) for _ in range(3)
+    )  # strided
     kp, vp = (torch.randn(1, 3, T, 2, 8, generator=g, dtype=dtype) for _ in range(2))
     tol = dict(atol=1e-10, rtol=1e-10) if dtype == torch.float64 else dict(atol=2e-5, rtol=2e-5)
     for prefix in (False, True):
@@ -244,11 +262,11 @@ def test_gather_cpu_plan_covers_each_kept_block_once(variant):
     for _src, G, qo, qs, Lq, ko, ks, Lk, _ in parts:
         for g in range(G):
             q0, k0 = (qo + g * qs) // b, (ko + g * ks) // b
-            count[q0:q0 + Lq // b, k0:k0 + Lk // b] += 1
+            count[q0 : q0 + Lq // b, k0 : k0 + Lk // b] += 1
     for segs, ko, Lk in stacks:
         for qo, qs, G in segs:
             for g in range(G):
-                count[(qo + g * qs) // b, ko // b:(ko + Lk) // b] += 1
+                count[(qo + g * qs) // b, ko // b : (ko + Lk) // b] += 1
     assert torch.equal(count, (m.blocks & ~m.diag_blocks).long())
     assert sum(int(d.sum()) for d in diag.values()) == int(m.diag_blocks.sum())
     assert len(parts) + len(stacks) <= 2 * T * m.nb + T  # batched over frames, not one call per query block

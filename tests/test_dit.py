@@ -11,8 +11,20 @@ import torch.nn.functional as F
 from sculpt4d.models.dit import HunyuanDiT
 from sculpt4d.models.dit.layers import MoE
 
-TINY = dict(input_size=16, in_channels=8, hidden_size=64, context_dim=32, depth=7, num_heads=4,
-            qk_norm=True, qk_norm_type="rms", qkv_bias=False, num_moe_layers=2, num_experts=4, moe_top_k=2)
+TINY = dict(
+    input_size=16,
+    in_channels=8,
+    hidden_size=64,
+    context_dim=32,
+    depth=7,
+    num_heads=4,
+    qk_norm=True,
+    qk_norm_type="rms",
+    qkv_bias=False,
+    num_moe_layers=2,
+    num_experts=4,
+    moe_top_k=2,
+)
 
 
 def tiny_dit(seed: int = 0, **kw) -> HunyuanDiT:
@@ -40,13 +52,21 @@ def test_state_dict_names_and_shapes():
         m = HunyuanDiT()
     shapes = {k: tuple(v.shape) for k, v in m.state_dict().items()}
     expected = {
-        "x_embedder.weight": (2048, 64), "t_embedder.mlp.0.weight": (8192, 2048), "t_embedder.mlp.2.bias": (2048,),
-        "blocks.0.attn1.to_q.weight": (2048, 2048), "blocks.0.attn1.q_norm.weight": (128,),
-        "blocks.20.attn1.out_proj.bias": (2048,), "blocks.3.attn2.to_k.weight": (2048, 1024),
-        "blocks.3.attn2.k_norm.weight": (128,), "blocks.14.mlp.fc1.weight": (8192, 2048),
-        "blocks.11.skip_linear.weight": (2048, 4096), "blocks.20.skip_norm.bias": (2048,),
-        "blocks.15.moe.gate.weight": (8, 2048), "blocks.15.moe.experts.7.net.0.proj.weight": (8192, 2048),
-        "blocks.20.moe.shared_experts.net.2.weight": (2048, 8192), "final_layer.linear.weight": (64, 2048),
+        "x_embedder.weight": (2048, 64),
+        "t_embedder.mlp.0.weight": (8192, 2048),
+        "t_embedder.mlp.2.bias": (2048,),
+        "blocks.0.attn1.to_q.weight": (2048, 2048),
+        "blocks.0.attn1.q_norm.weight": (128,),
+        "blocks.20.attn1.out_proj.bias": (2048,),
+        "blocks.3.attn2.to_k.weight": (2048, 1024),
+        "blocks.3.attn2.k_norm.weight": (128,),
+        "blocks.14.mlp.fc1.weight": (8192, 2048),
+        "blocks.11.skip_linear.weight": (2048, 4096),
+        "blocks.20.skip_norm.bias": (2048,),
+        "blocks.15.moe.gate.weight": (8, 2048),
+        "blocks.15.moe.experts.7.net.0.proj.weight": (8192, 2048),
+        "blocks.20.moe.shared_experts.net.2.weight": (2048, 8192),
+        "final_layer.linear.weight": (64, 2048),
         "final_layer.norm_final.weight": (2048,),
     }
     for k, s in expected.items():
@@ -88,17 +108,17 @@ def ref_forward(sd, x, t, cond, depth, H, num_moe, top_k):
         a = _ln(h, sd, p + ".norm1")
         Q, K, V = (_lin(a, sd, f"{p}.attn1.to_{n}") for n in "qkv")
         cat = torch.cat([Q, K, V], -1)  # head j: q = cat[3hd j : 3hd j + hd], k next hd, v next hd
-        q = torch.stack([cat[..., 3 * hd * j: 3 * hd * j + hd] for j in range(H)], 1)
-        k = torch.stack([cat[..., 3 * hd * j + hd: 3 * hd * j + 2 * hd] for j in range(H)], 1)
-        v = torch.stack([cat[..., 3 * hd * j + 2 * hd: 3 * hd * (j + 1)] for j in range(H)], 1)
+        q = torch.stack([cat[..., 3 * hd * j : 3 * hd * j + hd] for j in range(H)], 1)
+        k = torch.stack([cat[..., 3 * hd * j + hd : 3 * hd * j + 2 * hd] for j in range(H)], 1)
+        v = torch.stack([cat[..., 3 * hd * j + 2 * hd : 3 * hd * (j + 1)] for j in range(H)], 1)
         q, k = _rms(q, sd[p + ".attn1.q_norm.weight"]), _rms(k, sd[p + ".attn1.k_norm.weight"])
         o = ((q @ k.transpose(-1, -2)) / math.sqrt(hd)).softmax(-1) @ v
         h = h + _lin(o.transpose(1, 2).flatten(2), sd, p + ".attn1.out_proj")
         a = _ln(h, sd, p + ".norm2")
         q = _heads(_lin(a, sd, p + ".attn2.to_q"), H, hd)
         kv = torch.cat([_lin(cond, sd, p + ".attn2.to_k"), _lin(cond, sd, p + ".attn2.to_v")], -1)
-        k = torch.stack([kv[..., 2 * hd * j: 2 * hd * j + hd] for j in range(H)], 1)
-        v = torch.stack([kv[..., 2 * hd * j + hd: 2 * hd * (j + 1)] for j in range(H)], 1)
+        k = torch.stack([kv[..., 2 * hd * j : 2 * hd * j + hd] for j in range(H)], 1)
+        v = torch.stack([kv[..., 2 * hd * j + hd : 2 * hd * (j + 1)] for j in range(H)], 1)
         q, k = _rms(q, sd[p + ".attn2.q_norm.weight"]), _rms(k, sd[p + ".attn2.k_norm.weight"])
         o = ((q @ k.transpose(-1, -2)) / math.sqrt(hd)).softmax(-1) @ v
         h = h + _lin(o.transpose(1, 2).flatten(2), sd, p + ".attn2.out_proj")

@@ -8,8 +8,17 @@ import torch
 from sculpt4d.models.attention import VARIANTS
 from sculpt4d.models.dit import DiT4D, HunyuanDiT
 
-TINY = dict(input_size=16, in_channels=8, hidden_size=64, context_dim=32, depth=5, num_heads=4,
-            num_moe_layers=2, num_experts=4, moe_top_k=2)
+TINY = dict(
+    input_size=16,
+    in_channels=8,
+    hidden_size=64,
+    context_dim=32,
+    depth=5,
+    num_heads=4,
+    num_moe_layers=2,
+    num_experts=4,
+    moe_top_k=2,
+)
 B, N = 2, 16
 
 
@@ -26,7 +35,11 @@ def make(variant="blockmask", seed=0, **att):
 
 def data(T, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(B, T, N, 8, generator=g), torch.rand(B, T, generator=g), torch.randn(B, T, 5, 32, generator=g)
+    return (
+        torch.randn(B, T, N, 8, generator=g),
+        torch.rand(B, T, generator=g),
+        torch.randn(B, T, 5, 32, generator=g),
+    )
 
 
 def per_frame(bb, x, t, c):
@@ -156,7 +169,11 @@ def test_cuda_flex_model_equals_gather(variant):
     m = DiT4D(bb, {"variant": variant, "block_size": 128}, lora_rank=4, max_frames=8, backend="flex").cuda()
     randomise_adapter(m)
     g = torch.Generator().manual_seed(1)
-    x, t, c = torch.randn(1, 4, 256, 8, generator=g), torch.rand(1, 4, generator=g), torch.randn(1, 4, 5, 32, generator=g)
+    x, t, c = (
+        torch.randn(1, 4, 256, 8, generator=g),
+        torch.rand(1, 4, generator=g),
+        torch.randn(1, 4, 5, 32, generator=g),
+    )
     x, t, c = x.cuda(), t.cuda(), c.cuda()
     out = m(x, t, c)
     out.square().mean().backward()

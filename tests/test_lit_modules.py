@@ -84,7 +84,7 @@ def test_dit3d_step_trains_dit_and_optionally_conditioner(train_cfg, train_condi
 
 
 def test_sculpt4d_step_trains_only_the_adapter(train_cfg) -> None:
-    cfg = train_cfg("4d")
+    cfg = train_cfg("4d", "lit.train_backbone=false")  # the paper's setting (the tiny recipe fine-tunes it)
     module = instantiate(cfg.lit, _recursive_=False)
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("model.adapter.") for n in trainable)
@@ -124,6 +124,11 @@ def test_export_round_trip(train_cfg, tmp_path: Path) -> None:
     exported = OmegaConf.load(out / "config.yaml")
     assert exported.stage == "sculpt4d" and exported.model.vae.num_latents == 32
     assert exported.attention.variant == "blockmask" and exported.attention.block_size == 16
+    inference = exported.inference  # the defaults predict.py / from_pretrained read back
+    assert inference.octree_resolution == exported.model.octree_resolution
+    assert inference.sequence_length == exported.model.sequence_length
+    assert inference.attention == exported.attention and inference.preprocess == exported.model.preprocess
+    assert {"num_steps", "guidance_scale", "frame_stride"} <= set(inference)
     comps = build_components(exported.model, exported.attention, four_d=True)
     for name, part in split_components(load_state_dict(out)).items():  # strict: every key matches
         load_into(getattr(comps, name), part, strict=True, name=name)

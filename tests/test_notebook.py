@@ -11,10 +11,12 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quickstart_notebook_executes():
+def test_quickstart_notebook_executes(monkeypatch):
     nb = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    os.environ["SCULPT4D_NB_STEPS"] = "4"  # few denoising steps: the test checks the walkthrough runs
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    monkeypatch.setenv("SCULPT4D_NB_STEPS", "4")  # few denoising steps: the test checks the walkthrough runs
+    monkeypatch.setenv("SCULPT4D_NB_RESOLUTION", "48")
+    if "MPLBACKEND" not in os.environ:
+        monkeypatch.setenv("MPLBACKEND", "Agg")
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT / "notebooks")}}
     )

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ATTENTION, MICRO
+from conftest import micro_components as _components
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
@@ -18,37 +20,11 @@ from PIL import Image
 from sculpt4d.config import register_resolvers
 from sculpt4d.errors import CheckpointError, InputError
 from sculpt4d.hub import save_safetensors, save_sharded_bin
-from sculpt4d.models.factory import build_components
 from sculpt4d.pipeline import Sculpt4DPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "demos" / "box"
-T = 3  # frames used by these tests
-
-# The tiny architecture, shrunk further so a CPU forward takes milliseconds.
-MICRO = OmegaConf.create({
-    "name": "micro", "sequence_length": T, "octree_resolution": 24,
-    "vae": {"_target_": "sculpt4d.models.vae.ShapeVAE", "num_latents": 32, "embed_dim": 8, "width": 32,
-            "heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 1, "point_feats": 4, "pc_size": 256,
-            "downsample_ratio": 8, "logvar_max": 0.0},
-    "dit": {"_target_": "sculpt4d.models.dit.HunyuanDiT", "input_size": 32, "in_channels": 8, "hidden_size": 32,
-            "context_dim": 16, "depth": 3, "num_heads": 2, "num_moe_layers": 1, "num_experts": 2, "moe_top_k": 2},
-    "conditioner": {"_target_": "sculpt4d.models.conditioner.VideoConditioner", "image_size": 28,
-                    "dinov2": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                               "intermediate_size": 32, "patch_size": 14, "image_size": 28}},
-    "adapter": {"lora_rank": 2, "max_frames": 8},
-    "preprocess": {"size": 32, "border_ratio": 0.15},
-})  # fmt: skip
-ATTENTION = {"variant": "blockmask", "block_size": 8, "anchor": True, "decay": 0.25, "dense_distance": 1}
-
-
-def _components(seed: int = 0):
-    torch.manual_seed(seed)
-    comps = build_components(MICRO, ATTENTION, four_d=True)
-    with torch.no_grad():  # non-zero adapter so the 4D weights matter in round trips
-        for p in comps.model.adapter.parameters():
-            p.normal_(0, 0.05)
-    return comps.eval()
+T = MICRO.sequence_length  # frames used by these tests
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +316,7 @@ def test_evaluate_multirun_sweep_keeps_one_summary_per_job(exported, tmp_path, t
 def test_out_of_range_sampling_options_name_the_key(tmp_path, override, message):
     from sculpt4d.predict import sampling_kwargs
 
-    assert sampling_kwargs(_cfg(tmp_path))["num_steps"] == 50
+    assert sampling_kwargs(_cfg(tmp_path))["num_steps"] is None  # null: the checkpoint's
     with pytest.raises(InputError, match=message):
         sampling_kwargs(_cfg(tmp_path, override))
 

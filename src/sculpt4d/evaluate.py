@@ -1,4 +1,4 @@
-"""Evaluate a model on a benchmark folder (DESIGN §6 format): Chamfer / IoU / F-score / temporal jitter.
+"""Evaluate a model on a benchmark folder (design.md §6 format): Chamfer / IoU / F-score / temporal jitter.
 
     python -m sculpt4d.evaluate                         # shipped tiny model, held-out procedural split
     python -m sculpt4d.evaluate benchmark=/data/bench max_objects=10 variants=[full,temporal]
@@ -95,7 +95,7 @@ def resolve_benchmark(cfg: DictConfig) -> Path:
         return prepare_known_split(name, data_dir, Path(str(cfg.paths.root_dir)))
     raise InputError(
         f"benchmark folder '{name}' not found or incomplete (tried it as given and under {data_dir}); "
-        "pass benchmark=<folder in the DESIGN §6 format>, or run `make data-tiny` for data/tiny/{benchmark,ood}"
+        "pass benchmark=<folder in the design.md §6 format>, or run `make data-tiny` for data/tiny/{benchmark,ood}"
     )
 
 
@@ -103,7 +103,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``"NAME[:key=value]..."`` -> (attention variant, mask overrides, sampling overrides).
 
     ``full``, ``blockmask:anchor=false``, ``blockmask:noise_share_alpha=0``, ``radial:decay=0.5``; the
-    sampling keys are :data:`SAMPLING_KEYS`, every other key goes to the mask builder (DESIGN §4).
+    sampling keys are :data:`SAMPLING_KEYS`, every other key goes to the mask builder (design.md §4).
     """
     name, *pairs = str(spec).split(":")
     mask_cfg: dict[str, Any] = {}
@@ -285,7 +285,7 @@ def evaluate_output_dir(cfg: DictConfig, benchmark: Path) -> Path:
 def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from sculpt4d.config import task_overrides
     from sculpt4d.metrics import prepare_ground_truth, score_sequence
-    from sculpt4d.predict import build_pipeline, check_options
+    from sculpt4d.predict import build_pipeline, check_options, with_checkpoint_defaults
     from sculpt4d.utils.io import atomic_path, write_json
     from sculpt4d.utils.memory import peak_memory_mb, reset_peak_memory
 
@@ -298,6 +298,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         objects = [objects[i] for i in evenly_spaced(len(objects), int(cfg.max_objects))]
     methods = [str(m) for m in cfg.methods] + [f"variant:{v}" for v in cfg.variants]
     pipelines = {"base": build_pipeline(cfg)}
+    cfg = with_checkpoint_defaults(cfg, pipelines["base"].inference)
     sampling: dict[str, dict[str, Any]] = {}
     for v in cfg.variants:
         name, mask_cfg, sampling[f"variant:{v}"] = parse_variant(str(v))

@@ -21,6 +21,7 @@ import trimesh
 from PIL import Image
 
 from sculpt4d.errors import InputError
+from sculpt4d.inference import InferenceDefaults, conf_model_node
 from sculpt4d.models.factory import Components
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -135,19 +136,31 @@ class Sculpt4DPipeline:
         self,
         components: Components,
         preprocess: dict[str, Any] | None = None,
-        sequence_length: int = 8,
+        sequence_length: int | None = None,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
         offload: bool = False,
+        inference: InferenceDefaults | None = None,
     ) -> None:
+        """``inference``: the checkpoint's defaults (:mod:`sculpt4d.inference`); ``preprocess`` and
+        ``sequence_length`` override them."""
         self.components = components.eval()
-        self.preprocess_cfg = {"size": 512, "border_ratio": 0.15, **(preprocess or {})}
-        self.sequence_length = sequence_length
+        self.inference = (inference or InferenceDefaults()).override(
+            preprocess=preprocess, sequence_length=sequence_length
+        )
         self.device = torch.device(device)
         self.dtype = dtype
         self.offload = offload
         if not offload:
             self.components.to(self.device)
+
+    @property
+    def preprocess_cfg(self) -> dict[str, Any]:
+        return self.inference.preprocess
+
+    @property
+    def sequence_length(self) -> int:
+        return self.inference.sequence_length
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -161,32 +174,39 @@ class Sculpt4DPipeline:
         offload: bool = False,
         sequence_length: int | None = None,
     ) -> Sculpt4DPipeline:
-        """Load from an exported folder (config.yaml + safetensors), a local checkpoint or ``hf://``."""
-        from omegaconf import OmegaConf
+        """Load from an exported folder (config.yaml + safetensors), a local checkpoint or ``hf://``.
 
-        from sculpt4d.hub import load_state_dict, resolve_checkpoint
-        from sculpt4d.models.factory import build_components, load_component_weights, load_exported
+        The inference defaults come from the export's ``config.yaml`` (``inference:``, else its model node),
+        then from ``model_cfg`` (see :class:`~sculpt4d.inference.InferenceDefaults`).
+        """
+        from sculpt4d.checkpoints.load import load_component_weights, load_exported
+        from sculpt4d.checkpoints.read import load_state_dict
+        from sculpt4d.checkpoints.resolve import resolve_checkpoint
+        from sculpt4d.models.factory import build_components
 
         device = torch.device(device)
         path = resolve_checkpoint(str(spec))
         if (path / "config.yaml").is_file() if path.is_dir() else False:
             components, cfg = load_exported(path, attention_cfg)
-            model_node = cfg.get("model", cfg)
+            if model_cfg is None:
+                model_cfg = conf_model_node(cfg.get("model", {}).get("name"))
+            inference = InferenceDefaults.from_config(cfg, fallback_model=model_cfg)
         else:
             if model_cfg is None:
                 raise InputError(f"{path}: a raw checkpoint needs a model config (e.g. model=sculpt4d)")
             components = build_components(model_cfg, attention_cfg, four_d=True)
             load_component_weights(components, load_state_dict(path), source=str(path))
-            model_node = model_cfg
-        model_node = OmegaConf.create(model_node) if not hasattr(model_node, "get") else model_node
+            inference = InferenceDefaults.from_config({"model": model_cfg})
+        if attention_cfg is not None:
+            inference = inference.override(attention=attention_cfg)
         torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(str(dtype), device)
         return cls(
             components,
-            preprocess=dict(model_node.get("preprocess", {}) or {}),
-            sequence_length=int(sequence_length or model_node.get("sequence_length", 8)),
+            sequence_length=sequence_length,
             device=device,
             dtype=torch_dtype,
             offload=offload,
+            inference=inference,
         )
 
     def with_attention(self, variant: str, **mask_cfg: Any) -> Sculpt4DPipeline:
@@ -195,17 +215,22 @@ class Sculpt4DPipeline:
         Block size and backend stay those the model was trained with; ``mask_cfg`` overrides the variant's
         own keys (anchor, decay, ...). Used for inference-time variant comparisons in evaluation.
         """
-        from sculpt4d.models.dit import DiT4D
+        from sculpt4d.models.factory import wrap_4d
 
         model = self.components.model
         attention = {"variant": variant, "block_size": model.block_size, "backend": model.backend, **mask_cfg}
-        swapped = DiT4D(model.backbone, attention, lora_rank=model.lora_rank, max_frames=model.max_frames)
+        adapter = {"lora_rank": model.lora_rank, "max_frames": model.max_frames}
+        swapped = wrap_4d(model.backbone, attention, adapter)
         swapped.adapter.load_state_dict(model.adapter.state_dict())
         comps = Components(
             vae=self.components.vae, model=swapped.to(self.device), conditioner=self.components.conditioner
         )
         return Sculpt4DPipeline(
-            comps, self.preprocess_cfg, self.sequence_length, self.device, self.dtype, self.offload
+            comps,
+            device=self.device,
+            dtype=self.dtype,
+            offload=self.offload,
+            inference=self.inference.override(attention=attention),
         )
 
     # ---------------------------------------------------------------- stages
@@ -275,16 +300,21 @@ class Sculpt4DPipeline:
     def sample_latents(
         self,
         cond: torch.Tensor,  # [1, T, L, D]
-        num_steps: int = 50,
-        guidance_scale: float = 5.0,
+        num_steps: int | None = None,
+        guidance_scale: float | None = None,
         noise_share_alpha: float = 1.0,
         seed: int = 0,
         per_frame: bool = False,
         progress: bool = True,
         callback: Progress | None = None,
     ) -> torch.Tensor:
-        """Euler flow sampling with CFG; returns DiT-scale latents ``[1, T, N, C]``."""
+        """Euler flow sampling with CFG; returns DiT-scale latents ``[1, T, N, C]``.
+
+        ``None`` = the checkpoint's ``num_steps`` / ``guidance_scale``."""
         from sculpt4d.diffusion import EulerSampler, shared_noise
+
+        num_steps = self.inference.num_steps if num_steps is None else int(num_steps)
+        guidance_scale = self.inference.guidance_scale if guidance_scale is None else float(guidance_scale)
 
         model = self._place(self.components.model)
         vae = self.components.vae
@@ -337,7 +367,7 @@ class Sculpt4DPipeline:
     def decode(
         self,
         latents: torch.Tensor,  # [1, T, N, C]
-        octree_resolution: int = 256,
+        octree_resolution: int | None = None,
         mc_algo: str = "mc",
         num_chunks: int = 8000,
         hierarchical: bool = True,
@@ -345,7 +375,9 @@ class Sculpt4DPipeline:
         bounds: float = 1.01,
         callback: Progress | None = None,
     ) -> list[trimesh.Trimesh]:
-        """VAE-decode each frame and extract its surface."""
+        """VAE-decode each frame and extract its surface (``None`` = the checkpoint's ``octree_resolution``)."""
+        if octree_resolution is None:
+            octree_resolution = self.inference.octree_resolution
         vae = self._place(self.components.vae)
         z = vae.from_dit(latents[0].float())  # [T, N, C]
         meshes: list[trimesh.Trimesh] = []
@@ -358,25 +390,27 @@ class Sculpt4DPipeline:
                 num_chunks=num_chunks,
                 mc_algo=mc_algo,
                 hierarchical=hierarchical,
+                largest_component=largest_component,
             )[0]
-            if largest_component and len(mesh.faces):
-                parts = mesh.split(only_watertight=False)
-                if len(parts) > 1:
-                    mesh = max(parts, key=lambda m: len(m.faces))
             meshes.append(mesh)
             if callback is not None:
                 callback("decoding", t + 1, z.shape[0])
         self._release(vae)
         return meshes
 
+    def frames(self, folder: str | Path, frame_stride: int | None = None) -> list[Path]:
+        """The frames of ``folder`` the model reads: every ``frame_stride``-th, ``sequence_length`` of them."""
+        stride = self.inference.frame_stride if frame_stride is None else int(frame_stride)
+        return list_frames(folder, self.sequence_length, stride)
+
     def __call__(
         self,
-        frames: Sequence[str | Path | Image.Image | np.ndarray],
-        num_steps: int = 50,
-        guidance_scale: float = 5.0,
+        frames: str | Path | Sequence[str | Path | Image.Image | np.ndarray],
+        num_steps: int | None = None,
+        guidance_scale: float | None = None,
         noise_share_alpha: float = 1.0,
         seed: int = 0,
-        octree_resolution: int = 256,
+        octree_resolution: int | None = None,
         mc_algo: str = "mc",
         num_chunks: int = 8000,
         hierarchical: bool = True,
@@ -385,7 +419,12 @@ class Sculpt4DPipeline:
         progress: bool = True,
         callback: Progress | None = None,
     ) -> PipelineOutput:
-        """``callback(stage, done, total)`` after each sampling step and each decoded frame (may raise to stop)."""
+        """``frames``: a folder (read with :meth:`frames`: the checkpoint's ``sequence_length`` and
+        ``frame_stride``) or the frames themselves, used as given. ``None`` options take the checkpoint's
+        defaults (``pipeline.inference``). ``callback(stage, done, total)`` after each sampling step and each
+        decoded frame (may raise to stop)."""
+        if isinstance(frames, str | Path):
+            frames = self.frames(frames)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         if not per_frame:

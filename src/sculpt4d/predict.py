@@ -36,7 +36,7 @@ def build_pipeline(cfg: DictConfig):
         device=device,
         dtype=str(cfg.dtype),
         offload=bool(cfg.get("offload", False)),
-        sequence_length=int(cfg.sequence_length),
+        sequence_length=cfg.get("sequence_length"),
     )
     pipe.preprocess_cfg.update(
         rgb_mode=str(cfg.get("rgb_mode", "segment")), bg_threshold=float(cfg.get("bg_threshold", 30.0))
@@ -56,20 +56,67 @@ def _number(cfg: DictConfig, key: str, kind: type = int) -> int | float:
         raise InputError(f"{key}={value} must be {what}") from None
 
 
+def peek_inference_defaults(cfg: DictConfig):
+    """The inference defaults of ``cfg.ckpt`` read from its ``config.yaml`` alone (no weights), or None for a
+    checkpoint that must be fetched or loaded first (``hf://``, a bare weights file)."""
+    from sculpt4d.inference import InferenceDefaults, conf_model_node
+
+    ckpt = Path(str(cfg.get("ckpt", "")))
+    try:
+        if not (ckpt / "config.yaml").is_file():
+            return None
+        exported = OmegaConf.load(ckpt / "config.yaml")
+        node = exported.get("model", exported)
+        return InferenceDefaults.from_config(exported, fallback_model=conf_model_node(node.get("name")))
+    except Exception:  # noqa: BLE001 - an unreadable config is the loader's to report
+        return None
+
+
+def with_checkpoint_defaults(cfg: DictConfig, inference) -> DictConfig:
+    """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
+    ``octree_resolution``, ``sequence_length``, ``frame_stride``) take the checkpoint's values
+    (an :class:`~sculpt4d.inference.InferenceDefaults`, e.g. ``pipeline.inference``; None changes nothing)."""
+    from omegaconf import open_dict
+
+    from sculpt4d.inference import SAMPLING_KEYS
+
+    if inference is None:
+        return cfg
+    out = cfg.copy()
+    with open_dict(out):
+        for key in SAMPLING_KEYS:
+            if out.get(key) is None:
+                out[key] = getattr(inference, key)
+    return out
+
+
 def sampling_kwargs(cfg: DictConfig) -> dict:
     """The pipeline-call options of a predict/evaluate config (the original inference arguments).
 
     Out-of-range or mistyped values raise :class:`InputError` naming the key, before any work starts.
+    ``null`` inference keys stay ``None``: the pipeline then uses the checkpoint's value.
     """
     from sculpt4d.models.vae.surface import ALGOS
 
-    n = {k: _number(cfg, k) for k in ("num_steps", "seed", "octree_resolution", "num_chunks")}
-    f = {k: _number(cfg, k, float) for k in ("guidance_scale", "noise_share_alpha")}
+    nullable = ("num_steps", "octree_resolution", "guidance_scale")
+    n = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k)
+         for k in ("num_steps", "seed", "octree_resolution", "num_chunks")}  # fmt: skip
+    f = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k, float)
+         for k in ("guidance_scale", "noise_share_alpha")}  # fmt: skip
     checks = {
-        "num_steps": (n["num_steps"] >= 2, "must be >= 2 (the Euler schedule needs two time points)"),
-        "guidance_scale": (f["guidance_scale"] >= 0.0, "must be >= 0 (0 = no guidance, 5 = the default)"),
+        "num_steps": (
+            n["num_steps"] is None or n["num_steps"] >= 2,
+            "must be >= 2 (the Euler schedule needs two time points)",
+        ),
+        "guidance_scale": (
+            f["guidance_scale"] is None or f["guidance_scale"] >= 0.0,
+            "must be >= 0 (0 = no guidance)",
+        ),
         "noise_share_alpha": (0.0 <= f["noise_share_alpha"] <= 1.0, "must lie in [0, 1]"),
-        "octree_resolution": (n["octree_resolution"] >= 8, "must be >= 8 (marching-cubes grid)"),
+        "octree_resolution": (
+            n["octree_resolution"] is None or n["octree_resolution"] >= 8,
+            "must be >= 8 (marching-cubes grid)",
+        ),
         "num_chunks": (n["num_chunks"] >= 1, "must be >= 1 (query points per decoder call)"),
         "mc_algo": (
             str(cfg.mc_algo) in ALGOS,
@@ -115,13 +162,14 @@ def check_options(cfg: DictConfig) -> dict:
     from sculpt4d.pipeline import resolve_dtype
 
     kwargs = sampling_kwargs(cfg)
-    length, stride = _number(cfg, "sequence_length"), _number(cfg, "frame_stride")
-    if length < 1:
+    length = None if cfg.get("sequence_length") is None else _number(cfg, "sequence_length")
+    stride = None if cfg.get("frame_stride") is None else _number(cfg, "frame_stride")
+    if length is not None and length < 1:
         raise InputError(f"sequence_length={length} must be >= 1 (the number of frames to reconstruct)")
-    if stride < 1:
+    if stride is not None and stride < 1:
         raise InputError(f"frame_stride={stride} must be >= 1")
     limit = model_max_frames(cfg)
-    if limit is not None and length > limit and not bool(cfg.get("per_frame", False)):
+    if limit is not None and length is not None and length > limit and not bool(cfg.get("per_frame", False)):
         raise InputError(
             f"sequence_length={length} exceeds the model's max_frames={limit} (the temporal adapter's "
             f"limit); pass sequence_length<={limit}"
@@ -159,13 +207,16 @@ def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
     from sculpt4d.inputs.frames import resolve
     from sculpt4d.utils.io import atomic_dir
 
-    kwargs = check_options(cfg)
+    cfg = with_checkpoint_defaults(cfg, peek_inference_defaults(cfg))  # from config.yaml, no weights loaded
+    check_options(cfg)
     inputs = cfg.input if isinstance(cfg.input, str) else list(cfg.input)
     sources = [resolve(str(s), cfg.paths.data_dir) for s in ([inputs] if isinstance(inputs, str) else inputs)]
     output_dir = predict_output_dir(cfg, sources)
     frames = frames_from_config(cfg, callback)
     order = "lexicographic" if sorted(frames.names) == list(frames.names) else "natural"
     pipeline = pipeline or build_pipeline(cfg)
+    cfg = with_checkpoint_defaults(cfg, pipeline.inference)  # a remote checkpoint's, now that it is loaded
+    kwargs = sampling_kwargs(cfg)
     t0 = time.perf_counter()
     out = pipeline(frames.images, per_frame=bool(cfg.per_frame), callback=callback, **kwargs)
     total = time.perf_counter() - t0

@@ -33,16 +33,16 @@ class Cancelled(Sculpt4DError):
 
 @dataclass
 class Settings:
-    """What the app's controls set (the predict keys of the same names)."""
+    """What the app's controls set (the predict keys of the same names; ``None`` = the checkpoint's)."""
 
-    num_steps: int = 50
-    guidance_scale: float = 5.0
+    num_steps: int | None = None
+    guidance_scale: float | None = None
     noise_share_alpha: float = 1.0
     seed: int = 0
-    sequence_length: int = 8
-    frame_stride: int = 4
+    sequence_length: int | None = None
+    frame_stride: int | None = None
     attention: str = "trained"
-    octree_resolution: int = 96
+    octree_resolution: int | None = None
     remove_background: str = "auto"
 
 

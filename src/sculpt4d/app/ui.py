@@ -44,7 +44,12 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
             "gradio", "the web app", hint='pip install -e ".[app]" (or make install)'
         ) from e
 
+    from sculpt4d.predict import with_checkpoint_defaults
+
     generator = generator or Generator(cfg)
+    cfg = with_checkpoint_defaults(
+        cfg, generator.pipeline().inference
+    )  # the controls start at the checkpoint's values
     app = cfg.app
     data_dir = Path(str(cfg.paths.data_dir))
     output_root = Path(str(app.output_root))

@@ -1,4 +1,4 @@
-"""The on-disk 4D dataset (DESIGN §6 + ``4d_volume.npz``) as Lightning loaders."""
+"""The on-disk 4D dataset (design.md §6 + ``4d_volume.npz``) as Lightning loaders."""
 
 from sculpt4d.data.datamodule import Objects4DDataModule, ResumableDataLoader
 from sculpt4d.data.dataset import POINT_SCALE, Objects4DDataset, resize_image

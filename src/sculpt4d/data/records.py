@@ -1,4 +1,4 @@
-"""Scanning and validating objects of the on-disk format (DESIGN §6 + our ``4d_volume.npz``).
+"""Scanning and validating objects of the on-disk format (design.md §6 + our ``4d_volume.npz``).
 
 An object folder ``<root>/<obj>/`` holds ``geo_data/4d_sample_new.npz`` (per frame ``frame_XXXX/random_surface``
 and ``frame_XXXX/sharp_surface``, float16 ``(N, 6)`` = xyz + normal in [-0.5, 0.5]),

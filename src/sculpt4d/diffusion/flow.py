@@ -1,4 +1,4 @@
-"""Rectified-flow path and loss exactly as Hunyuan3D-2.1 trains (reference §4-5).
+"""Rectified-flow path and loss exactly as Hunyuan3D-2.1 trains (design.md §H4–H5).
 
 Path ``x_t = t * x1 + (1 - t) * x0`` with x0 ~ N(0, I) noise (t=0) and x1 data (t=1); the model predicts
 the velocity ``v = x1 - x0``; loss = mean squared error over all non-batch dims, then the batch mean.

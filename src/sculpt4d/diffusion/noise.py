@@ -1,4 +1,4 @@
-"""Noise shared across the frames of a sequence (DESIGN §5)."""
+"""Noise shared across the frames of a sequence (design.md §5)."""
 
 from __future__ import annotations
 

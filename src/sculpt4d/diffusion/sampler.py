@@ -1,4 +1,4 @@
-"""Euler sampler for flow matching with classifier-free guidance, numerically as Hunyuan3D-2.1 (reference §4).
+"""Euler sampler for flow matching with classifier-free guidance, numerically as Hunyuan3D-2.1 (design.md §H4).
 
 Schedule (``FlowMatchEulerDiscreteScheduler`` with the pipeline's ``sigmas = linspace(0, 1, steps)``):
 ``sigmas = float32(linspace(0, 1, S)) ++ [1.0]`` (S+1 values), ``timesteps = 1000 · sigmas[:S]``. Step i calls

@@ -67,15 +67,7 @@ class BaseLitModule(LightningModule):
         self.ema_warmup = ema_warmup
         self.seed = int(seed)
         self.save_frozen = save_frozen
-        self.val_cfg: dict[str, Any] = {
-            "num_samples": 1,
-            "num_steps": 10,
-            "guidance_scale": 3.0,
-            "mesh_resolution": 48,
-            "strip": True,
-            "strip_size": 128,
-            **(to_plain(val) or {}),
-        }
+        self.val_cfg: dict[str, Any] = dict(to_plain(val) or {})  # the stage's `val` node (conf/stage/*.yaml)
         self.frozen: list[nn.Module] = []
         self.ema: ParameterEMA | None = None
         self._ema_swapped = False
@@ -158,8 +150,11 @@ class BaseLitModule(LightningModule):
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise RuntimeError(f"[{self.stage}] nothing to train: every parameter is frozen")
-        opt_cfg = self.optimizer_cfg or {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-4}
-        optimizer = instantiate(opt_cfg)(params=self.param_groups(params))
+        if not self.optimizer_cfg:
+            raise ValueError(
+                f"[{self.stage}] no optimizer config (the conf/optimizer group sets lit.optimizer)"
+            )
+        optimizer = instantiate(self.optimizer_cfg)(params=self.param_groups(params))
         if not self.scheduler_cfg:
             return optimizer
         scheduler = instantiate(self.scheduler_cfg)(optimizer=optimizer)
@@ -270,14 +265,20 @@ class BaseLitModule(LightningModule):
     ) -> Path:
         """Write ``<directory>/model.safetensors`` (flat ``vae.* / model.* / conditioner.*``) + ``config.yaml``.
 
+        ``config.yaml`` holds the model node, the attention and the ``inference:`` defaults (num_steps,
+        guidance_scale, octree_resolution, sequence_length, frame_stride, preprocess, attention) that
+        predict.py, the notebook and ``Sculpt4DPipeline.from_pretrained`` read (:mod:`sculpt4d.inference`).
+
         The weights are the EMA weights when there is an EMA (``use_ema``). Written atomically.
         """
         from sculpt4d.hub import save_safetensors
+        from sculpt4d.inference import inference_node
         from sculpt4d.utils.io import atomic_dir
 
         directory = Path(directory)
         sd = self.export_state_dict(use_ema)
         cfg = {**self.export_config(), **(extra or {})}
+        cfg.setdefault("inference", inference_node(cfg["model"], cfg.get("attention")))
         cfg["export"] = {"ema": bool(use_ema and self.ema is not None), "global_step": int(self.global_step)}
         with atomic_dir(directory) as tmp:
             save_safetensors(sd, tmp / "model.safetensors", metadata={"stage": self.stage})

@@ -3,7 +3,7 @@
 Both encode the (frozen) VAE's posterior samples (``sample_posterior``) or means in the DiT's standardised
 latent space (``vae.to_dit``) as data x1, condition on per-frame
 image tokens (zeroed with probability ``cond_drop_prob`` for CFG) and regress the velocity ``x1 − x0``
-(reference §4–5). Validation: the flow loss at fixed timesteps, then for a few items an Euler + CFG sample
+(design.md §H4–H5). Validation: the flow loss at fixed timesteps, then for a few items an Euler + CFG sample
 (EMA weights), decoded and scored by occupancy IoU at the ground-truth query points, and a strip image.
 """
 
@@ -14,13 +14,13 @@ import warnings
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
 from sculpt4d.diffusion import EulerSampler, FlowMatching, shared_noise
 from sculpt4d.lit.base import BaseLitModule, to_plain
 from sculpt4d.lit.vae_module import occupancy_iou
+from sculpt4d.models.factory import COMPONENTS, build_components
 
 log = logging.getLogger(__name__)
 
@@ -37,22 +37,29 @@ class _FlowModule(BaseLitModule):
         cond_drop_prob: float = 0.1,
         timestep_sampling: str = "uniform",
         sample_posterior: bool = True,
+        attention: DictConfig | dict | None = None,
+        four_d: bool = False,
+        require: tuple[str, ...] = ("vae",),
         **kwargs: Any,
     ) -> None:
+        """``require``: the parts ``init_from`` must provide (others are loaded when present)."""
         super().__init__(net, **kwargs)
         self.init_from = init_from
         self.sample_posterior = bool(sample_posterior)
         self.cond_drop_prob = float(cond_drop_prob)
         self.flow = FlowMatching(timestep_sampling=timestep_sampling)  # type: ignore[arg-type]
-        self.vae = instantiate(self.net_cfg["vae"])
-        self.conditioner = instantiate(self.net_cfg["conditioner"])
-        self._parts: dict[str, dict[str, torch.Tensor]] = {}
+        self.attention_cfg = to_plain(attention) or {"variant": "blockmask"}
+        comps = build_components(
+            self.net_cfg, self.attention_cfg, four_d=four_d, order=("vae", "conditioner", "model")
+        )
+        self.vae, self.conditioner, self.model = comps.vae, comps.conditioner, comps.model
         self._init_cfg: dict = {}
         if init_from:
-            from sculpt4d.lit.init import init_latent_stats, load_init, load_part
+            from sculpt4d.checkpoints.load import load_components, read_parts
+            from sculpt4d.lit.init import init_latent_stats
 
-            self._parts, self._init_cfg = load_init(init_from, root_dir)
-            load_part(self.vae, self._parts, "vae", str(init_from))
+            parts, self._init_cfg = read_parts(init_from, root_dir)
+            load_components(comps, parts, f"init_from {init_from}", require=require)
             stats = init_latent_stats(self._init_cfg)
             for key, value in stats.items():
                 if key != "scale_factor" or scale_factor is None:
@@ -117,7 +124,7 @@ class _FlowModule(BaseLitModule):
         t = (torch.arange(b, device=x1.device, dtype=torch.float32) + 0.5) / b  # stratified, fixed
         loss = self.flow.loss(self.model_fn, x1, cond, t=t, noise=self.noise(x1, gen))
         self.log("val/loss", loss, batch_size=b, sync_dist=True)
-        n = int(self.val_cfg.get("num_samples", 1))
+        n = int(self.val_cfg.get("num_samples", 0))
         if n > 0 and batch_idx == 0 and "vol_points" in batch:
             self._validate_samples(batch, cond[:n], gen)
 
@@ -175,23 +182,9 @@ class DiT3DModule(_FlowModule):
     stage = "dit3d"
 
     def __init__(self, net: DictConfig | dict, train_conditioner: bool = False, **kwargs: Any) -> None:
-        super().__init__(net, **kwargs)
+        required = ("vae",) if train_conditioner else ("vae", "conditioner")
+        super().__init__(net, four_d=False, require=required, **kwargs)
         self.train_conditioner = bool(train_conditioner)
-        self.model = instantiate(self.net_cfg["dit"])
-        if self._parts:
-            from sculpt4d.lit.init import load_part
-
-            src = str(self.init_from)
-            model_sd = self._parts.get("model") or {}
-            if model_sd and any(
-                k.startswith("backbone.") for k in model_sd
-            ):  # a 4D export: take its backbone
-                model_sd = {
-                    k[len("backbone.") :]: v for k, v in model_sd.items() if k.startswith("backbone.")
-                }
-            load_part(self.model, {"model": model_sd}, "model", src, required=False)
-            load_part(self.conditioner, self._parts, "conditioner", src, required=not self.train_conditioner)
-            self._parts = {}
         self.conditioner.set_trainable(self.train_conditioner)
         self.frozen = [self.vae] + ([] if self.train_conditioner else [self.conditioner])
         self._finish_init()
@@ -235,10 +228,7 @@ class Sculpt4DModule(_FlowModule):
         backbone_lr_scale: float = 1.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(net, **kwargs)
-        from sculpt4d.models.dit import DiT4D
-
-        self.attention_cfg = to_plain(attention) or {"variant": "blockmask"}
+        super().__init__(net, attention=attention, four_d=True, require=COMPONENTS, **kwargs)
         self.noise_share_alpha = float(noise_share_alpha)
         if flow_noise_share_alpha is None:
             flow_noise_share_alpha = noise_share_alpha
@@ -251,25 +241,6 @@ class Sculpt4DModule(_FlowModule):
         )
         self.train_backbone = bool(train_backbone)
         self.backbone_lr_scale = float(backbone_lr_scale)
-        adapter = self.net_cfg.get("adapter", {}) or {}
-        backbone = instantiate(self.net_cfg["dit"])
-        self.model = DiT4D(
-            backbone=backbone,
-            attention=self.attention_cfg,
-            lora_rank=int(adapter.get("lora_rank", 16)),
-            max_frames=int(adapter.get("max_frames", 64)),
-        )
-        if self._parts:
-            from sculpt4d.lit.init import load_part
-
-            src = str(self.init_from)
-            model_sd = self._parts.get("model") or {}
-            if any(k.startswith(("adapter.", "backbone.")) for k in model_sd):
-                load_part(self.model, self._parts, "model", src)  # a 4D export (continue / fine-tune)
-            else:
-                load_part(self.model.backbone, self._parts, "model", src)  # a 3D export fills the backbone
-            load_part(self.conditioner, self._parts, "conditioner", src)
-            self._parts = {}
         self.conditioner.set_trainable(False)
         for name, p in self.model.named_parameters():
             p.requires_grad_(train_backbone or name.startswith("adapter."))
@@ -292,7 +263,7 @@ class Sculpt4DModule(_FlowModule):
         slow = [p for p in params if id(p) in backbone]
         if not slow or self.backbone_lr_scale == 1.0:
             return super().param_groups(params)
-        base_lr = float((self.optimizer_cfg or {}).get("lr", 1e-4))
+        base_lr = float(self.optimizer_cfg["lr"])
         fast = [p for p in params if id(p) not in backbone]
         return [{"params": fast}, {"params": slow, "lr": base_lr * self.backbone_lr_scale}]
 

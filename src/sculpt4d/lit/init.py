@@ -1,46 +1,17 @@
-"""Loading the previous stage's weights (``init_from``) and estimating the latent ``scale_factor``."""
+"""The previous stage's latent statistics (``init_from``) and estimating them; the weights themselves are read
+and loaded by :mod:`sculpt4d.checkpoints.load` (re-exported here: ``load_init``, ``load_part``)."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
-from sculpt4d.errors import CheckpointError
+from sculpt4d.checkpoints.load import load_part, resolve_init  # noqa: F401  (re-exported)
+from sculpt4d.checkpoints.load import read_parts as load_init  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-
-def resolve_init(spec: str | Path, root: str | Path | None = None) -> Path:
-    """``init_from``: ``hf://...``, a path as given, or relative to ``root`` (the repository)."""
-    from sculpt4d.hub import resolve_checkpoint
-
-    s = str(spec)
-    if not s.startswith("hf://") and not Path(s).expanduser().exists() and root is not None:
-        cand = Path(root) / s
-        if cand.exists():
-            s = str(cand)
-    return resolve_checkpoint(s)
-
-
-def load_init(
-    spec: str | Path, root: str | Path | None = None
-) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """Read an export / checkpoint: ``({vae, model, conditioner} state dicts, its config.yaml or {})``."""
-    from sculpt4d.hub import load_state_dict
-    from sculpt4d.models.factory import split_components
-
-    path = resolve_init(spec, root)
-    cfg: dict[str, Any] = {}
-    if path.is_dir() and (path / "config.yaml").is_file():
-        cfg = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"), resolve=True)  # type: ignore[assignment]
-    parts = split_components(load_state_dict(path))
-    log.info("init_from %s: %s", path, ", ".join(f"{k} ({len(v)} tensors)" for k, v in parts.items() if v))
-    return parts, cfg
 
 
 def init_scale_factor(cfg: dict) -> float | None:
@@ -59,25 +30,6 @@ def init_latent_stats(cfg: dict) -> dict:
     node = cfg.get("model", cfg) if cfg else {}
     vae = node.get("vae", {}) if isinstance(node, dict) else {}
     return {k: vae[k] for k in LATENT_KEYS if isinstance(vae, dict) and vae.get(k) is not None}
-
-
-def load_part(
-    module: nn.Module,
-    parts: dict[str, dict[str, torch.Tensor]],
-    name: str,
-    source: str,
-    required: bool = True,
-) -> bool:
-    """Load ``parts[name]`` strictly into ``module``; False (or CheckpointError if required) when absent."""
-    from sculpt4d.hub import load_into
-
-    sd = parts.get(name) or {}
-    if not sd:
-        if required:
-            raise CheckpointError(f"init_from {source}: no '{name}.*' weights (needed by this stage)")
-        return False
-    load_into(module, sd, strict=True, name=f"{source} [{name}]")
-    return True
 
 
 @torch.no_grad()

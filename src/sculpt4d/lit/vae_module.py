@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sculpt4d.lit.base import BaseLitModule
+from sculpt4d.models.factory import build_components
 
 
 def occupancy_iou(logits: torch.Tensor, occ: torch.Tensor) -> torch.Tensor:
@@ -26,7 +26,8 @@ class VAEModule(BaseLitModule):
 
     Batches need ``surface`` ``[B, T, P, 7]``, ``vol_points`` ``[B, T, M, 3]``, ``vol_occ`` ``[B, T, M]``; frames
     are encoded independently. The logvar clamp is the VAE's own (``logvar_max``: 0 for tiny = std ≤ 1, so
-    the posterior mean stays decodable — tiny_feasibility.md's failure mode).
+    the posterior mean stays decodable; with an unbounded logvar the tiny VAE's decoder learned to rely on the
+    noise and decoded its posterior means to empty volumes).
     """
 
     stage = "vae"
@@ -41,12 +42,13 @@ class VAEModule(BaseLitModule):
     ) -> None:
         super().__init__(net, **kwargs)
         self.kl_weight = float(kl_weight)
-        self.vae = instantiate(self.net_cfg["vae"])
+        comps = build_components(self.net_cfg, four_d=False, order=("vae",))
+        self.vae = comps.vae
         if init_from:
-            from sculpt4d.lit.init import load_init, load_part
+            from sculpt4d.checkpoints.load import load_components, read_parts
 
-            parts, _ = load_init(init_from, root_dir)
-            load_part(self.vae, parts, "vae", str(init_from))
+            parts, _ = read_parts(init_from, root_dir)
+            load_components(comps, parts, f"init_from {init_from}", require=("vae",))
         self._finish_init()
 
     def extra_hparams(self) -> dict[str, Any]:
@@ -104,7 +106,7 @@ class VAEModule(BaseLitModule):
     def _log_meshes(self, batch: dict[str, Any], z: torch.Tensor) -> None:
         if self.global_rank != 0 or not self.val_cfg.get("strip", True):
             return
-        k = min(z.shape[0], max(int(self.val_cfg.get("num_samples", 4)), 1))
+        k = min(z.shape[0], max(int(self.val_cfg.get("num_samples", 1)), 1))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             meshes = self.vae.latents_to_mesh(

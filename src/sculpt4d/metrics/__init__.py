@@ -1,4 +1,4 @@
-"""Geometry and temporal metrics (DESIGN §7): Chamfer, F-score, volumetric IoU, temporal jitter."""
+"""Geometry and temporal metrics (design.md §7): Chamfer, F-score, volumetric IoU, temporal jitter."""
 
 from sculpt4d.metrics.distance import (
     WORST_CHAMFER,

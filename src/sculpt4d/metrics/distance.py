@@ -1,4 +1,4 @@
-"""Surface-sample distances: Chamfer distance and F-score (DESIGN §7).
+"""Surface-sample distances: Chamfer distance and F-score (design.md §7).
 
 Both sample each surface uniformly by area (``trimesh.sample.sample_surface``, seeded) and use
 ``scipy.spatial.cKDTree`` for nearest neighbours (``workers=-1``: all cores).

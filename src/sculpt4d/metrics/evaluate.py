@@ -1,4 +1,4 @@
-"""Score a predicted sequence against its ground truth (DESIGN §7).
+"""Score a predicted sequence against its ground truth (design.md §7).
 
 The ground truth is normalised and sampled once (:func:`prepare_ground_truth`) and can then score any
 number of predictions (:func:`score_sequence`): an evaluation compares several methods per sequence.

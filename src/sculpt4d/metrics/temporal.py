@@ -1,4 +1,4 @@
-"""Temporal jitter (DESIGN §7): mean_t |CD(pred_t, pred_t+1) − CD(gt_t, gt_t+1)|."""
+"""Temporal jitter (design.md §7): mean_t |CD(pred_t, pred_t+1) − CD(gt_t, gt_t+1)|."""
 
 from __future__ import annotations
 

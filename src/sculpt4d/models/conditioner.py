@@ -1,4 +1,4 @@
-"""Per-frame DINOv2 image conditioner (Hunyuan3D-2.1 ``DinoImageEncoder``, reference §3) for image sequences.
+"""Per-frame DINOv2 image conditioner (Hunyuan3D-2.1 ``DinoImageEncoder``, design.md §H3) for image sequences.
 
 ``VideoConditioner`` wraps ``transformers.Dinov2Model`` (built from a config: weights come from a checkpoint)
 and encodes each frame independently: ``[B, T, 3, H, W]`` in [-1, 1] -> ``[B, T, L, D]`` with
@@ -13,22 +13,26 @@ and raw ``Dinov2Model`` keys, with either the transformers 4.x or 5.x attention 
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sculpt4d.checkpoints.keys import (  # noqa: F401  (re-exported: the conditioner's key helpers lived here)
+    HUNYUAN_PREFIX,
+    OUR_PREFIX,
+    conditioner_to_hunyuan_keys,
+    hunyuan_to_conditioner_keys,
+    installed_dinov2_layout,
+    remap_dinov2_keys,
+)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-HUNYUAN_PREFIX = "main_image_encoder.model."
-OUR_PREFIX = "dinov2."
-Layout = Literal["v4", "v5"]
 
-# DINOv2-L/14 as in Hunyuan3D-2.1 (reference §3); user config entries override these.
+# DINOv2-L/14 as in Hunyuan3D-2.1 (design.md §H3); user config entries override these.
 DINOV2_L = dict(
     hidden_size=1024,
     num_hidden_layers=24,
@@ -46,69 +50,6 @@ DINOV2_L = dict(
     hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0,
 )
-
-# transformers 4.x <-> 5.x names inside encoder.layer.{i}.
-_V4_TO_V5 = {
-    "attention.attention.query.": "attention.q_proj.",
-    "attention.attention.key.": "attention.k_proj.",
-    "attention.attention.value.": "attention.v_proj.",
-    "attention.output.dense.": "attention.o_proj.",
-}
-_V5_TO_V4 = {v: k for k, v in _V4_TO_V5.items()}
-_LAYER_RE = re.compile(r"(^|\.)encoder\.layer\.\d+\.")
-
-
-def remap_dinov2_keys(
-    sd: Mapping[str, Any], to: Layout | Literal["installed"] = "installed"
-) -> dict[str, Any]:
-    """Rename DINOv2 attention keys between transformers 4.x (``attention.attention.query``,
-    ``attention.output.dense``) and 5.x (``attention.{q,k,v,o}_proj``); other keys are unchanged.
-    Works on any prefix (``encoder.layer.{i}.`` must appear in the key)."""
-    target = installed_dinov2_layout() if to == "installed" else to
-    table = _V4_TO_V5 if target == "v5" else _V5_TO_V4
-    out: dict[str, Any] = {}
-    for key, value in sd.items():
-        m = _LAYER_RE.search(key)
-        if m:
-            head, tail = key[: m.end()], key[m.end() :]
-            for old, new in table.items():
-                if tail.startswith(old):
-                    key = head + new + tail[len(old) :]
-                    break
-        out[key] = value
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def installed_dinov2_layout() -> Layout:
-    """Which attention key names the installed transformers' ``Dinov2Model`` uses."""
-    from transformers import Dinov2Config, Dinov2Model
-
-    cfg = Dinov2Config(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, patch_size=4, image_size=4)
-    with torch.device("meta"):
-        keys = Dinov2Model(cfg).state_dict().keys()
-    return "v5" if any(".attention.q_proj." in k for k in keys) else "v4"
-
-
-def hunyuan_to_conditioner_keys(sd: Mapping[str, Any]) -> dict[str, Any]:
-    """Upstream conditioner keys (``[cond_stage_model.]main_image_encoder.model.*``, 4.x or 5.x) -> ours
-    (``dinov2.*``, installed layout). Raw ``Dinov2Model`` keys are accepted too."""
-    out: dict[str, Any] = {}
-    for key, value in sd.items():
-        i = key.find(HUNYUAN_PREFIX)
-        if i >= 0:
-            key = OUR_PREFIX + key[i + len(HUNYUAN_PREFIX) :]
-        elif key.startswith(("embeddings.", "encoder.", "layernorm.")):
-            key = OUR_PREFIX + key
-        out[key] = value
-    return remap_dinov2_keys(out, "installed")
-
-
-def conditioner_to_hunyuan_keys(sd: Mapping[str, Any], layout: Layout = "v4") -> dict[str, Any]:
-    """Our keys (``dinov2.*``) -> upstream ``main_image_encoder.model.*`` with the given layout
-    (upstream checkpoints were saved with transformers 4.x: ``v4``)."""
-    out = {HUNYUAN_PREFIX + k[len(OUR_PREFIX) :] if k.startswith(OUR_PREFIX) else k: v for k, v in sd.items()}
-    return remap_dinov2_keys(out, layout)
 
 
 class VideoConditioner(nn.Module):

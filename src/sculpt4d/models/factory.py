@@ -1,15 +1,15 @@
 """Build the model components from a Hydra ``model`` node and load their weights.
 
-A model node (``conf/model/*.yaml``) has ``vae``, ``dit`` and ``conditioner`` sub-nodes with ``_target_``
+:func:`build_components` is the only constructor of the networks: the LightningModules, the pipeline and
+``Sculpt4DPipeline.with_attention`` all call it. A model node (``conf/model/*.yaml``) has ``vae``, ``dit`` and ``conditioner`` sub-nodes with ``_target_``
 plus ``adapter`` (LoRA rank, frame-embedding size). The 4D model wraps the 3D DiT with the attention
-variant's mask. Weights come from either our export format (``config.yaml`` + ``model.safetensors`` with
-``vae.* / model.* / conditioner.*`` keys) or the upstream layouts handled by :mod:`sculpt4d.hub`.
+variant's mask. Weights are loaded by :mod:`sculpt4d.checkpoints.load` (our export format or the upstream
+layouts, every key translation in :mod:`sculpt4d.checkpoints.keys`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,17 +17,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from sculpt4d.errors import CheckpointError
-
-COMPONENTS = ("vae", "model", "conditioner")
-
-# Upstream (Hunyuan3D / Sculpt4D Lightning) prefixes -> our component names.
-UPSTREAM_PREFIXES = {
-    "first_stage_model.": "vae.",
-    "cond_stage_model.main_image_encoder.model.": "conditioner.dinov2.",
-    "cond_stage_model.": "conditioner.",
-    "model.": "model.",
-}
+from sculpt4d.checkpoints.keys import COMPONENTS, UPSTREAM_PREFIXES, split_components  # noqa: F401
+from sculpt4d.checkpoints.load import load_component_weights, load_exported  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -35,11 +26,12 @@ class Components:
     """The three networks of a Sculpt4D model (plain ``nn.Module``s, no Lightning inside)."""
 
     vae: nn.Module
-    model: nn.Module  # DiT4D (4D) or HunyuanDiT (3D)
-    conditioner: nn.Module
+    model: nn.Module | None = None  # DiT4D (4D) or HunyuanDiT (3D); None when only the VAE was built
+    conditioner: nn.Module | None = None
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"vae": self.vae, "model": self.model, "conditioner": self.conditioner}
+        named = {"vae": self.vae, "model": self.model, "conditioner": self.conditioner}
+        return {name: module for name, module in named.items() if module is not None}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
@@ -62,96 +54,35 @@ def _plain(cfg: DictConfig | dict) -> DictConfig:
     return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
 
 
+def wrap_4d(backbone: nn.Module, attention_cfg: DictConfig | dict | None, adapter: Any = None) -> nn.Module:
+    """The 4D model: ``backbone`` (a 3D DiT) + a fresh temporal adapter under the attention variant's mask."""
+    from sculpt4d.models.dit import DiT4D
+
+    adapter = adapter or {}
+    attention = OmegaConf.to_container(_plain(attention_cfg or {"variant": "blockmask"}), resolve=True)
+    return DiT4D(
+        backbone=backbone,
+        attention=attention,
+        lora_rank=int(adapter.get("lora_rank", 16)),
+        max_frames=int(adapter.get("max_frames", 64)),
+    )
+
+
 def build_components(
     model_cfg: DictConfig | dict,
     attention_cfg: DictConfig | dict | None = None,
     four_d: bool = True,
+    order: tuple[str, ...] = ("vae", "model", "conditioner"),
 ) -> Components:
-    """Instantiate VAE, DiT (wrapped as DiT4D when ``four_d``) and conditioner from a model node."""
-    from sculpt4d.models.dit import DiT4D
+    """Instantiate VAE, DiT (wrapped as DiT4D when ``four_d``) and conditioner from a model node.
 
+    ``order``: the networks to build, in the order they are instantiated, which fixes the random draws each
+    one gets under a seed (the training stages build the conditioner before the DiT, as they always have; the
+    VAE stage builds only ``("vae",)``). The 4D adapter is created last.
+    """
     model_cfg = _plain(model_cfg)
-    vae = instantiate(model_cfg.vae)
-    dit = instantiate(model_cfg.dit)
-    conditioner = instantiate(model_cfg.conditioner)
-    if four_d:
-        adapter = model_cfg.get("adapter", {}) or {}
-        attention = OmegaConf.to_container(_plain(attention_cfg or {"variant": "blockmask"}), resolve=True)
-        dit = DiT4D(
-            backbone=dit,
-            attention=attention,
-            lora_rank=int(adapter.get("lora_rank", 16)),
-            max_frames=int(adapter.get("max_frames", 64)),
-        )
-    return Components(vae=vae, model=dit, conditioner=conditioner)
-
-
-def split_components(sd: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """Split a flat state dict into ``{vae, model, conditioner}`` by key prefix (ours or upstream)."""
-    out: dict[str, dict[str, torch.Tensor]] = {c: {} for c in COMPONENTS}
-    unknown: list[str] = []
-    for key, value in sd.items():
-        for prefix in ("_forward_module.", "module."):
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-        for old, new in UPSTREAM_PREFIXES.items():
-            if key.startswith(old):
-                key = new + key[len(old) :]
-                break
-        comp, _, rest = key.partition(".")
-        if comp in out and rest:
-            out[comp][rest] = value
-        else:
-            unknown.append(key)
-    if unknown:
-        shown = ", ".join(unknown[:5])
-        raise CheckpointError(
-            f"{len(unknown)} checkpoint keys belong to no component (expected prefixes vae./model./conditioner. "
-            f"or the upstream first_stage_model./model./cond_stage_model.): {shown}"
-        )
-    return out
-
-
-def load_component_weights(
-    components: Components,
-    sd: dict[str, torch.Tensor],
-    source: str,
-    strict: bool = True,
-    require: tuple[str, ...] = COMPONENTS,
-) -> None:
-    """Load a flat state dict into the components; report missing/unexpected keys by name."""
-    from sculpt4d.hub import load_into
-
-    parts = split_components(sd)
-    for name, module in components.modules().items():
-        part = parts[name]
-        if not part:
-            if name in require:
-                raise CheckpointError(f"{source}: no weights for '{name}' (no keys with prefix '{name}.')")
-            continue
-        is_3d = not any(k.startswith(("backbone.", "adapter.")) for k in part)
-        if name == "model" and is_3d and hasattr(module, "backbone"):
-            # A 3D DiT checkpoint loaded into the 4D model: it fills the frozen backbone.
-            load_into(module.backbone, part, strict=strict, name=f"{source} [model -> 4D backbone]")
-            continue
-        load_into(module, part, strict=strict, name=f"{source} [{name}]")
-
-
-def load_exported(
-    path: str | Path, attention_cfg: DictConfig | dict | None = None
-) -> tuple[Components, DictConfig]:
-    """Load our export format: ``<dir>/config.yaml`` (model node) + ``<dir>/model.safetensors``."""
-    from sculpt4d.hub import load_state_dict
-
-    path = Path(path)
-    cfg_file = path / "config.yaml"
-    if not cfg_file.is_file():
-        raise CheckpointError(f"{path}: no config.yaml (expected an exported sculpt4d checkpoint folder)")
-    cfg = OmegaConf.load(cfg_file)
-    model_cfg = cfg.get("model", cfg)
-    if attention_cfg is None:
-        attention_cfg = cfg.get("attention", None)
-    components = build_components(model_cfg, attention_cfg, four_d=True)
-    sd = load_state_dict(path)
-    load_component_weights(components, sd, source=str(path), strict=True)
-    return components.eval(), cfg
+    nodes = {"vae": model_cfg.vae, "model": model_cfg.dit, "conditioner": model_cfg.conditioner}
+    built = {name: instantiate(nodes[name]) for name in order}
+    if four_d and "model" in built:
+        built["model"] = wrap_4d(built["model"], attention_cfg, model_cfg.get("adapter", {}) or {})
+    return Components(**built)

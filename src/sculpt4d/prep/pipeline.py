@@ -4,7 +4,7 @@ Each stage writes atomically and records a ``.done/<stage>`` marker last, holdin
 with; a rerun skips stages whose marker matches, so an interrupted run resumes where it stopped.
 Objects run in a process pool (one object per task); a failing object is reported, never fatal.
 
-Layout written under ``obj_dir`` (DESIGN §6 + INTERFACES extension):
+Layout written under ``obj_dir`` (design.md §6 + INTERFACES extension):
     render_cond/frame_XXXX/{mesh.ply, 000.png.., transforms.json}
     geo_data/4d_sample_new.npz, geo_data/4d_volume.npz, meta.json
 Every mesh.ply is already in the sequence normalisation ([-0.5, 0.5], motion kept), so renders,

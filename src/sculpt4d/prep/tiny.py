@@ -2,7 +2,7 @@
 
 Splits under ``<out>``: ``train`` (seeds 0..n-1), ``benchmark`` (held out: seeds from
 ``BENCHMARK_SEED_OFFSET``) and ``ood`` (real animated GLBs, out of domain). Sources are written to
-``<out>/glb/<split>/<category>_<seed>.glb``, prepared objects to ``<out>/<split>/<obj>/`` (DESIGN §6).
+``<out>/glb/<split>/<category>_<seed>.glb``, prepared objects to ``<out>/<split>/<obj>/`` (design.md §6).
 
 Reduced sizes: 16 frames, 8 views of 128², 4096 random + 1024 sharp points, 8192 volume samples.
 Procedural assets are unions of closed parts with one topology, so points, normals and occupancy labels

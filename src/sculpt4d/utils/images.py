@@ -1,4 +1,4 @@
-"""Input image loading and Hunyuan3D-2.1 ``ImageProcessorV2`` preprocessing (reference §3), without cv2.
+"""Input image loading and Hunyuan3D-2.1 ``ImageProcessorV2`` preprocessing (design.md §H3), without cv2.
 
 ``preprocess_image`` = recentre + white background + resize, numerically as upstream except for the
 resampling kernels: upstream uses cv2 (INTER_AREA for the object rescale, INTER_CUBIC for the final

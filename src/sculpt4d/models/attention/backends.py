@@ -31,8 +31,14 @@ BACKENDS = ("auto", "block_sparse_attn", "flex", "gather", "dense")
 GATHER_CHUNK_BYTES = 256 * 2**20  # bound on the gathered k+v of one SDPA call
 
 
-def sparse_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D, backend: str = "auto",
-                     prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def sparse_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: BlockMask4D,
+    backend: str = "auto",
+    prefix_kv: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
     """Attention of q over k, v restricted to ``mask`` (+ per-frame prefix keys) -> ``[B, H, T*N, D]``."""
     B, H, L, D = q.shape
     if L != mask.T * mask.N or k.shape[2] != L:
@@ -65,16 +71,22 @@ def choose_backend(q: Tensor, mask: BlockMask4D, has_prefix: bool = False) -> st
     """The ``auto`` rule (see module docstring)."""
     if not q.is_cuda:
         return "gather"
-    kernel_ok = (q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] in (32, 64, 128)
-                 and mask.block_size == 128 and not bool(mask.diag.any()) and not has_prefix)
+    kernel_ok = (
+        q.dtype in (torch.float16, torch.bfloat16)
+        and q.shape[-1] in (32, 64, 128)
+        and mask.block_size == 128
+        and not bool(mask.diag.any())
+        and not has_prefix
+    )
     if kernel_ok and _block_sparse_func() is not None:
         return "block_sparse_attn"
     return "flex"
 
 
 # ------------------------------------------------------------------------------------------ dense
-def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
-                    prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def dense_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D, prefix_kv: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Reference: SDPA with the full ``[TN, TN(+TP)]`` boolean token mask."""
     m = mask.dense_bool(q.device)  # [TN, TN]
     if prefix_kv is not None:
@@ -109,8 +121,9 @@ def _gather_plan(mask: BlockMask4D, device: torch.device) -> list[tuple[Tensor, 
     return mask._plans[key]
 
 
-def gather_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
-                     prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def gather_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D, prefix_kv: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Exact block-sparse attention by gathering the kept key blocks of each query-block group."""
     if q.device.type == "cpu":
         return gather_attention_cpu(q, k, v, mask, prefix_kv)
@@ -126,9 +139,9 @@ def gather_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
         attn_mask = None
         if nd:
             attn_mask = torch.ones(b, K * b + P, dtype=torch.bool, device=q.device)
-            attn_mask[:, nf * b: K * b] = torch.eye(b, dtype=torch.bool, device=q.device).repeat(1, nd)
+            attn_mask[:, nf * b : K * b] = torch.eye(b, dtype=torch.bool, device=q.device).repeat(1, nd)
         for s in range(0, len(rows), step):
-            r, kk = rows[s: s + step], keys[s: s + step]  # [G], [G, K]
+            r, kk = rows[s : s + step], keys[s : s + step]  # [G], [G, K]
             G = len(r)
             qg = qb[:, :, r]  # [B, H, G, b, D]   (advanced indexing: ~2x faster than index_select here)
             kg = kb[:, :, kk.flatten()].reshape(B, H, G, K * b, D)
@@ -137,8 +150,12 @@ def gather_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
                 frames = r // mask.nb
                 kg = torch.cat([kg, prefix_kv[0].index_select(2, frames)], dim=3)  # [B, H, G, K*b+P, D]
                 vg = torch.cat([vg, prefix_kv[1].index_select(2, frames)], dim=3)
-            o = F.scaled_dot_product_attention(qg.reshape(B, H * G, b, D), kg.reshape(B, H * G, K * b + P, D),
-                                               vg.reshape(B, H * G, K * b + P, D), attn_mask=attn_mask)
+            o = F.scaled_dot_product_attention(
+                qg.reshape(B, H * G, b, D),
+                kg.reshape(B, H * G, K * b + P, D),
+                vg.reshape(B, H * G, K * b + P, D),
+                attn_mask=attn_mask,
+            )
             outs.append(o.reshape(B, H, G, b, D))
             order.append(r)
     out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # [B, H, T*nb, b, D] in plan order
@@ -172,7 +189,7 @@ def flex_block_mask(mask: BlockMask4D, P: int, device: torch.device) -> Any:
     part[:, :nbt] = mask.diag_blocks
     for f in range(T):  # query frame f sees the prefix keys [T*N + f*P, T*N + (f+1)*P)
         lo, hi = (f * P) // b, (f * P + P - 1) // b if P else -1
-        part[f * mask.nb: (f + 1) * mask.nb, nbt + lo: nbt + hi + 1] = True
+        part[f * mask.nb : (f + 1) * mask.nb, nbt + lo : nbt + hi + 1] = True
 
     def to_idx(m: Tensor) -> tuple[Tensor, Tensor]:
         num = m.sum(1).to(torch.int32)
@@ -189,14 +206,16 @@ def flex_block_mask(mask: BlockMask4D, P: int, device: torch.device) -> Any:
 
     kv_num, kv_idx = to_idx(part)
     full_num, full_idx = to_idx(full)
-    bm = BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=b, mask_mod=mask_mod,
-                                  seq_lengths=(TN, TN + T * P))
+    bm = BlockMask.from_kv_blocks(
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=b, mask_mod=mask_mod, seq_lengths=(TN, TN + T * P)
+    )
     mask._plans[key] = bm
     return bm
 
 
-def flex_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
-                   prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def flex_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D, prefix_kv: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """FlexAttention (compiled). On CPU there is no backward: inference only."""
     if not q.is_cuda and torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         raise ValueError("flex attention has no backward on CPU; use backend='gather' for training")
@@ -213,13 +232,24 @@ def block_sparse_attn(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D) -> Ten
     """MIT Han Lab ``block_sparse_attn_func`` (varlen layout, every head block-sparse)."""
     func = _block_sparse_func()
     if func is None:
-        raise MissingDependencyError("block_sparse_attn", "backend 'block_sparse_attn'", "backend='flex' or 'gather'",
-                                     "building github.com/mit-han-lab/Block-Sparse-Attention from source (CUDA)")
+        raise MissingDependencyError(
+            "block_sparse_attn",
+            "backend 'block_sparse_attn'",
+            "backend='flex' or 'gather'",
+            "building github.com/mit-han-lab/Block-Sparse-Attention from source (CUDA)",
+        )
     B, H, L, D = q.shape
-    if not (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and D in (32, 64, 128)
-            and mask.block_size == 128 and not bool(mask.diag.any())):
-        raise ValueError("block_sparse_attn needs CUDA fp16/bf16, head dim 32/64/128, block_size 128 and a "
-                         "block-level mask (not 'temporal')")
+    if not (
+        q.is_cuda
+        and q.dtype in (torch.float16, torch.bfloat16)
+        and D in (32, 64, 128)
+        and mask.block_size == 128
+        and not bool(mask.diag.any())
+    ):
+        raise ValueError(
+            "block_sparse_attn needs CUDA fp16/bf16, head dim 32/64/128, block_size 128 and a "
+            "block-level mask (not 'temporal')"
+        )
     qf, kf, vf = (x.transpose(1, 2).reshape(B * L, H, D) for x in (q, k, v))  # [total, H, D]
     cu = torch.arange(0, (B + 1) * L, L, dtype=torch.int32, device=q.device)  # [B+1]
     head_mask_type = torch.ones(H, dtype=torch.int32, device=q.device)  # 1 = block-sparse head
@@ -227,7 +257,22 @@ def block_sparse_attn(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D) -> Ten
     if key not in mask._plans:
         mask._plans[key] = mask.blocks.to(q.device)
     base_blockmask = mask._plans[key][None, None].expand(B, H, -1, -1).contiguous()  # [B, H, nbq, nbk]
-    out = func(qf, kf, vf, cu, cu, head_mask_type, None, base_blockmask, L, L, 0.0,
-               deterministic=False, softmax_scale=None, is_causal=False, exact_streaming=False,
-               return_attn_probs=False)
+    out = func(
+        qf,
+        kf,
+        vf,
+        cu,
+        cu,
+        head_mask_type,
+        None,
+        base_blockmask,
+        L,
+        L,
+        0.0,
+        deterministic=False,
+        softmax_scale=None,
+        is_causal=False,
+        exact_streaming=False,
+        return_attn_probs=False,
+    )
     return out.view(B, L, H, D).transpose(1, 2)

@@ -81,7 +81,11 @@ def cpu_plan(mask: BlockMask4D, P: int) -> tuple[list[Part], list[Stack], dict[i
     if key not in mask._plans:
         blk = (mask.blocks & ~mask.diag_blocks).view(mask.T, mask.nb, -1)  # [T, nb, T*nb]
         uni = blk.all(1)  # [T, T*nb] key blocks kept by every query block of the frame
-        mask._plans[key] = (_frame_parts(mask, uni, P), _row_stacks(mask, blk & ~uni[:, None]), _diag_plan(mask))
+        mask._plans[key] = (
+            _frame_parts(mask, uni, P),
+            _row_stacks(mask, blk & ~uni[:, None]),
+            _diag_plan(mask),
+        )
     return mask._plans[key]
 
 
@@ -162,12 +166,15 @@ def _diag_scores(q: Tensor, k: Tensor, o: int, keep: Tensor, b: int, scale: floa
     """Scores [BH, T, N, T] of query token (i, r) vs key token (j, r + o*b) (masked -inf) and shifted keys."""
     ks = k if o == 0 else torch.roll(k, -o * b, dims=2)  # [BH, T, N, D]; wrapped rows are masked
     s = torch.einsum("xird,xjrd->xirj", q, ks) * scale
-    bias = torch.zeros(keep.shape, dtype=s.dtype, device=s.device).masked_fill_(~keep.to(s.device), float("-inf"))
+    bias = torch.zeros(keep.shape, dtype=s.dtype, device=s.device).masked_fill_(
+        ~keep.to(s.device), float("-inf")
+    )
     return s + bias.permute(0, 2, 1).repeat_interleave(b, 1), ks  # bias [T, nb, T] -> [T, N, T]
 
 
-def _part_fwd(q: Tensor, k: Tensor, v: Tensor, G: int, qo: int, qs: int, Lq: int, ko: int, ks: int,
-              Lk: int) -> tuple[Tensor, Tensor]:
+def _part_fwd(
+    q: Tensor, k: Tensor, v: Tensor, G: int, qo: int, qs: int, Lq: int, ko: int, ks: int, Lk: int
+) -> tuple[Tensor, Tensor]:
     """Flash forward of one part -> (out [BH, G, Lq, D], lse [BH, G, Lq]). Groups sharing their keys
     (ks == 0) are stacked into one long query sequence (a small copy of q; the kernel is faster on it)."""
     qv, kv, vv = _view(q, qo, qs, G, Lq), _view(k, ko, ks, G, Lk), _view(v, ko, ks, G, Lk)
@@ -177,14 +184,27 @@ def _part_fwd(q: Tensor, k: Tensor, v: Tensor, G: int, qo: int, qs: int, Lq: int
     return o.view(qv.shape), lg.view(qv.shape[:3])
 
 
-def _part_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, G: int, qo: int, qs: int,
-              Lq: int, ko: int, ks: int, Lk: int) -> tuple[Tensor, Tensor, Tensor]:
+def _part_bwd(
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    G: int,
+    qo: int,
+    qs: int,
+    Lq: int,
+    ko: int,
+    ks: int,
+    Lk: int,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Flash backward of one part with the merged out / lse -> (dq [BH, G, Lq, D], dk, dv [BH, G', Lk, D])."""
     qv, kv, vv = _view(q, qo, qs, G, Lq), _view(k, ko, ks, G, Lk), _view(v, ko, ks, G, Lk)
     dov, ov, lv = _view(do, qo, qs, G, Lq), _view(out, qo, qs, G, Lq), _lview(lse, qo, qs, G, Lq)
     if ks or G == 1:
         return _bwd(dov, qv, kv, vv, ov, lv, 0.0, False)
-    flat = (lambda x: x.reshape(x.shape[0], 1, G * Lq, *x.shape[3:]))
+    flat = lambda x: x.reshape(x.shape[0], 1, G * Lq, *x.shape[3:])
     dq, dk, dv = _bwd(flat(dov), flat(qv), kv[:, :1], vv[:, :1], flat(ov), flat(lv), 0.0, False)
     return dq.view(qv.shape), dk, dv
 
@@ -200,20 +220,42 @@ def _unstacked(x: Tensor, segs: tuple[Seg, ...], b: int) -> list[Tensor]:
     return [c.unflatten(1, (G, b)) for c, (_, _, G) in zip(x.split([G * b for _, _, G in segs], 1), segs)]
 
 
-def _stack_fwd(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, segs: tuple[Seg, ...], b: int, ko: int,
-               Lk: int) -> None:
+def _stack_fwd(
+    q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, segs: tuple[Seg, ...], b: int, ko: int, Lk: int
+) -> None:
     """Flash forward of one row stack vs keys [ko, ko + Lk), merged into the out / lse views of its query blocks."""
-    o, lg = _fwd(_stacked(q, segs, b), _view(k, ko, 0, 1, Lk), _view(v, ko, 0, 1, Lk))  # [BH, 1, M, D], [BH, 1, M]
+    o, lg = _fwd(
+        _stacked(q, segs, b), _view(k, ko, 0, 1, Lk), _view(v, ko, 0, 1, Lk)
+    )  # [BH, 1, M, D], [BH, 1, M]
     for (qo, qs, G), os, ls in zip(segs, _unstacked(o[:, 0], segs, b), _unstacked(lg[:, 0], segs, b)):
         _merge(_view(out, qo, qs, G, b), _lview(lse, qo, qs, G, b), os, ls, False)
 
 
-def _stack_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dq: Tensor, dk: Tensor,
-               dv: Tensor, segs: tuple[Seg, ...], b: int, ko: int, Lk: int) -> None:
+def _stack_bwd(
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    segs: tuple[Seg, ...],
+    b: int,
+    ko: int,
+    Lk: int,
+) -> None:
     """Flash backward of one row stack with the merged out / lse, added into dq and dk, dv [ko, ko + Lk)."""
     kv, vv = _view(k, ko, 0, 1, Lk), _view(v, ko, 0, 1, Lk)
-    a, c, e = _bwd(*(_stacked(x, segs, b) for x in (do, q)), kv, vv, *(_stacked(x, segs, b) for x in (out, lse)),
-                   0.0, False)
+    a, c, e = _bwd(
+        *(_stacked(x, segs, b) for x in (do, q)),
+        kv,
+        vv,
+        *(_stacked(x, segs, b) for x in (out, lse)),
+        0.0,
+        False,
+    )
     for (qo, qs, G), seg in zip(segs, _unstacked(a[:, 0], segs, b)):
         _view(dq, qo, qs, G, b).add_(seg)
     _view(dk, ko, 0, 1, Lk).add_(c)
@@ -222,8 +264,9 @@ def _stack_bwd(do: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Te
 
 class _GatherCPU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, q: Tensor, k: Tensor, v: Tensor, kp: Tensor | None, vp: Tensor | None,
-                mask: BlockMask4D) -> Tensor:  # q/k/v [BH, T*N, D] contiguous; kp/vp [BH, T*P, D]
+    def forward(
+        ctx: Any, q: Tensor, k: Tensor, v: Tensor, kp: Tensor | None, vp: Tensor | None, mask: BlockMask4D
+    ) -> Tensor:  # q/k/v [BH, T*N, D] contiguous; kp/vp [BH, T*P, D]
         P = 0 if kp is None else kp.shape[1] // mask.T
         parts, stacks, diag = cpu_plan(mask, P)
         acc_t = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -261,7 +304,7 @@ class _GatherCPU(torch.autograd.Function):
             _stack_bwd(dout, q, k, v, out, lse, dq, dk, dv, segs, mask.block_size, ko, Lk)
         if diag:
             _diag_backward(q, k, v, out, lse, dout, dq, dk, dv, mask, diag)
-        cast = (lambda x: None if x is None else x.to(q.dtype))
+        cast = lambda x: None if x is None else x.to(q.dtype)
         return cast(dq), cast(dk), cast(dv), cast(dkp), cast(dvp), None
 
 
@@ -280,8 +323,9 @@ def _frames(x: Tensor, T: int) -> Tensor:
     return x.view(x.shape[0], T, x.shape[1] // T, x.shape[2])  # [BH, T, N, D]
 
 
-def _diag_forward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, mask: BlockMask4D,
-                  diag: dict[int, Tensor]) -> None:
+def _diag_forward(
+    q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, mask: BlockMask4D, diag: dict[int, Tensor]
+) -> None:
     """Token-diagonal blocks (``temporal``): merged last (every row already has finite lse)."""
     T, b = mask.T, mask.block_size
     scale = q.shape[-1] ** -0.5
@@ -295,8 +339,19 @@ def _diag_forward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, mas
         _merge(out5, lse4, torch.einsum("xirj,xjrd->xird", p, vs), lg, False)
 
 
-def _diag_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, dout: Tensor, dq: Tensor,
-                   dk: Tensor, dv: Tensor, mask: BlockMask4D, diag: dict[int, Tensor]) -> None:
+def _diag_backward(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    dout: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    mask: BlockMask4D,
+    diag: dict[int, Tensor],
+) -> None:
     T, b = mask.T, mask.block_size
     scale = q.shape[-1] ** -0.5
     q5, k5, v5, do5 = (_frames(x.to(dq.dtype), T) for x in (q, k, v, dout))
@@ -315,8 +370,9 @@ def _diag_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, do
         dv5.add_(gv if o == 0 else torch.roll(gv, o * b, dims=2))
 
 
-def gather_attention_cpu(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
-                         prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def gather_attention_cpu(
+    q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D, prefix_kv: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Exact block-sparse attention on CPU, [B, H, T*N, D] -> [B, H, T*N, D]; see the module docstring."""
     B, H, L, D = q.shape
     q3, k3, v3 = (x.contiguous().view(B * H, L, D) for x in (q, k, v))

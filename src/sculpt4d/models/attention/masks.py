@@ -45,8 +45,17 @@ _IGNORED = {"variant", "block_size", "backend", "_target_"}
 class BlockMask4D:
     """Block-level mask over T frames of N tokens; see the module docstring."""
 
-    def __init__(self, variant: str, T: int, N: int, block_size: int, pair_pattern: Tensor,
-                 patterns: Tensor, diag: Tensor, cfg: dict[str, Any]):
+    def __init__(
+        self,
+        variant: str,
+        T: int,
+        N: int,
+        block_size: int,
+        pair_pattern: Tensor,
+        patterns: Tensor,
+        diag: Tensor,
+        cfg: dict[str, Any],
+    ):
         self.variant, self.T, self.N, self.block_size = variant, T, N, block_size
         self.nb = N // block_size
         self.pair_pattern = pair_pattern  # [T, T] int64 into patterns
@@ -56,8 +65,10 @@ class BlockMask4D:
         self._plans: dict[Any, Any] = {}  # backend caches (per device / kind)
 
     def __repr__(self) -> str:
-        return (f"BlockMask4D({self.variant}, T={self.T}, N={self.N}, block={self.block_size}, "
-                f"density={self.density:.4f})")
+        return (
+            f"BlockMask4D({self.variant}, T={self.T}, N={self.N}, block={self.block_size}, "
+            f"density={self.density:.4f})"
+        )
 
     @property
     def rope(self) -> bool:
@@ -192,7 +203,9 @@ def build_block_mask(variant: str, T: int, N: int, block_size: int = 128, **cfg:
     cfg = {k: v for k, v in cfg.items() if k not in _IGNORED}
     unknown = set(cfg) - set(DEFAULTS[variant])
     if unknown:
-        raise ValueError(f"unknown option(s) {sorted(unknown)} for attention variant {variant!r}; "
-                         f"valid: {sorted(DEFAULTS[variant])}")
+        raise ValueError(
+            f"unknown option(s) {sorted(unknown)} for attention variant {variant!r}; "
+            f"valid: {sorted(DEFAULTS[variant])}"
+        )
     full_cfg = {**DEFAULTS[variant], **cfg}
     return _build(variant, int(T), int(N), int(block_size), tuple(sorted(full_cfg.items())))

@@ -1,4 +1,4 @@
-"""``HunyuanDiT``: the Hunyuan3D-2.1 shape DiT (``HunYuanDiTPlain``), state-dict compatible (reference §2)."""
+"""``HunyuanDiT``: the Hunyuan3D-2.1 shape DiT (``HunYuanDiTPlain``), state-dict compatible (design.md §H2)."""
 
 from __future__ import annotations
 
@@ -17,25 +17,66 @@ class HunyuanDiT(nn.Module):
     ``i > depth//2`` fuse a long skip from block ``depth-1-i``, the last ``num_moe_layers`` blocks use MoE.
     """
 
-    def __init__(self, input_size: int = 4096, in_channels: int = 64, hidden_size: int = 2048,
-                 context_dim: int = 1024, depth: int = 21, num_heads: int = 16, qk_norm: bool = True,
-                 qk_norm_type: str = "rms", qkv_bias: bool = False, num_moe_layers: int = 6,
-                 num_experts: int = 8, moe_top_k: int = 2, mlp_ratio: int = 4):
+    def __init__(
+        self,
+        input_size: int = 4096,
+        in_channels: int = 64,
+        hidden_size: int = 2048,
+        context_dim: int = 1024,
+        depth: int = 21,
+        num_heads: int = 16,
+        qk_norm: bool = True,
+        qk_norm_type: str = "rms",
+        qkv_bias: bool = False,
+        num_moe_layers: int = 6,
+        num_experts: int = 8,
+        moe_top_k: int = 2,
+        mlp_ratio: int = 4,
+    ):
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
-        self.config = dict(input_size=input_size, in_channels=in_channels, hidden_size=hidden_size,
-                           context_dim=context_dim, depth=depth, num_heads=num_heads, qk_norm=qk_norm,
-                           qk_norm_type=qk_norm_type, qkv_bias=qkv_bias, num_moe_layers=num_moe_layers,
-                           num_experts=num_experts, moe_top_k=moe_top_k, mlp_ratio=mlp_ratio)
-        self.in_channels, self.hidden_size, self.depth, self.num_heads = in_channels, hidden_size, depth, num_heads
+        self.config = dict(
+            input_size=input_size,
+            in_channels=in_channels,
+            hidden_size=hidden_size,
+            context_dim=context_dim,
+            depth=depth,
+            num_heads=num_heads,
+            qk_norm=qk_norm,
+            qk_norm_type=qk_norm_type,
+            qkv_bias=qkv_bias,
+            num_moe_layers=num_moe_layers,
+            num_experts=num_experts,
+            moe_top_k=moe_top_k,
+            mlp_ratio=mlp_ratio,
+        )
+        self.in_channels, self.hidden_size, self.depth, self.num_heads = (
+            in_channels,
+            hidden_size,
+            depth,
+            num_heads,
+        )
         self.x_embedder = nn.Linear(in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
-        self.blocks = nn.ModuleList([
-            DiTBlock(hidden_size, context_dim, num_heads, qkv_bias, qk_norm, qk_norm_type, mlp_ratio,
-                     skip=i > depth // 2, moe=depth - i <= num_moe_layers, num_experts=num_experts, top_k=moe_top_k)
-            for i in range(depth)
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                DiTBlock(
+                    hidden_size,
+                    context_dim,
+                    num_heads,
+                    qkv_bias,
+                    qk_norm,
+                    qk_norm_type,
+                    mlp_ratio,
+                    skip=i > depth // 2,
+                    moe=depth - i <= num_moe_layers,
+                    num_experts=num_experts,
+                    top_k=moe_top_k,
+                )
+                for i in range(depth)
+            ]
+        )
         self.final_layer = FinalLayer(hidden_size, in_channels)
 
     def embed(self, x: Tensor, t: Tensor) -> Tensor:
@@ -43,8 +84,12 @@ class HunyuanDiT(nn.Module):
         t = t.expand(x.shape[0]) if t.dim() == 0 else t
         return torch.cat([self.t_embedder(t).to(x.dtype), self.x_embedder(x)], dim=1)
 
-    def run_blocks(self, h: Tensor, cond: Tensor,
-                   self_attn: Callable[[int, DiTBlock], Callable[[Tensor], Tensor] | None] | None = None) -> Tensor:
+    def run_blocks(
+        self,
+        h: Tensor,
+        cond: Tensor,
+        self_attn: Callable[[int, DiTBlock], Callable[[Tensor], Tensor] | None] | None = None,
+    ) -> Tensor:
         """All blocks with the LIFO long skips; ``self_attn(i, block)`` may override block i's self-attention."""
         skips: list[Tensor] = []
         for i, block in self.iter_blocks():

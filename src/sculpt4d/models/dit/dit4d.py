@@ -71,8 +71,14 @@ def temporal_rope(x: Tensor, frame: Tensor, base: float = 10000.0) -> Tensor:
 class DiT4D(nn.Module):
     """``v = m4d(x [B,T,N,C], t [B] or [B,T], cond [B,T,L,Dc]) -> [B,T,N,C]`` (see module docstring)."""
 
-    def __init__(self, backbone: HunyuanDiT, attention: Mapping[str, Any] | None = None, lora_rank: int = 16,
-                 max_frames: int = 64, backend: str = "auto"):
+    def __init__(
+        self,
+        backbone: HunyuanDiT,
+        attention: Mapping[str, Any] | None = None,
+        lora_rank: int = 16,
+        max_frames: int = 64,
+        backend: str = "auto",
+    ):
         super().__init__()
         self.backbone = backbone.requires_grad_(False)
         att = dict(attention or {"variant": "blockmask"})
@@ -90,8 +96,9 @@ class DiT4D(nn.Module):
     def mask(self, T: int, N: int) -> BlockMask4D:
         return build_block_mask(self.variant, T, N, self.block_size, **self.mask_cfg)
 
-    def _joint_attention(self, i: int, block: DiTBlock, B: int, T: int, N: int, mask: BlockMask4D,
-                         frame: Tensor) -> Callable[[Tensor], Tensor]:
+    def _joint_attention(
+        self, i: int, block: DiTBlock, B: int, T: int, N: int, mask: BlockMask4D, frame: Tensor
+    ) -> Callable[[Tensor], Tensor]:
         attn, lora = block.attn1, self.adapter.lora[i]
         H, hd = attn.num_heads, attn.head_dim
 
@@ -101,7 +108,9 @@ class DiT4D(nn.Module):
         def self_attn(x: Tensor) -> Tensor:  # x [B*T, 1+N, D] (normed)
             q, k, v = (z.view(B, T, H, 1 + N, hd) for z in attn.project(x, hook))  # [B, T, H, 1+N, hd]
             if mask.rope:
-                q, k = (temporal_rope(z.transpose(1, 2), frame, self.rope_base).transpose(1, 2) for z in (q, k))
+                q, k = (
+                    temporal_rope(z.transpose(1, 2), frame, self.rope_base).transpose(1, 2) for z in (q, k)
+                )
             lat = lambda z: z[:, :, :, 1:].transpose(1, 2).reshape(B, H, T * N, hd)  # [B, H, T*N, hd]
             pre = lambda z: z[:, :, :, :1].transpose(1, 2)  # [B, H, T, 1, hd]
             o_lat = sparse_attention(lat(q), lat(k), lat(v), mask, self.backend, prefix_kv=(pre(k), pre(v)))
@@ -127,8 +136,11 @@ class DiT4D(nn.Module):
         h = bb.embed(x.reshape(B * T, N, C), t.reshape(B * T))  # [B*T, 1+N, D]
         fe = self.adapter.frame_embed[:T].to(h.dtype)  # [T, D]
         h = torch.cat([h[:, :1], h[:, 1:] + fe.repeat(B, 1)[:, None]], dim=1)  # frame embedding on latents
-        h = bb.run_blocks(h, cond.reshape(B * T, *cond.shape[2:]).to(h.dtype),
-                          lambda i, blk: self._joint_attention(i, blk, B, T, N, mask, frame))
+        h = bb.run_blocks(
+            h,
+            cond.reshape(B * T, *cond.shape[2:]).to(h.dtype),
+            lambda i, blk: self._joint_attention(i, blk, B, T, N, mask, frame),
+        )
         return bb.final_layer(h).view(B, T, N, C)
 
     def train(self, mode: bool = True) -> DiT4D:

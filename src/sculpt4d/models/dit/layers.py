@@ -1,4 +1,4 @@
-"""Building blocks of the Hunyuan3D-2.1 shape DiT (reference ``hunyuan3d21.md`` §2).
+"""Building blocks of the Hunyuan3D-2.1 shape DiT (design.md §H2).
 
 Parameter names follow ``HunYuanDiTPlain`` so the state dict loads unchanged. Two load-bearing quirks:
 the per-head interleaved q/k/v layout of self-attention and the k/v layout of cross-attention (§2.2).
@@ -31,7 +31,9 @@ class TimestepEmbedder(nn.Module):
     def __init__(self, hidden_size: int):
         super().__init__()
         self.hidden_size = hidden_size
-        self.mlp = nn.Sequential(nn.Linear(hidden_size, 4 * hidden_size), nn.GELU(), nn.Linear(4 * hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(hidden_size, 4 * hidden_size), nn.GELU(), nn.Linear(4 * hidden_size, hidden_size)
+        )
 
     def forward(self, t: Tensor) -> Tensor:
         emb = timestep_features(t, self.hidden_size).to(self.mlp[0].weight.dtype)
@@ -82,7 +84,9 @@ class SelfAttention(nn.Module):
 class CrossAttention(nn.Module):
     """``attn2``: standard q heads; k,v = split(cat(to_k y, to_v y).view(B, M, H, 2 hd), hd)."""
 
-    def __init__(self, dim: int, context_dim: int, num_heads: int, qkv_bias: bool, qk_norm: bool, qk_norm_type: str):
+    def __init__(
+        self, dim: int, context_dim: int, num_heads: int, qkv_bias: bool, qk_norm: bool, qk_norm_type: str
+    ):
         super().__init__()
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.to_q = nn.Linear(dim, dim, bias=qkv_bias)
@@ -187,7 +191,9 @@ class MoE(nn.Module):
                 y = y.index_add(0, tok, (self.experts[e](xf[tok]) * w[start : start + n, None]).to(y.dtype))
             start += n
         if self.training and torch.is_grad_enabled():
-            load = torch.bincount(flat, minlength=self.num_experts).float() / (flat.numel() / self.num_experts)
+            load = torch.bincount(flat, minlength=self.num_experts).float() / (
+                flat.numel() / self.num_experts
+            )
             self.aux_loss = self.aux_alpha * (load * scores.mean(0)).sum()
         return y.view(shape)
 
@@ -195,8 +201,20 @@ class MoE(nn.Module):
 class DiTBlock(nn.Module):
     """Pre-LN block: optional long-skip fusion, self-attn, cross-attn, MLP or MoE (all LN eps 1e-6)."""
 
-    def __init__(self, dim: int, context_dim: int, num_heads: int, qkv_bias: bool, qk_norm: bool,
-                 qk_norm_type: str, mlp_ratio: int, skip: bool, moe: bool, num_experts: int, top_k: int):
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int,
+        num_heads: int,
+        qkv_bias: bool,
+        qk_norm: bool,
+        qk_norm_type: str,
+        mlp_ratio: int,
+        skip: bool,
+        moe: bool,
+        num_experts: int,
+        top_k: int,
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn1 = SelfAttention(dim, num_heads, qkv_bias, qk_norm, qk_norm_type)
@@ -211,8 +229,13 @@ class DiTBlock(nn.Module):
         self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
         self.skip_norm = nn.LayerNorm(dim, eps=1e-6) if skip else None
 
-    def forward(self, h: Tensor, cond: Tensor, skip: Tensor | None = None,
-                self_attn: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    def forward(
+        self,
+        h: Tensor,
+        cond: Tensor,
+        skip: Tensor | None = None,
+        self_attn: Callable[[Tensor], Tensor] | None = None,
+    ) -> Tensor:
         """h [B, L, D], cond [B, M, Dc] -> [B, L, D]. ``self_attn`` replaces ``attn1`` (used by DiT4D)."""
         if self.skip_linear is not None:
             h = self.skip_norm(self.skip_linear(torch.cat([skip, h], dim=-1)))

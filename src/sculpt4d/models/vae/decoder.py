@@ -1,4 +1,4 @@
-"""Geometry decoder: occupancy logits at query points from decoded latents (reference §1.5)."""
+"""Geometry decoder: occupancy logits at query points from decoded latents (design.md §H1.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fourier positional embedding of xyz (Hunyuan3D-2.1 layout, reference §1.2)."""
+"""Fourier positional embedding of xyz (Hunyuan3D-2.1 layout, design.md §H1.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Point cross-attention encoder (reference §1.4) and its query-point selection."""
+"""Point cross-attention encoder (design.md §H1.4) and its query-point selection."""
 
 from __future__ import annotations
 

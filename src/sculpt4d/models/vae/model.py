@@ -1,4 +1,4 @@
-"""ShapeVAE: Hunyuan3D-2.1's vector-set VAE (state-dict compatible, reference §1) + sequence encoding."""
+"""ShapeVAE: Hunyuan3D-2.1's vector-set VAE (state-dict compatible, design.md §H1) + sequence encoding."""
 
 from __future__ import annotations
 
