@@ -22,7 +22,7 @@ import platform
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,8 @@ def random_export(out: Path, seed: int = 0) -> Path:
     """A random-weights export of ``conf/model/tiny.yaml`` with the tiny experiment's attention."""
     from omegaconf import OmegaConf
 
-    from sculpt4d.models.factory import build_components
     from sculpt4d.hub import save_safetensors
+    from sculpt4d.models.factory import build_components
 
     model = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"), resolve=True)
     attention = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "attention" / "blockmask.yaml"))
