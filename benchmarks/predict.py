@@ -103,7 +103,7 @@ def row_settings(name: str) -> tuple[list[str], dict[str, Any]]:
         if name.startswith(prefix) and name[len(prefix) :].isdigit():
             return [f"{key}={name[len(prefix):]}"], {}
     if name.startswith("minres") and name[6:].isdigit():
-        return [f"+decode_min_resolution={name[6:]}"], {}
+        return [f"decode_min_resolution={name[6:]}"], {}
     if name.startswith("threads") and name[7:].isdigit():
         return [], {"threads": int(name[7:])}
     raise SystemExit(f"unknown row '{name}'")

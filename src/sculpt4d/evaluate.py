@@ -139,6 +139,7 @@ def vae_reconstruction(pipeline, surface: torch.Tensor, kwargs: dict[str, Any]) 
     vae = pipeline.components.vae
     z = vae.encode_sequence(surface.to(pipeline.device), sample_posterior=False)  # [1, T, N, C]
     keys = ("octree_resolution", "mc_algo", "num_chunks", "hierarchical", "largest_component")
+    keys += ("min_resolution",)
     return pipeline.decode(vae.to_dit(z), **{k: kwargs[k] for k in keys})
 
 

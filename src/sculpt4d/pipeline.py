@@ -277,8 +277,9 @@ class Sculpt4DPipeline:
         largest_component: bool = True,
         bounds: float = 1.01,
         callback: Progress | None = None,
+        min_resolution: int = 63,
     ) -> list[trimesh.Trimesh]:
-        """VAE-decode each frame and extract its surface."""
+        """VAE-decode each frame and extract its surface (``min_resolution``: coarsest hierarchical level)."""
         vae = self._place(self.components.vae)
         z = vae.from_dit(latents[0].float())  # [T, N, C]
         meshes: list[trimesh.Trimesh] = []
@@ -291,6 +292,7 @@ class Sculpt4DPipeline:
                 num_chunks=num_chunks,
                 mc_algo=mc_algo,
                 hierarchical=hierarchical,
+                min_resolution=min_resolution,
             )[0]
             if largest_component and len(mesh.faces):
                 parts = mesh.split(only_watertight=False)
@@ -317,6 +319,7 @@ class Sculpt4DPipeline:
         per_frame: bool = False,
         progress: bool = True,
         callback: Progress | None = None,
+        min_resolution: int = 63,
     ) -> PipelineOutput:
         """``callback(stage, done, total)`` after each sampling step and each decoded frame (may raise to stop)."""
         timings: dict[str, float] = {}
@@ -338,6 +341,7 @@ class Sculpt4DPipeline:
             hierarchical,
             largest_component,
             callback=callback,
+            min_resolution=min_resolution,
         )
         timings["decode_s"] = time.perf_counter() - t0
         pil = [

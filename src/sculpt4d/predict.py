@@ -64,6 +64,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         hierarchical=bool(cfg.hierarchical),
         largest_component=bool(cfg.largest_component),
         progress=bool(cfg.progress),
+        min_resolution=int(cfg.get("decode_min_resolution", 63)),
     )
 
 
