@@ -217,7 +217,9 @@ def test_latents_to_mesh_batch_components_and_empty(monkeypatch):
     vae = tiny_vae()
     big, small = sphere_fn(0.5, (-0.3, 0.0, 0.0)), sphere_fn(0.2, (0.6, 0.0, 0.0))
 
-    def two_spheres(h: torch.Tensor, xyz: torch.Tensor, kv=None) -> torch.Tensor:  # [1, N, W], [1, P, 3] -> [1, P]
+    def two_spheres(
+        h: torch.Tensor, xyz: torch.Tensor, kv=None
+    ) -> torch.Tensor:  # [1, N, W], [1, P, 3] -> [1, P]
         return torch.maximum(big(xyz[0]), small(xyz[0]))[None]
 
     monkeypatch.setattr(vae, "query", two_spheres)
@@ -245,7 +247,9 @@ def test_latent_kv_reuse_is_bitwise_the_reference_query():
     with torch.no_grad():
         kv = vae.geo_decoder.latent_kv(h)
         assert torch.equal(vae.query(h, xyz, kv), vae.query(h, xyz))
-        assert torch.equal(vae.query(h[1:], xyz[1:, :77], tuple(t[1:] for t in kv)), vae.query(h[1:], xyz[1:, :77]))
+        assert torch.equal(
+            vae.query(h[1:], xyz[1:, :77], tuple(t[1:] for t in kv)), vae.query(h[1:], xyz[1:, :77])
+        )
 
 
 def _bumped_sphere():

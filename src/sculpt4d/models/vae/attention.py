@@ -80,7 +80,9 @@ class CrossAttention(nn.Module):
         k, v = kv.transpose(1, 2).split(self.head_dim, dim=-1)  # each [B, H, M, hd]
         return self.attention.k_norm(k), v
 
-    def forward(self, x: Tensor, data: Tensor | None = None, kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, data: Tensor | None = None, kv: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         B, P, _ = x.shape
         k, v = self.kv(data) if kv is None else kv
         q = self.c_q(x).view(B, P, self.heads, self.head_dim).transpose(1, 2)  # [B, H, P, hd]
@@ -139,7 +141,9 @@ class ResidualCrossAttentionBlock(nn.Module):
         """Keys/values of ``data`` (see :meth:`CrossAttention.kv`): pass as ``kv`` to skip recomputing them."""
         return self.attn.kv(self.ln_2(data))
 
-    def forward(self, x: Tensor, data: Tensor | None = None, kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, data: Tensor | None = None, kv: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
         x = x + self.attn(self.ln_1(x), kv=self.data_kv(data) if kv is None else kv)
         return x + self.mlp(self.ln_3(x))
 
