@@ -272,6 +272,7 @@ def summarise(rows: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[
 def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     from sculpt4d.config import task_overrides
     from sculpt4d.metrics import prepare_ground_truth, score_sequence
+    from sculpt4d.metrics.occupancy import OCCUPANCY_PATHS
     from sculpt4d.predict import build_pipeline, sampling_kwargs
     from sculpt4d.utils.io import atomic_path, write_json
     from sculpt4d.utils.memory import peak_memory_mb, reset_peak_memory
@@ -289,6 +290,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         name, mask_cfg, sampling[f"variant:{v}"] = parse_variant(str(v))
         pipelines[f"variant:{v}"] = pipelines["base"].with_attention(name, **mask_cfg)
     rows: list[dict] = []
+    fallbacks: dict[str, int] = {}  # occupancy grids that took the winding-number fallback (open meshes)
     device = pipelines["base"].device
     gcfg = cfg.get("gallery") or {}
     gallery_objs = {objects[i].name for i in evenly_spaced(len(objects), int(gcfg.get("objects", 0) or 0))}
@@ -299,9 +301,11 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     for index, obj in enumerate(objects):
         frames, gts = load_object(obj, int(cfg.sequence_length), int(cfg.cond_view), stride)
         entry: dict[str, Any] = {"object": obj.name, "images": None, "rows": {"ground truth": gts}}
+        before = OCCUPANCY_PATHS["winding"]
         truth = prepare_ground_truth(  # shared by every method
             gts, n_points=int(cfg.metrics.n_points), motion_resolution=int(cfg.metrics.iou_resolution)
         )
+        fallbacks["ground truth"] = fallbacks.get("ground truth", 0) + OCCUPANCY_PATHS["winding"] - before
         references: dict[str, Any] = {"gts": gts}
         if "vae_reconstruction" in methods:
             references["surface"] = surface_samples(obj, select_frames(obj, len(frames), stride), pc_size)
@@ -318,9 +322,11 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 references,
             )
             memory_mb = peak_memory_mb(device)
+            before = OCCUPANCY_PATHS["winding"]
             m = score_sequence(
                 meshes, truth, iou_res=int(cfg.metrics.iou_resolution), tau=float(cfg.metrics.fscore_tau)
             )
+            fallbacks[method] = fallbacks.get(method, 0) + OCCUPANCY_PATHS["winding"] - before
             rows.append(
                 {
                     "object": obj.name,
@@ -372,6 +378,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
             "settings": {**settings, "metrics": OmegaConf.to_container(cfg.metrics)},
             "methods": summary,
             "categories": by_category,
+            "iou_winding_fallbacks": fallbacks,
         },
     )
     print(format_table(summary))
