@@ -11,7 +11,8 @@ Every row runs the real ``run_predict`` (frames read, pipeline, every export) wi
 ``export`` (obj, glb, strip png/video). ``ratio`` = total / total of ``base`` in the same run.
 Row names: ``base``; ``<backend>`` (dense, gather, ...: the attention backend); ``steps<K>``; ``flat`` (no
 hierarchical decoding); ``res<R>`` (octree resolution); ``threads<n>``; ``chunks<n>`` (query points per
-decoder call); ``minres<R>`` (coarsest hierarchical level, a speed/quality trade-off).
+decoder call); ``minres<R>`` (coarsest hierarchical level, a speed/quality trade-off). ``mesh_vs_base``: the
+largest per-frame vertex Chamfer distance to base's meshes (0 = identical; only rows with base's steps compare).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from _common import add_json_arg, print_table, write_json
 
@@ -64,18 +66,26 @@ def compose(overrides: list[str]):
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("predict", overrides=[f"paths.root_dir={ROOT}", *overrides], return_hydra_config=True)
+        return hydra_compose(
+            "predict", overrides=[f"paths.root_dir={ROOT}", *overrides], return_hydra_config=True
+        )
 
 
 @contextlib.contextmanager
-def timing(obj: Any, name: str, bucket: dict[str, float], key: str) -> Iterator[None]:
-    """Add the wall time of every call of ``obj.name`` to ``bucket[key]`` while the context is open."""
+def timing(
+    obj: Any, name: str, bucket: dict[str, float], key: str, keep: dict[str, Any] | None = None
+) -> Iterator[None]:
+    """Add the wall time of every call of ``obj.name`` to ``bucket[key]`` while the context is open
+    (``keep[key]``: the last call's return value)."""
     original = getattr(obj, name)
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
         try:
-            return original(*args, **kwargs)
+            out = original(*args, **kwargs)
+            if keep is not None:
+                keep[key] = out
+            return out
         finally:
             bucket[key] += time.perf_counter() - t0
 
@@ -101,7 +111,7 @@ def row_settings(name: str) -> tuple[list[str], dict[str, Any]]:
         return ["hierarchical=false"], {}
     for prefix, key in (("steps", "num_steps"), ("res", "octree_resolution"), ("chunks", "num_chunks")):
         if name.startswith(prefix) and name[len(prefix) :].isdigit():
-            return [f"{key}={name[len(prefix):]}"], {}
+            return [f"{key}={name[len(prefix) :]}"], {}
     if name.startswith("minres") and name[6:].isdigit():
         return [f"decode_min_resolution={name[6:]}"], {}
     if name.startswith("threads") and name[7:].isdigit():
@@ -133,13 +143,15 @@ def run_row(base: list[str], name: str, out_dir: Path, pipe_cache: dict[str, Any
         stack.enter_context(timing(pipe, "load_images", t, "load"))
         stack.enter_context(timing(pipe, "encode_condition", t, "condition"))
         stack.enter_context(timing(pipe, "sample_latents", t, "sampling"))
-        stack.enter_context(timing(pipe, "decode", t, "decode"))
+        stack.enter_context(timing(pipe, "decode", t, "decode", pipe_cache.setdefault("meshes", {})))
         stack.enter_context(timing(pipe.components.vae, "_volumes", t, "volume"))
         stack.enter_context(timing(vae_model, "extract_surface", t, "mc"))
         t0 = time.perf_counter()
         run_predict(cfg, pipeline=pipe)
         total = time.perf_counter() - t0
     torch.set_num_threads(threads)
+    meshes = pipe_cache["meshes"].pop("decode")
+    pipe_cache.setdefault("base_meshes", meshes)  # the first row run is base
     T, steps = int(cfg.sequence_length), int(cfg.num_steps)
     pipeline_s = t["load"] + t["condition"] + t["sampling"] + t["decode"]
     return {
@@ -157,7 +169,25 @@ def run_row(base: list[str], name: str, out_dir: Path, pipe_cache: dict[str, Any
         "surface_s_per_mesh": (t["decode"] - t["volume"]) / T,
         "export_s": total - t["read"] - pipeline_s,
         "total_s": total,
+        "faces": sum(len(m.faces) for m in meshes),
+        "mesh_vs_base": mesh_difference(meshes, pipe_cache["base_meshes"]),
     }
+
+
+def mesh_difference(meshes: list, reference: list) -> float:
+    """Largest per-frame vertex Chamfer distance to the reference meshes (0.0: identical vertices)."""
+    from scipy.spatial import cKDTree
+
+    worst = 0.0
+    for a, b in zip(meshes, reference, strict=True):
+        va, vb = np.asarray(a.vertices), np.asarray(b.vertices)
+        if va.shape == vb.shape and np.array_equal(va, vb):
+            continue
+        if len(va) == 0 or len(vb) == 0:
+            return float("inf")
+        d = 0.5 * (cKDTree(vb).query(va)[0].mean() + cKDTree(va).query(vb)[0].mean())
+        worst = max(worst, float(d))
+    return worst
 
 
 def main() -> None:
@@ -190,9 +220,14 @@ def main() -> None:
     ref = next(r for r in rows if r["row"] == "base")["total_s"]
     for r in rows:
         r["ratio"] = r["total_s"] / ref
-    env = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "input": args.input, "ckpt": ckpt or "predict default",
-           "repeats": args.repeats}
+    env = {
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "input": args.input,
+        "ckpt": ckpt or "predict default",
+        "repeats": args.repeats,
+    }
     print_table(rows, f"predict.py stage breakdown (seconds; ratio = total / base) on {env}")
     write_json(args.json, {"env": env, "rows": rows})
 
