@@ -91,11 +91,17 @@ def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
             export.write_obj_sequence(out.meshes, tmp)
         if ex.glb:
             export.write_animated_glb(out.meshes, tmp / "sequence.glb", fps=float(ex.fps))
+        renders = export.render_strip(out.meshes) if ex.strip_png and ex.video else None  # rendered once
         if ex.strip_png:
-            export.make_strip_image(out.images, out.meshes, tmp / "strip.png")
+            export.make_strip_image(out.images, out.meshes, tmp / "strip.png", renders=renders)
         if ex.video:
             export.write_strip_video(
-                out.images, out.meshes, tmp / "strip.gif", tmp / "strip.mp4", fps=float(ex.fps)
+                out.images,
+                out.meshes,
+                tmp / "strip.gif",
+                tmp / "strip.mp4",
+                fps=float(ex.fps),
+                renders=renders,
             )
         summary = {
             "input": frames.source,
