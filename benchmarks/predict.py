@@ -23,15 +23,13 @@ import platform
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from _common import add_json_arg, print_table, write_json
+from _common import ROOT, add_json_arg, print_table, row_settings, timing, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROWS = "base,dense,gather,steps10,steps25,flat,res64,res128,minres48,chunks32000,threads1"
 QUICK_ROWS = "base,dense,gather,flat,minres16,chunks4000"
 
@@ -69,54 +67,6 @@ def compose(overrides: list[str]):
         return hydra_compose(
             "predict", overrides=[f"paths.root_dir={ROOT}", *overrides], return_hydra_config=True
         )
-
-
-@contextlib.contextmanager
-def timing(
-    obj: Any, name: str, bucket: dict[str, float], key: str, keep: dict[str, Any] | None = None
-) -> Iterator[None]:
-    """Add the wall time of every call of ``obj.name`` to ``bucket[key]`` while the context is open
-    (``keep[key]``: the last call's return value)."""
-    original = getattr(obj, name)
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            out = original(*args, **kwargs)
-            if keep is not None:
-                keep[key] = out
-            return out
-        finally:
-            bucket[key] += time.perf_counter() - t0
-
-    setattr(obj, name, wrapped)
-    try:
-        yield
-    finally:
-        if obj.__dict__.get(name) is wrapped and not isinstance(obj, type) and hasattr(type(obj), name):
-            delattr(obj, name)  # instance attribute over a method: drop it
-        else:
-            setattr(obj, name, original)
-
-
-def row_settings(name: str) -> tuple[list[str], dict[str, Any]]:
-    """Config overrides and pipeline settings (backend, threads) of one row name."""
-    from sculpt4d.models.attention.backends import BACKENDS
-
-    if name == "base":
-        return [], {}
-    if name in BACKENDS:
-        return [], {"backend": name}
-    if name == "flat":
-        return ["hierarchical=false"], {}
-    for prefix, key in (("steps", "num_steps"), ("res", "octree_resolution"), ("chunks", "num_chunks")):
-        if name.startswith(prefix) and name[len(prefix) :].isdigit():
-            return [f"{key}={name[len(prefix) :]}"], {}
-    if name.startswith("minres") and name[6:].isdigit():
-        return [f"decode_min_resolution={name[6:]}"], {}
-    if name.startswith("threads") and name[7:].isdigit():
-        return [], {"threads": int(name[7:])}
-    raise SystemExit(f"unknown row '{name}'")
 
 
 def run_row(base: list[str], name: str, out_dir: Path, pipe_cache: dict[str, Any]) -> dict[str, Any]:
