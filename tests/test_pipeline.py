@@ -341,6 +341,8 @@ def test_out_of_range_sampling_options_name_the_key(tmp_path, override, message)
     from sculpt4d.predict import sampling_kwargs
 
     assert sampling_kwargs(_cfg(tmp_path))["num_steps"] == 50
+    assert sampling_kwargs(_cfg(tmp_path))["min_resolution"] == 63  # decode_min_resolution: unchanged decoding
+    assert sampling_kwargs(_cfg(tmp_path, "decode_min_resolution=48"))["min_resolution"] == 48
     with pytest.raises(InputError, match=message):
         sampling_kwargs(_cfg(tmp_path, override))
 
