@@ -3,8 +3,8 @@
     python benchmarks/decoding.py [--resolutions 128 256] [--device auto] [--json PATH]
 
 Fields decoded (both rows per resolution, side by side):
-- ``tiny-vae``: a randomly initialised ShapeVAE with the ``conf/model/tiny.yaml`` sizes (256 latents,
-  width 128). Nothing is fitted, so its raw logits are noise around a constant; the query function is
+- ``tiny-vae``: a randomly initialised ShapeVAE with the ``conf/model/tiny.yaml`` sizes (128 latents ×
+  16 channels, width 128). Nothing is fitted, so its raw logits are noise around a constant; the query function is
   ``12·(0.55 − |x|) + standardise(vae logits)`` — a VAE-bumped sphere, so a surface exists and every
   query pays the full geometry-decoder cost (the sphere term is free).
 - ``sphere``: the analytic field ``20·(0.6 − |x − c|)`` alone (query cost ≈ 0): the pure overhead of the
@@ -13,8 +13,8 @@ Fields decoded (both rows per resolution, side by side):
 the dense and the hierarchical mesh (mean of both directions' mean NN distance over vertices).
 The surface-extraction rows mesh one 257³ grid (the dense tiny-vae grid at R=256 when decoded, else the
 sphere) with PyMCubes (``mc_algo=mc``) and scikit-image Lewiner (``skimage``, the reference's extractor).
-On this 2-core CPU the tiny-VAE geometry decoder runs ≈10⁴ points/s, so its R=256 dense decode
-(16.97 M points) takes tens of minutes: run that on a GPU (``--device cuda``) or lower ``--resolutions``.
+On a 2-core CPU the tiny-VAE geometry decoder runs ~10⁵ points/s, so its R=256 dense decode (16.97 M
+points) takes minutes: run that on a GPU (``--device cuda``) or lower ``--resolutions``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from sculpt4d.models.vae import ShapeVAE, decode_dense, decode_hierarchical, ext
 
 BOUNDS = 1.01
 TINY = dict(
-    num_latents=256,
+    num_latents=128,
     embed_dim=16,
     width=128,
     heads=4,
@@ -44,7 +44,7 @@ TINY = dict(
     include_pi=False,
     point_feats=4,
     pc_size=2048,
-    downsample_ratio=8,
+    downsample_ratio=16,
     logvar_max=0.0,
 )
 
