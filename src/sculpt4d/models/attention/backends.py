@@ -31,6 +31,7 @@ from .masks import BlockMask4D
 
 BACKENDS = ("auto", "block_sparse_attn", "flex", "gather", "dense")
 GATHER_CHUNK_BYTES = 256 * 2**20  # bound on the gathered k+v of one SDPA call
+DENSE_MASK_CACHE_ELEMENTS = 2**24  # dense: token masks up to 16 MiB stay cached with their BlockMask4D
 
 
 def sparse_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D, backend: str = "auto",
@@ -77,20 +78,23 @@ def choose_backend(q: Tensor, mask: BlockMask4D, has_prefix: bool = False) -> st
 # ------------------------------------------------------------------------------------------ dense
 def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
                     prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """Reference: SDPA with the full ``[TN, TN(+TP)]`` boolean token mask (built once per mask and device)."""
+    """Reference: SDPA with the full ``[TN, TN(+TP)]`` boolean token mask (kept with the mask up to
+    ``DENSE_MASK_CACHE_ELEMENTS``, rebuilt per call above)."""
     P = 0 if prefix_kv is None else prefix_kv[0].shape[3]
     key = ("dense", P, str(q.device))
-    if key not in mask._plans:
+    m = mask._plans.get(key)
+    if m is None:
         m = mask.dense_bool(q.device)  # [TN, TN]
         if P:
             frame_q = torch.arange(mask.T * mask.N, device=q.device) // mask.N
             m = torch.cat([m, (frame_q[:, None] == torch.arange(mask.T * P, device=q.device) // P)], dim=1)
-        mask._plans[key] = m  # [TN, TN + TP]
+        if m.numel() <= DENSE_MASK_CACHE_ELEMENTS:
+            mask._plans[key] = m  # [TN, TN + TP]
     if prefix_kv is not None:
         kp, vp = prefix_kv  # [B, H, T, P, D]
         k = torch.cat([k, kp.flatten(2, 3)], dim=2)
         v = torch.cat([v, vp.flatten(2, 3)], dim=2)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask._plans[key])
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=m)
 
 
 # ----------------------------------------------------------------------------------------- gather
