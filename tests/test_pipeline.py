@@ -377,3 +377,19 @@ def test_list_frames_takes_every_kth_frame_and_says_what_is_missing(tmp_path):
         InputError, match=r"10 image\(s\) found but the model needs 13 frames.*frame_stride=3"
     ):
         list_frames(tmp_path, 4, stride=4)
+
+
+def test_attention_backend_override(tmp_path, exported):
+    """``attention_backend`` swaps the kernel of the checkpoint's mask; the latents agree to float rounding."""
+    from sculpt4d.predict import build_pipeline
+
+    frames = sorted(DEMO.glob("*.png"))[:T]
+    out = {}
+    for backend in ("dense", "gather"):
+        pipe = build_pipeline(_cfg(tmp_path, f"ckpt={exported}", f"attention_backend={backend}", "device=cpu"))
+        assert pipe.components.model.backend == backend
+        out[backend] = pipe(frames, num_steps=2, seed=1, octree_resolution=16, progress=False).latents
+    torch.testing.assert_close(out["gather"], out["dense"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(InputError, match="attention_backend=triton"):
+        build_pipeline(_cfg(tmp_path, f"ckpt={exported}", "attention_backend=triton"))
+

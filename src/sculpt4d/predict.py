@@ -26,10 +26,14 @@ def resolve_device(name: str) -> torch.device:
 
 def build_pipeline(cfg: DictConfig):
     """The pipeline a predict/evaluate config describes."""
+    from sculpt4d.models.attention.backends import BACKENDS
     from sculpt4d.pipeline import Sculpt4DPipeline
 
+    backend = cfg.get("attention_backend")
+    if backend is not None and str(backend) not in BACKENDS:
+        raise InputError(f"attention_backend={backend} is not one of {', '.join(BACKENDS)} (or null)")
     device = resolve_device(str(cfg.device))
-    return Sculpt4DPipeline.from_pretrained(
+    pipeline = Sculpt4DPipeline.from_pretrained(
         str(cfg.ckpt),
         model_cfg=cfg.model,
         attention_cfg=cfg.get("attention"),
@@ -38,6 +42,9 @@ def build_pipeline(cfg: DictConfig):
         offload=bool(cfg.get("offload", False)),
         sequence_length=int(cfg.sequence_length),
     )
+    if backend is not None:  # same mask, another kernel: equal results up to float rounding
+        pipeline.components.model.backend = str(backend)
+    return pipeline
 
 
 def sampling_kwargs(cfg: DictConfig) -> dict:
