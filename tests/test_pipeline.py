@@ -341,7 +341,7 @@ def test_out_of_range_sampling_options_name_the_key(tmp_path, override, message)
     from sculpt4d.predict import sampling_kwargs
 
     assert sampling_kwargs(_cfg(tmp_path))["num_steps"] == 50
-    assert sampling_kwargs(_cfg(tmp_path))["min_resolution"] == 63  # decode_min_resolution: unchanged decoding
+    assert sampling_kwargs(_cfg(tmp_path))["min_resolution"] == 63  # decode_min_resolution default
     assert sampling_kwargs(_cfg(tmp_path, "decode_min_resolution=48"))["min_resolution"] == 48
     with pytest.raises(InputError, match=message):
         sampling_kwargs(_cfg(tmp_path, override))
@@ -386,10 +386,10 @@ def test_attention_backend_override(tmp_path, exported):
     frames = sorted(DEMO.glob("*.png"))[:T]
     out = {}
     for backend in ("dense", "gather"):
-        pipe = build_pipeline(_cfg(tmp_path, f"ckpt={exported}", f"attention_backend={backend}", "device=cpu"))
+        cfg = _cfg(tmp_path, f"ckpt={exported}", f"attention_backend={backend}", "device=cpu")
+        pipe = build_pipeline(cfg)
         assert pipe.components.model.backend == backend
         out[backend] = pipe(frames, num_steps=2, seed=1, octree_resolution=16, progress=False).latents
     torch.testing.assert_close(out["gather"], out["dense"], atol=1e-4, rtol=1e-4)
     with pytest.raises(InputError, match="attention_backend=triton"):
         build_pipeline(_cfg(tmp_path, f"ckpt={exported}", "attention_backend=triton"))
-
