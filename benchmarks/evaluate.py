@@ -51,23 +51,16 @@ def run_row(base: list[str], name: str, out_dir: Path) -> dict[str, Any]:
     import sculpt4d.evaluate as evaluate
     import sculpt4d.metrics as metrics
     import sculpt4d.models.vae.model as vae_model
-    from sculpt4d.models.dit import DiT4D
     from sculpt4d.models.vae import ShapeVAE
     from sculpt4d.pipeline import Sculpt4DPipeline
 
     overrides, extra = row_settings(name)
+    if "backend" in extra:  # every pipeline of the run (variants included) uses this attention backend
+        overrides.append(f"attention_backend={extra['backend']}")
     cfg = compose([*base, *overrides, f"output_dir={out_dir / name}", "gallery.objects=0"])
     HydraConfig.instance().set_config(cfg)
     threads = torch.get_num_threads()
     torch.set_num_threads(extra.get("threads", threads))
-    backend_init = DiT4D.__init__
-    if "backend" in extra:  # every pipeline of the run (variants included) uses this attention backend
-
-        def init(self, *args: Any, **kwargs: Any) -> None:
-            backend_init(self, *args, **kwargs)
-            self.backend = extra["backend"]
-
-        DiT4D.__init__ = init
     t: dict[str, float] = defaultdict(float)
     try:
         with contextlib.ExitStack() as stack:
@@ -87,7 +80,6 @@ def run_row(base: list[str], name: str, out_dir: Path) -> dict[str, Any]:
             summary = evaluate.run_evaluate(cfg)
             wall = time.perf_counter() - t0
     finally:
-        DiT4D.__init__ = backend_init
         torch.set_num_threads(threads)
     n = int(summary[next(iter(summary))]["sequences"])
     total = len(evaluate.find_objects(evaluate.resolve_benchmark(cfg)))
