@@ -69,6 +69,8 @@ bench: ## run every benchmark (prints side-by-side ratios; JSON under outputs/be
 	$(PYTHON) benchmarks/flops.py --json outputs/bench/flops.json
 	$(PYTHON) benchmarks/decoding.py --json outputs/bench/decoding.json
 	$(PYTHON) benchmarks/prep.py --json outputs/bench/prep.json
+	$(PYTHON) benchmarks/predict.py --json outputs/bench/predict.json
+	$(PYTHON) benchmarks/evaluate.py --rows base,minres48 --json outputs/bench/evaluate.json
 
 clean: ## remove caches and run outputs
 	rm -rf outputs multirun logs .pytest_cache .ruff_cache

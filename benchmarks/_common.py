@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,8 @@ if _SRC.is_dir() and str(_SRC) not in sys.path:
 
 from sculpt4d.utils.io import write_json as _write_json  # noqa: E402
 
-__all__ = ["add_json_arg", "format_table", "print_table", "write_json"]
+__all__ = ["ROOT", "add_json_arg", "format_table", "print_table", "row_settings", "timing", "write_json"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fmt(value: Any) -> str:
@@ -60,3 +64,51 @@ def write_json(path: str | os.PathLike | None, payload: Any) -> None:
         return
     _write_json(path, payload)
     print(f"wrote {path}", flush=True)
+
+
+@contextlib.contextmanager
+def timing(
+    obj: Any, name: str, bucket: dict[str, float], key: str, keep: dict[str, Any] | None = None
+) -> Iterator[None]:
+    """Add the wall time of every call of ``obj.name`` to ``bucket[key]`` while the context is open
+    (``keep[key]``: the last call's return value)."""
+    original = getattr(obj, name)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            out = original(*args, **kwargs)
+            if keep is not None:
+                keep[key] = out
+            return out
+        finally:
+            bucket[key] += time.perf_counter() - t0
+
+    setattr(obj, name, wrapped)
+    try:
+        yield
+    finally:
+        if obj.__dict__.get(name) is wrapped and not isinstance(obj, type) and hasattr(type(obj), name):
+            delattr(obj, name)  # instance attribute over a method: drop it
+        else:
+            setattr(obj, name, original)
+
+
+def row_settings(name: str) -> tuple[list[str], dict[str, Any]]:
+    """Config overrides and pipeline settings (backend, threads) of one predict/evaluate row name."""
+    from sculpt4d.models.attention.backends import BACKENDS
+
+    if name == "base":
+        return [], {}
+    if name in BACKENDS:
+        return [], {"backend": name}
+    if name == "flat":
+        return ["hierarchical=false"], {}
+    for prefix, key in (("steps", "num_steps"), ("res", "octree_resolution"), ("chunks", "num_chunks")):
+        if name.startswith(prefix) and name[len(prefix) :].isdigit():
+            return [f"{key}={name[len(prefix) :]}"], {}
+    if name.startswith("minres") and name[6:].isdigit():
+        return [f"decode_min_resolution={name[6:]}"], {}
+    if name.startswith("threads") and name[7:].isdigit():
+        return [], {"threads": int(name[7:])}
+    raise SystemExit(f"unknown row '{name}'")

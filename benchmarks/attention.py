@@ -4,6 +4,7 @@ Ratio = time / time(dense SDPA without mask); compare it with the mask density (
 
     python benchmarks/attention.py --quick                      # T=16, N=1024, fp32, blockmask, gather
     python benchmarks/attention.py --device cuda --sizes 16x4096 --dtypes bf16 --json out.json
+    python benchmarks/attention.py --crossover --json crossover.json   # CPU: where ``auto`` switches dense -> gather
 """
 
 from __future__ import annotations
@@ -17,9 +18,14 @@ import torch.nn.functional as F
 from _common import add_json_arg, print_table, write_json
 
 from sculpt4d.models.attention import build_block_mask, sparse_attention
-from sculpt4d.models.attention.backends import _block_sparse_func
+from sculpt4d.models.attention.backends import _block_sparse_func, choose_backend
 
+CROSSOVER_SIZES = "8x64,8x128,16x128,8x256,16x256,32x128,8x512,16x512,32x256"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def q_probe(device: torch.device) -> torch.Tensor:
+    return torch.zeros(1, 1, 1, 8, device=device)
 
 
 def timeit(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> float:
@@ -50,8 +56,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dense-max-tokens", type=int, default=32768, help="skip the masked-dense backend above this T*N")
     ap.add_argument("--quick", action="store_true", help="T=16, N=1024, fp32, blockmask, gather only")
+    ap.add_argument("--crossover", action="store_true",
+                    help="tiny-DiT sizes (B=2: a CFG pair, 4 heads x 48, block 32, the per-frame time-token prefix), "
+                         "small T x N: gather vs dense and the auto choice")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.crossover:
+        args.sizes = args.sizes if args.sizes != ap.get_default("sizes") else CROSSOVER_SIZES
+        args.dtypes, args.variants, args.backends = ["fp32"], ["blockmask"], ["gather", "dense", "auto"]
+        args.heads, args.head_dim, args.block_size = 4, 48, 32
+    batch, prefix = (2, 1) if args.crossover else (1, 0)
     if args.quick:
         args.sizes, args.dtypes, args.variants = "16x1024", ["fp32"], ["blockmask"]
         args.backends = args.backends or ["gather"]
@@ -64,7 +78,9 @@ def main() -> None:
         T, N = (int(s) for s in size.lower().split("x"))
         for dn in args.dtypes:
             dt = DTYPES[dn]
-            q, k, v = (torch.randn(1, args.heads, T * N, args.head_dim, device=device, dtype=dt) for _ in range(3))
+            q, k, v = (torch.randn(batch, args.heads, T * N, args.head_dim, device=device, dtype=dt) for _ in range(3))
+            pre = tuple(torch.randn(batch, args.heads, T, prefix, args.head_dim, device=device, dtype=dt)
+                        for _ in range(2)) if prefix else None
             with torch.no_grad():
                 base = timeit(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v), args.repeats, device)
                 rows.append(dict(T=T, N=N, dtype=dn, variant="full", backend="sdpa (no mask)", density=1.0,
@@ -75,7 +91,7 @@ def main() -> None:
                         if be == "dense" and T * N > args.dense_max_tokens:
                             continue  # the token mask alone would be (T N)^2 booleans
                         try:
-                            s = timeit(lambda q=q, k=k, v=v, mask=mask, be=be: sparse_attention(q, k, v, mask, be),
+                            s = timeit(lambda q=q, k=k, v=v, mask=mask, be=be, pre=pre: sparse_attention(q, k, v, mask, be, pre),
                                        args.repeats, device)
                         except (ValueError, ImportError, RuntimeError) as e:  # e.g. kernel n/a for this case
                             rows.append(dict(T=T, N=N, dtype=dn, variant=variant, backend=be,
@@ -85,6 +101,14 @@ def main() -> None:
                                          density=round(mask.density, 4), seconds=round(s, 4),
                                          ratio=round(s / base, 4), ratio_over_density=round(s / base / mask.density, 3)))
                     print_table([r for r in rows if (r["T"], r["N"], r["dtype"], r["variant"]) == (T, N, dn, variant)])
+    if args.crossover:  # gather / dense per size: > 1 where dense wins
+        for r in rows:
+            same = [x for x in rows if (x["T"], x["N"]) == (r["T"], r["N"]) and isinstance(x["seconds"], float)]
+            t = {x["backend"]: x["seconds"] for x in same}
+            if r["backend"] == "auto" and "gather" in t and "dense" in t:
+                r["gather_over_dense"] = round(t["gather"] / t["dense"], 3)
+                r["auto_picks"] = choose_backend(q_probe(device), build_block_mask("blockmask", r["T"], r["N"],
+                                                                                     args.block_size))
     title = (f"attention wall time (min of {args.repeats}), B=1, H={args.heads}, D={args.head_dim}, "
              f"block {args.block_size}, device {device}; ratio = time / dense SDPA")
     print_table(rows, title)

@@ -141,12 +141,24 @@ def test_fp32_gather_close_to_dense_and_auto_on_cpu():
     m = build_block_mask("blockmask", 8, 64, block_size=16)
     q, k, v, pre = _inputs(8, 64, dtype=torch.float32)
     assert choose_backend(q, m, True) == "gather"
-    torch.testing.assert_close(
-        sparse_attention(q, k, v, m, "auto", pre),
-        sparse_attention(q, k, v, m, "dense", pre),
-        atol=1e-5,
-        rtol=1e-5,
-    )
+    torch.testing.assert_close(sparse_attention(q, k, v, m, "auto", pre), sparse_attention(q, k, v, m, "dense", pre),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("T,N", [(8, 128), (16, 256), (8, 512), (16, 1024)])
+def test_cpu_auto_rule_is_gather_at_every_size(T, N):
+    """CPU ``auto`` = gather, also at the tiny model's 8 x 128 (measured faster than dense: --crossover)."""
+    m = build_block_mask("blockmask", T, N, block_size=32)
+    assert choose_backend(torch.zeros(1, 1, 1, 8), m, True) == "gather"
+
+
+def test_dense_token_mask_is_built_once_and_reused():
+    m = build_block_mask("radial", 4, 32, block_size=8)
+    q, k, v, pre = _inputs(4, 32, dtype=torch.float32)
+    first = sparse_attention(q, k, v, m, "dense", pre)
+    cached = m._plans[("dense", 1, "cpu")]
+    assert torch.equal(sparse_attention(q, k, v, m, "dense", pre), first)
+    assert m._plans[("dense", 1, "cpu")] is cached
     with pytest.raises(ValueError, match="unknown attention backend"):
         sparse_attention(q, k, v, m, "triton")
 

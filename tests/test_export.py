@@ -204,3 +204,19 @@ def test_mp4_skipped_with_warning_when_ffmpeg_missing(tmp_path, monkeypatch):
     assert not (tmp_path / "v.mp4").exists()
     assert any("MP4 not written" in str(w.message) for w in rec)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.gif"]
+
+
+def test_shared_renders_give_the_same_strip_image_and_video(tmp_path):
+    """predict renders the meshes once for strip.png and the strip video: same pixels as rendering twice."""
+    import imageio.v3 as iio
+
+    from sculpt4d.export.video import strip_frames
+
+    meshes = moving_spheres(3)
+    inputs = [np.random.default_rng(t).random((40, 30, 4)) for t in range(3)]
+    renders = render_strip(meshes, size=48)
+    a = make_strip_image(inputs, meshes, tmp_path / "a.png", size=48)
+    b = make_strip_image(inputs, meshes, tmp_path / "b.png", size=48, renders=renders)
+    assert np.array_equal(iio.imread(a), iio.imread(b))
+    for x, y in zip(strip_frames(inputs, meshes, 48), strip_frames(inputs, meshes, 48, renders=renders)):
+        assert np.array_equal(x, y)

@@ -245,3 +245,53 @@ def test_ground_truth_prepared_once_scores_like_evaluate_sequence():
     assert 0 < a["iou"] < 1 and a["jitter"] > 0
     with pytest.raises(InputError, match="2 predicted frames but 3"):
         score_sequence(preds[:2], truth)
+
+
+def _reference_scores(preds, truth, iou_res, tau=0.05):
+    """score_sequence's numbers computed the plain way: every mesh sampled and voxelised on its own."""
+    from sculpt4d.metrics import (
+        chamfer_fscore_from_samples,
+        consecutive_chamfers,
+        motion_iou,
+        sample_surface,
+        sequence_occupancy,
+    )
+    from sculpt4d.metrics.temporal import jitter_from_chamfers
+
+    preds_n = apply_normalization(preds, truth.center, truth.scale)
+    samples = [sample_surface(m, truth.n_points, truth.seed) for m in preds_n]
+    cf = [chamfer_fscore_from_samples(s, g) for s, g in zip(samples, truth.samples)]
+    ious = [volume_iou(p, g, resolution=iou_res) for p, g in zip(preds_n, truth.meshes)]
+    res = truth.motion_occ.shape[-1]
+    return dict(
+        chamfer=float(np.mean([c for c, _ in cf])),
+        fscore=float(np.mean([f for _, f in cf])),
+        iou=float(np.mean(ious)),
+        jitter=jitter_from_chamfers(consecutive_chamfers(samples), truth.consecutive),
+        motion_iou=motion_iou(sequence_occupancy(preds_n, res), truth.motion_occ),
+    )
+
+
+def test_score_sequence_cache_gives_the_reference_numbers():
+    """Repeated meshes, ground-truth copies and an open mesh: the memoised scoring equals the plain path."""
+    from sculpt4d.metrics.occupancy import OCCUPANCY_PATHS
+
+    gts = [sphere(0.4, (0.05 * t, 0, 0)) for t in range(3)]
+    truth = prepare_ground_truth(gts, n_points=2000, motion_resolution=20)
+    holey = sphere(0.35, (0.02, 0.0, 0.0), subdivisions=3)
+    holey.update_faces(np.arange(len(holey.faces)) % 40 != 0)
+    moving = [sphere(0.35, (0.03 * t, 0.02, 0), subdivisions=3) for t in range(2)] + [holey]
+    cases = {
+        "first_frame_repeat": [moving[0].copy() for _ in range(3)],
+        "oracle_static": [gts[0].copy() for _ in range(3)],
+        "moving_with_open_mesh": moving,
+    }
+    for name, preds in cases.items():
+        before = OCCUPANCY_PATHS["winding"]
+        got = score_sequence(preds, truth, iou_res=20)
+        fallbacks = OCCUPANCY_PATHS["winding"] - before
+        ref = _reference_scores(preds, truth, 20)
+        for key, value in ref.items():
+            assert got[key] == value, (name, key)
+        # the open mesh's two grids (its frame's IoU box, the motion grid) take the winding-number fallback
+        assert fallbacks == (2 if name == "moving_with_open_mesh" else 0), name

@@ -317,6 +317,8 @@ def test_out_of_range_sampling_options_name_the_key(tmp_path, override, message)
     from sculpt4d.predict import sampling_kwargs
 
     assert sampling_kwargs(_cfg(tmp_path))["num_steps"] is None  # null: the checkpoint's
+    assert sampling_kwargs(_cfg(tmp_path))["min_resolution"] == 63  # decode_min_resolution default
+    assert sampling_kwargs(_cfg(tmp_path, "decode_min_resolution=48"))["min_resolution"] == 48
     with pytest.raises(InputError, match=message):
         sampling_kwargs(_cfg(tmp_path, override))
 
@@ -351,3 +353,19 @@ def test_list_frames_takes_every_kth_frame_and_says_what_is_missing(tmp_path):
         InputError, match=r"10 image\(s\) found but the model needs 13 frames.*frame_stride=3"
     ):
         list_frames(tmp_path, 4, stride=4)
+
+
+def test_attention_backend_override(tmp_path, exported):
+    """``attention_backend`` swaps the kernel of the checkpoint's mask; the latents agree to float rounding."""
+    from sculpt4d.predict import build_pipeline
+
+    frames = sorted(DEMO.glob("*.png"))[:T]
+    out = {}
+    for backend in ("dense", "gather"):
+        cfg = _cfg(tmp_path, f"ckpt={exported}", f"attention_backend={backend}", "device=cpu")
+        pipe = build_pipeline(cfg)
+        assert pipe.components.model.backend == backend
+        out[backend] = pipe(frames, num_steps=2, seed=1, octree_resolution=16, progress=False).latents
+    torch.testing.assert_close(out["gather"], out["dense"], atol=1e-4, rtol=1e-4)
+    with pytest.raises(InputError, match="attention_backend=triton"):
+        build_pipeline(_cfg(tmp_path, f"ckpt={exported}", "attention_backend=triton"))

@@ -82,6 +82,8 @@ def test_hierarchy_resolutions():
     assert hierarchy_resolutions(128) == [64, 128]
     assert hierarchy_resolutions(255) == [255]
     assert hierarchy_resolutions(64, min_resolution=16) == [16, 32, 64]
+    assert hierarchy_resolutions(96) == [96]  # the tiny model's default grid decodes densely ...
+    assert hierarchy_resolutions(96, min_resolution=48) == [48, 96]  # ... decode_min_resolution=48: coarse-to-fine
 
 
 def test_near_surface_mask_marks_sign_changes_and_band():
@@ -148,8 +150,9 @@ def test_vae_decode_volume_dense_and_hierarchical():
     for r, grid in zip(results, hier):
         assert r.resolutions == [3, 6, 12]
         assert torch.equal(r.evaluated, ~torch.isnan(grid))
-        # coarse 4^3 dense + level-6 points + level-12 points (this random field is rough: most are refined)
-        assert 4**3 + int(r.evaluated.sum()) < r.num_queries <= 4**3 + 7**3 + 13**3
+        # coarse 4^3 dense + level-6 points + level-12 points (this random field is rough: most are refined);
+        # a fine point that is a coarse one already evaluated is not queried again (reuse_coarse)
+        assert int(r.evaluated.sum()) <= r.num_queries <= 4**3 + 7**3 + 13**3
 
 
 # ---- surface extraction ---------------------------------------------------------------------------------
@@ -216,7 +219,9 @@ def test_latents_to_mesh_batch_components_and_empty(monkeypatch):
     vae = tiny_vae()
     big, small = sphere_fn(0.5, (-0.3, 0.0, 0.0)), sphere_fn(0.2, (0.6, 0.0, 0.0))
 
-    def two_spheres(h: torch.Tensor, xyz: torch.Tensor) -> torch.Tensor:  # [1, N, W], [1, P, 3] -> [1, P]
+    def two_spheres(
+        h: torch.Tensor, xyz: torch.Tensor, kv=None
+    ) -> torch.Tensor:  # [1, N, W], [1, P, 3] -> [1, P]
         return torch.maximum(big(xyz[0]), small(xyz[0]))[None]
 
     monkeypatch.setattr(vae, "query", two_spheres)
@@ -228,8 +233,70 @@ def test_latents_to_mesh_batch_components_and_empty(monkeypatch):
     assert len(kept.split(only_watertight=False)) == 1
     assert kept.vertices[:, 0].max() < 0.3  # the big sphere (centre x=-0.3, r=0.5) survived
 
-    monkeypatch.setattr(vae, "query", lambda h, xyz: -torch.ones(xyz.shape[:2]))
+    monkeypatch.setattr(vae, "query", lambda h, xyz, kv=None: -torch.ones(xyz.shape[:2]))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         empty = vae.latents_to_mesh(z[:1], octree_resolution=8, hierarchical=False)[0]
     assert len(empty.faces) == 0 and any("no surface" in str(w.message) for w in caught)
+
+
+# ---- fast paths pinned to the reference path -------------------------------------------------------------
+def test_latent_kv_reuse_is_bitwise_the_reference_query():
+    vae = tiny_vae()
+    g = torch.Generator().manual_seed(3)
+    h = vae.decode(torch.randn(2, 16, 8, generator=g))
+    xyz = torch.rand(2, 500, 3, generator=g) * 2 - 1
+    with torch.no_grad():
+        kv = vae.geo_decoder.latent_kv(h)
+        assert torch.equal(vae.query(h, xyz, kv), vae.query(h, xyz))
+        assert torch.equal(
+            vae.query(h[1:], xyz[1:, :77], tuple(t[1:] for t in kv)), vae.query(h[1:], xyz[1:, :77])
+        )
+
+
+def _bumped_sphere():
+    vae = tiny_vae()
+    h = vae.decode(torch.randn(1, 16, 8, generator=torch.Generator().manual_seed(0)))
+    sphere = sphere_fn(0.55, (0.0, 0.0, 0.0), sharp=12.0)
+    with torch.no_grad():
+        probe = vae.query(h, torch.rand(1, 4000, 3) * 2 - 1)[0]
+    mu, sd = probe.mean(), probe.std()
+
+    def field(xyz: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return sphere(xyz) + 2.0 * (vae.query(h, xyz[None])[0] - mu) / sd
+
+    return field
+
+
+@pytest.mark.parametrize("name", ["torus", "vae"])
+@pytest.mark.parametrize("R,min_res", [(48, 12), (32, 16)])
+def test_reuse_coarse_gives_the_reference_grid_with_fewer_queries(name, R, min_res):
+    """Fine points (2i, 2j, 2k) keep their coarse logit: same grid and mesh as re-querying them."""
+    field = torus_fn() if name == "torus" else _bumped_sphere()
+    ref = decode_hierarchical(field, B, R, num_chunks=1000, min_resolution=min_res, reuse_coarse=False)
+    fast = decode_hierarchical(field, B, R, num_chunks=1000, min_resolution=min_res)
+    assert fast.resolutions == ref.resolutions and len(ref.resolutions) >= 2
+    assert torch.equal(fast.evaluated, ref.evaluated)
+    assert fast.num_queries < ref.num_queries
+    torch.testing.assert_close(fast.logits, ref.logits, atol=1e-5, rtol=1e-5)
+    vr, fr = extract_surface(ref.logits, B)
+    vf, ff = extract_surface(fast.logits, B)
+    assert len(fr) > 100 and np.array_equal(fr, ff)
+    np.testing.assert_allclose(vf, vr, atol=1e-5)
+
+
+def test_vae_hierarchical_mesh_equals_reference_path():
+    """latents_to_mesh (cached latent keys/values, coarse reuse, inference mode) vs a plain re-query decode."""
+    vae = tiny_vae()
+    with torch.no_grad():
+        vae.geo_decoder.output_proj.weight.mul_(200.0)
+    z = torch.randn(1, 16, 8, generator=torch.Generator().manual_seed(1))
+    fast = vae.decode_volume(z, resolution=16, hierarchical=True, min_resolution=4, return_results=True)[0]
+    with torch.no_grad():
+        h = vae.decode(z)
+        ref = decode_hierarchical(
+            lambda xyz: vae.query(h, xyz[None])[0], B, 16, min_resolution=4, reuse_coarse=False
+        )
+    assert torch.equal(fast.evaluated, ref.evaluated) and fast.num_queries < ref.num_queries
+    torch.testing.assert_close(fast.logits, ref.logits, atol=1e-5, rtol=1e-5)

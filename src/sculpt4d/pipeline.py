@@ -374,8 +374,10 @@ class Sculpt4DPipeline:
         largest_component: bool = True,
         bounds: float = 1.01,
         callback: Progress | None = None,
+        min_resolution: int = 63,
     ) -> list[trimesh.Trimesh]:
-        """VAE-decode each frame and extract its surface (``None`` = the checkpoint's ``octree_resolution``)."""
+        """VAE-decode each frame and extract its surface (``None`` = the checkpoint's ``octree_resolution``;
+        ``min_resolution``: coarsest hierarchical level)."""
         if octree_resolution is None:
             octree_resolution = self.inference.octree_resolution
         vae = self._place(self.components.vae)
@@ -391,6 +393,7 @@ class Sculpt4DPipeline:
                 mc_algo=mc_algo,
                 hierarchical=hierarchical,
                 largest_component=largest_component,
+                min_resolution=min_resolution,
             )[0]
             meshes.append(mesh)
             if callback is not None:
@@ -418,6 +421,7 @@ class Sculpt4DPipeline:
         per_frame: bool = False,
         progress: bool = True,
         callback: Progress | None = None,
+        min_resolution: int = 63,
     ) -> PipelineOutput:
         """``frames``: a folder (read with :meth:`frames`: the checkpoint's ``sequence_length`` and
         ``frame_stride``) or the frames themselves, used as given. ``None`` options take the checkpoint's
@@ -446,6 +450,7 @@ class Sculpt4DPipeline:
             hierarchical,
             largest_component,
             callback=callback,
+            min_resolution=min_resolution,
         )
         timings["decode_s"] = time.perf_counter() - t0
         pil = [

@@ -26,8 +26,12 @@ def resolve_device(name: str) -> torch.device:
 
 def build_pipeline(cfg: DictConfig):
     """The pipeline a predict/evaluate config describes."""
+    from sculpt4d.models.attention.backends import BACKENDS
     from sculpt4d.pipeline import Sculpt4DPipeline
 
+    backend = cfg.get("attention_backend")
+    if backend is not None and str(backend) not in BACKENDS:
+        raise InputError(f"attention_backend={backend} is not one of {', '.join(BACKENDS)} (or null)")
     device = resolve_device(str(cfg.device))
     pipe = Sculpt4DPipeline.from_pretrained(
         str(cfg.ckpt),
@@ -41,6 +45,8 @@ def build_pipeline(cfg: DictConfig):
     pipe.preprocess_cfg.update(
         rgb_mode=str(cfg.get("rgb_mode", "segment")), bg_threshold=float(cfg.get("bg_threshold", 30.0))
     )
+    if backend is not None:  # same mask, another kernel: equal results up to float rounding
+        pipe.components.model.backend = str(backend)
     return pipe
 
 
@@ -137,6 +143,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         hierarchical=bool(cfg.hierarchical),
         largest_component=bool(cfg.largest_component),
         progress=bool(cfg.progress),
+        min_resolution=int(cfg.get("decode_min_resolution", 63)),
     )
 
 
@@ -228,11 +235,17 @@ def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
             export.write_obj_sequence(out.meshes, tmp)
         if ex.glb:
             export.write_animated_glb(out.meshes, tmp / "sequence.glb", fps=float(ex.fps))
+        renders = export.render_strip(out.meshes) if ex.strip_png and ex.video else None  # rendered once
         if ex.strip_png:
-            export.make_strip_image(out.images, out.meshes, tmp / "strip.png")
+            export.make_strip_image(out.images, out.meshes, tmp / "strip.png", renders=renders)
         if ex.video:
             export.write_strip_video(
-                out.images, out.meshes, tmp / "strip.gif", tmp / "strip.mp4", fps=float(ex.fps)
+                out.images,
+                out.meshes,
+                tmp / "strip.gif",
+                tmp / "strip.mp4",
+                fps=float(ex.fps),
+                renders=renders,
             )
         summary = {
             "input": frames.source,

@@ -104,10 +104,13 @@ def strip_frames(
     meshes: Sequence[trimesh.Trimesh],
     size: int = 256,
     backend: str = "auto",
+    renders: Sequence[np.ndarray] | None = None,
 ) -> list[np.ndarray]:
-    """Per frame: input image (left) beside the mesh rendered from a fixed camera (right), [size, 2*size, 3]."""
+    """Per frame: input image (left) beside the mesh rendered from a fixed camera (right), [size, 2*size, 3].
+
+    ``renders``: ``render_strip(meshes, size=size)`` made earlier (the strip image and the video share it)."""
     images = _pair(input_images, meshes)
-    renders = render_strip(meshes, size=size, backend=backend)
+    renders = render_strip(meshes, size=size, backend=backend) if renders is None else renders
     return [np.concatenate([to_rgb(img, size), r], axis=1) for img, r in zip(images, renders)]
 
 
@@ -119,9 +122,11 @@ def write_strip_video(
     fps: float = 8.0,
     size: int = 256,
     backend: str = "auto",
+    renders: Sequence[np.ndarray] | None = None,
 ) -> dict[str, Path | None]:
     """Video with one frame per mesh: the input frame beside the generated mesh (see ``strip_frames``)."""
-    return write_video(strip_frames(input_images, meshes, size, backend), out_path_gif, out_path_mp4, fps)
+    frames = strip_frames(input_images, meshes, size, backend, renders)
+    return write_video(frames, out_path_gif, out_path_mp4, fps)
 
 
 def write_turntable_video(
@@ -146,12 +151,16 @@ def make_strip_image(
     max_frames: int = 8,
     size: int = 256,
     backend: str = "auto",
+    renders: Sequence[np.ndarray] | None = None,
 ) -> Path:
-    """PNG grid: inputs on the top row, meshes (fixed camera) below; at most ``max_frames`` evenly spaced columns."""
+    """PNG grid: inputs on the top row, meshes (fixed camera) below; at most ``max_frames`` evenly spaced columns.
+
+    ``renders``: as in :func:`strip_frames`."""
     images = _pair(input_images, meshes)
     T = len(meshes)
     idx = np.unique(np.linspace(0, T - 1, min(T, max_frames)).round().astype(int))
-    renders = render_strip(meshes, size=size, backend=backend)  # bounds of the whole sequence
+    if renders is None:
+        renders = render_strip(meshes, size=size, backend=backend)  # bounds of the whole sequence
     top = np.concatenate([to_rgb(images[i], size) for i in idx], axis=1)
     bottom = np.concatenate([renders[i] for i in idx], axis=1)
     path = Path(path)

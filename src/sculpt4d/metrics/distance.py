@@ -53,7 +53,7 @@ def _nn_dist(src: SurfaceSamples, dst: SurfaceSamples, workers: int) -> np.ndarr
 
 def chamfer_from_samples(a: SurfaceSamples, b: SurfaceSamples, workers: int = -1) -> float:
     """Chamfer distance between two sampled surfaces (see ``chamfer_distance``)."""
-    if a.empty and b.empty:
+    if a is b or (a.empty and b.empty):  # the same samples: every point is its own neighbour
         return 0.0
     if a.empty or b.empty:
         return WORST_CHAMFER
@@ -64,7 +64,7 @@ def chamfer_fscore_from_samples(
     pred: SurfaceSamples, gt: SurfaceSamples, tau: float = 0.05, workers: int = -1
 ) -> tuple[float, float]:
     """``(chamfer, fscore)`` from one pair of nearest-neighbour queries."""
-    if pred.empty and gt.empty:
+    if pred is gt or (pred.empty and gt.empty):  # the same samples: all distances 0
         return 0.0, 1.0
     if pred.empty or gt.empty:
         return WORST_CHAMFER, 0.0

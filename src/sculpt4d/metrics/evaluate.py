@@ -14,6 +14,7 @@ import numpy as np
 import trimesh
 
 from sculpt4d.errors import InputError
+from sculpt4d.metrics.cache import MeshCache
 from sculpt4d.metrics.distance import SurfaceSamples, chamfer_fscore_from_samples, sample_surface
 from sculpt4d.metrics.motion import motion_iou, sequence_occupancy
 from sculpt4d.metrics.normalize import apply_normalization, normalize_sequence
@@ -88,11 +89,14 @@ def score_sequence(
     """
     _check_lengths(len(preds), len(gt.meshes))
     preds_n = apply_normalization(preds, gt.center, gt.scale)
-    p_samples = [sample_surface(m, gt.n_points, gt.seed) for m in preds_n]
+    cache = MeshCache()  # repeated meshes (and ground-truth copies) are sampled / voxelised once
+    for truth, samples in zip(gt.meshes, gt.samples, strict=True):
+        cache.add_samples(truth, gt.n_points, gt.seed, samples)
+    p_samples = [cache.samples(m, gt.n_points, gt.seed) for m in preds_n]
     per_frame = []
     for t, (pred, truth) in enumerate(zip(preds_n, gt.meshes, strict=True)):
         cd, f = chamfer_fscore_from_samples(p_samples[t], gt.samples[t], tau, workers)
-        iou = volume_iou(pred, truth, resolution=iou_res, bounds=iou_bounds)
+        iou = volume_iou(pred, truth, resolution=iou_res, bounds=iou_bounds, occupancy_fn=cache.occupancy)
         per_frame.append(dict(frame=t, chamfer=cd, iou=iou, fscore=f))
     out = dict(
         chamfer=float(np.mean([r["chamfer"] for r in per_frame])),
@@ -105,7 +109,8 @@ def score_sequence(
     )
     if gt.motion_occ is not None:
         resolution = gt.motion_occ.shape[-1]
-        out["motion_iou"] = motion_iou(sequence_occupancy(preds_n, resolution), gt.motion_occ)
+        pred_occ = sequence_occupancy(preds_n, resolution, occupancy_fn=cache.occupancy)
+        out["motion_iou"] = motion_iou(pred_occ, gt.motion_occ)
     return out
 
 

@@ -15,17 +15,20 @@ import numpy as np
 import trimesh
 
 from sculpt4d.errors import InputError
-from sculpt4d.metrics.occupancy import Bounds, occupancy_grid
+from sculpt4d.metrics.occupancy import Bounds, OccupancyFn, occupancy_grid
 
 #: the shared grid of normalised sequences (the ground truth spans [-0.5, 0.5]^3; 20% margin for predictions)
 MOTION_BOUNDS: Bounds = (np.full(3, -0.6), np.full(3, 0.6))
 
 
 def sequence_occupancy(
-    meshes: Sequence[trimesh.Trimesh | None], resolution: int = 128, bounds: Bounds = MOTION_BOUNDS
+    meshes: Sequence[trimesh.Trimesh | None],
+    resolution: int = 128,
+    bounds: Bounds = MOTION_BOUNDS,
+    occupancy_fn: OccupancyFn = occupancy_grid,
 ) -> np.ndarray:
     """Occupancy of every frame on one shared ``resolution``^3 grid.  # [T, R, R, R] bool"""
-    return np.stack([occupancy_grid(m, bounds, resolution) for m in meshes])
+    return np.stack([occupancy_fn(m, bounds, resolution) for m in meshes])
 
 
 def change_regions(occ: np.ndarray) -> np.ndarray:

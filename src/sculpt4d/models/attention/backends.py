@@ -10,7 +10,9 @@ for the per-frame time token. Backends:
   parts merged by log-sum-exp, custom backward). Elsewhere: query blocks grouped by their number of kept key
   blocks, kept key blocks gathered, one SDPA per group (chunked). Cost and memory scale with the kept blocks.
 - ``dense``: SDPA with the full token mask (the O((TN)^2) reference).
-``auto``: block_sparse_attn on CUDA when importable and applicable, else flex on CUDA, else gather.
+``auto``: block_sparse_attn on CUDA when importable and applicable, else flex on CUDA, else gather. On a CPU
+gather also wins at the tiny model's sizes (T x N = 8 x 128 .. 16 x 512, 4 heads x 48, block 32: 0.5-0.85x the
+time of dense, forward and forward+backward; ``benchmarks/attention.py --crossover`` re-measures it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .masks import BlockMask4D
 
 BACKENDS = ("auto", "block_sparse_attn", "flex", "gather", "dense")
 GATHER_CHUNK_BYTES = 256 * 2**20  # bound on the gathered k+v of one SDPA call
+DENSE_MASK_CACHE_ELEMENTS = 2**24  # dense: token masks up to 16 MiB stay cached with their BlockMask4D
 
 
 def sparse_attention(
@@ -84,16 +87,22 @@ def choose_backend(q: Tensor, mask: BlockMask4D, has_prefix: bool = False) -> st
 
 
 # ------------------------------------------------------------------------------------------ dense
-def dense_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D, prefix_kv: tuple[Tensor, Tensor] | None = None
-) -> Tensor:
-    """Reference: SDPA with the full ``[TN, TN(+TP)]`` boolean token mask."""
-    m = mask.dense_bool(q.device)  # [TN, TN]
+def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
+                    prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Reference: SDPA with the full ``[TN, TN(+TP)]`` boolean token mask (kept with the mask up to
+    ``DENSE_MASK_CACHE_ELEMENTS``, rebuilt per call above)."""
+    P = 0 if prefix_kv is None else prefix_kv[0].shape[3]
+    key = ("dense", P, str(q.device))
+    m = mask._plans.get(key)
+    if m is None:
+        m = mask.dense_bool(q.device)  # [TN, TN]
+        if P:
+            frame_q = torch.arange(mask.T * mask.N, device=q.device) // mask.N
+            m = torch.cat([m, (frame_q[:, None] == torch.arange(mask.T * P, device=q.device) // P)], dim=1)
+        if m.numel() <= DENSE_MASK_CACHE_ELEMENTS:
+            mask._plans[key] = m  # [TN, TN + TP]
     if prefix_kv is not None:
         kp, vp = prefix_kv  # [B, H, T, P, D]
-        T, P = kp.shape[2], kp.shape[3]
-        frame_q = torch.arange(T * mask.N, device=q.device) // mask.N
-        m = torch.cat([m, (frame_q[:, None] == torch.arange(T * P, device=q.device) // P)], dim=1)
         k = torch.cat([k, kp.flatten(2, 3)], dim=2)
         v = torch.cat([v, vp.flatten(2, 3)], dim=2)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=m)

@@ -25,9 +25,9 @@ class QKNormAttention(nn.Module):
         self.q_norm = _qk_norm(head_dim, qk_norm)
         self.k_norm = _qk_norm(head_dim, qk_norm)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        # q: [B, H, Lq, hd]; k, v: [B, H, Lk, hd] -> [B, Lq, H*hd]
-        q, k = self.q_norm(q), self.k_norm(k)
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, k_normed: bool = False) -> Tensor:
+        # q: [B, H, Lq, hd]; k, v: [B, H, Lk, hd] -> [B, Lq, H*hd]; k_normed: k_norm already applied
+        q, k = self.q_norm(q), (k if k_normed else self.k_norm(k))
         out = F.scaled_dot_product_attention(q, k, v)  # [B, H, Lq, hd]
         return out.transpose(1, 2).flatten(2)
 
@@ -73,13 +73,20 @@ class CrossAttention(nn.Module):
         self.c_proj = nn.Linear(width, width)
         self.attention = QKNormAttention(self.head_dim, qk_norm)
 
-    def forward(self, x: Tensor, data: Tensor) -> Tensor:
-        B, P, _ = x.shape
-        M = data.shape[1]
-        q = self.c_q(x).view(B, P, self.heads, self.head_dim).transpose(1, 2)  # [B, H, P, hd]
+    def kv(self, data: Tensor) -> tuple[Tensor, Tensor]:
+        """The data side: ``k_norm``-ed keys and values, each ``[B, H, M, hd]`` (reusable across query chunks)."""
+        B, M, _ = data.shape
         kv = self.c_kv(data).view(B, M, self.heads, 2 * self.head_dim)  # [B, M, H, 2hd]
         k, v = kv.transpose(1, 2).split(self.head_dim, dim=-1)  # each [B, H, M, hd]
-        return self.c_proj(self.attention(q, k, v))  # [B, P, W]
+        return self.attention.k_norm(k), v
+
+    def forward(
+        self, x: Tensor, data: Tensor | None = None, kv: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        B, P, _ = x.shape
+        k, v = self.kv(data) if kv is None else kv
+        q = self.c_q(x).view(B, P, self.heads, self.head_dim).transpose(1, 2)  # [B, H, P, hd]
+        return self.c_proj(self.attention(q, k, v, k_normed=True))  # [B, P, W]
 
 
 class MLP(nn.Module):
@@ -130,8 +137,14 @@ class ResidualCrossAttentionBlock(nn.Module):
         self.ln_3 = nn.LayerNorm(width, eps=NORM_EPS)
         self.mlp = MLP(width, mlp_expand_ratio)
 
-    def forward(self, x: Tensor, data: Tensor) -> Tensor:
-        x = x + self.attn(self.ln_1(x), self.ln_2(data))
+    def data_kv(self, data: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys/values of ``data`` (see :meth:`CrossAttention.kv`): pass as ``kv`` to skip recomputing them."""
+        return self.attn.kv(self.ln_2(data))
+
+    def forward(
+        self, x: Tensor, data: Tensor | None = None, kv: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        x = x + self.attn(self.ln_1(x), kv=self.data_kv(data) if kv is None else kv)
         return x + self.mlp(self.ln_3(x))
 
 

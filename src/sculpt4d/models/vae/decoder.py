@@ -36,8 +36,14 @@ class GeometryDecoder(nn.Module):
         self.ln_post = nn.LayerNorm(width) if use_ln_post else nn.Identity()  # eps 1e-5
         self.output_proj = nn.Linear(width, 1)
 
-    def forward(self, queries: Tensor, latents: Tensor) -> Tensor:
-        # queries: [B, P, 3], latents: [B, N, W] -> logits [B, P, 1]
+    def latent_kv(self, latents: Tensor) -> tuple[Tensor, Tensor]:
+        """The latent side of the cross-attention (keys, values ``[B, H, N, hd]``), computed once per item."""
+        return self.cross_attn_decoder.data_kv(latents)
+
+    def forward(
+        self, queries: Tensor, latents: Tensor | None = None, kv: tuple[Tensor, Tensor] | None = None
+    ) -> Tensor:
+        # queries: [B, P, 3], latents: [B, N, W] (or their `latent_kv`) -> logits [B, P, 1]
         x = self.query_proj(self.fourier_embedder(queries))
-        x = self.cross_attn_decoder(x, latents)
+        x = self.cross_attn_decoder(x, latents, kv=kv)
         return self.output_proj(self.ln_post(x))

@@ -206,9 +206,12 @@ class ShapeVAE(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         return self.decode(z)
 
-    def query(self, h: Tensor, xyz: Tensor) -> Tensor:
-        """Occupancy logits (positive inside) at ``xyz [B, P, 3]`` given ``h [B, N, W]`` -> ``[B, P]``."""
-        return self.geo_decoder(xyz.to(h.dtype), h).squeeze(-1)
+    def query(self, h: Tensor, xyz: Tensor, kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """Occupancy logits (positive inside) at ``xyz [B, P, 3]`` given ``h [B, N, W]`` -> ``[B, P]``.
+
+        ``kv``: ``geo_decoder.latent_kv(h)``, computed once and reused over many query chunks (same result).
+        """
+        return self.geo_decoder(xyz.to(h.dtype), h, kv=kv).squeeze(-1)
 
     def _volumes(
         self,
@@ -223,13 +226,14 @@ class ShapeVAE(nn.Module):
         if z.dim() != 3:
             raise InputError(f"latents must be [B, N, C], got shape {tuple(z.shape)}")
         out = []
-        with torch.no_grad():
+        with torch.inference_mode():
             h = self.decode(z)  # [B, N, W]
             for b in range(h.shape[0]):
                 hb = h[b : b + 1]
+                kv = self.geo_decoder.latent_kv(hb)  # the latent side, once for all query chunks
 
-                def query_fn(xyz: Tensor, hb: Tensor = hb) -> Tensor:
-                    return self.query(hb, xyz.to(hb.device)[None])[0].float()  # [P]
+                def query_fn(xyz: Tensor, hb: Tensor = hb, kv: tuple[Tensor, Tensor] = kv) -> Tensor:
+                    return self.query(hb, xyz.to(hb.device)[None], kv)[0].float()  # [P]
 
                 if hierarchical:
                     out.append(

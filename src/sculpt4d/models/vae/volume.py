@@ -160,6 +160,7 @@ def decode_hierarchical(
     threshold: float = 0.95,
     min_resolution: int = 63,
     device: torch.device | str | None = None,
+    reuse_coarse: bool = True,
 ) -> VolumeResult:
     """Coarse-to-fine decoding (reference ``HierarchicalVolumeDecoding``, without FlashVDM's top-k).
 
@@ -169,6 +170,10 @@ def decode_hierarchical(
     points. Every other fine point takes the trilinear upsampling of the coarse grid (``align_corners``:
     fine point 2i is coarse point i exactly). Thin parts that the coarsest level misses entirely stay
     missed — the same limit as the reference.
+
+    ``reuse_coarse``: fine points ``(2i, 2j, 2k)`` whose coarse point was evaluated keep that logit (the
+    upsampling puts it there exactly) instead of being queried again: ~1/8 fewer queries per level, the same
+    grid up to the decoder's float rounding (``False`` re-queries them, as the reference).
     """
     levels = hierarchy_resolutions(resolution, min_resolution)
     result = decode_dense(query_fn, bounds, levels[0], num_chunks, device)
@@ -182,6 +187,12 @@ def decode_hierarchical(
         fine = dilate(fine, 2 - expand)
         grid = F.interpolate(grid[None, None], size=(r + 1,) * 3, mode="trilinear", align_corners=True)[0, 0]
         ijk = fine.nonzero()  # [M, 3]
+        if reuse_coarse:  # (2i, 2j, 2k) = coarse (i, j, k): known where the coarse level was evaluated
+            known = (ijk % 2 == 0).all(dim=1)
+            if evaluated is not None:
+                c = ijk[known] // 2
+                known[known.clone()] = evaluated[c[:, 0], c[:, 1], c[:, 2]]
+            ijk = ijk[~known]
         if ijk.shape[0]:
             grid[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = _query_indices(
                 query_fn, grid_axes(bounds, r, grid.device), ijk, num_chunks
