@@ -27,13 +27,16 @@ def run_name(path: Path, summary: dict) -> str:
 
 
 def category_table(per_sequence: Path) -> str | None:
-    """Mean IoU / Chamfer per method and object category (objects named ``<category>_<seed>``), markdown."""
+    """Mean IoU (/ motion IoU when recorded) / Chamfer per method and object category (objects named
+    ``<category>_<seed>``), markdown."""
     rows = list(csv.DictReader(per_sequence.open()))
     if not rows or not all(re.fullmatch(r"[a-z]+_\d+", r["object"]) for r in rows):
         return None
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cats = sorted({r["object"].split("_")[0] for r in rows})
-    lines = ["| category | " + " | ".join(f"{method_label(m)} IoU / CD" for m in methods) + " |"]
+    motion = "motion_iou" in rows[0]
+    what = "IoU / motion IoU / CD" if motion else "IoU / CD"
+    lines = ["| category | " + " | ".join(f"{method_label(m)} {what}" for m in methods) + " |"]
     lines.append("|---" * (len(methods) + 1) + "|")
     for cat in cats:
         cells = []
@@ -41,7 +44,11 @@ def category_table(per_sequence: Path) -> str | None:
             sel = [r for r in rows if r["method"] == m and r["object"].startswith(cat + "_")]
             iou = sum(float(r["iou"]) for r in sel) / len(sel)
             cd = sum(float(r["chamfer"]) for r in sel) / len(sel)
-            cells.append(f"{iou:.3f} / {cd:.4f}")
+            if motion:
+                mot = sum(float(r["motion_iou"]) for r in sel) / len(sel)
+                cells.append(f"{iou:.3f} / {mot:.3f} / {cd:.4f}")
+            else:
+                cells.append(f"{iou:.3f} / {cd:.4f}")
         lines.append(f"| {cat} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

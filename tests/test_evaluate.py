@@ -83,8 +83,8 @@ def test_plot_eval_tables_and_plot(tmp_path):
 
     run = tmp_path / "benchmark"
     run.mkdir()
-    row = dict(chamfer=0.07591, iou=0.2843, fscore=0.6227, jitter=0.01104, tflops=1.4241, seconds=15.71,
-               memory_mb=1560.4, sequences=2)  # fmt: skip
+    row = dict(chamfer=0.07591, iou=0.2843, fscore=0.6227, jitter=0.01104, motion_iou=0.3217, tflops=1.4241,
+               seconds=15.71, memory_mb=1560.4, sequences=2)  # fmt: skip
     methods = {"4d": row, "variant:full": {**row, "tflops": 1.79, "iou": 0.25}}
     (run / "summary.json").write_text(json.dumps({"objects": 2, "benchmark": "b", "methods": methods}))
     (run / "per_sequence.csv").write_text(
@@ -95,7 +95,7 @@ def test_plot_eval_tables_and_plot(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_eval.py"), str(run / "summary.json"),
                           "--plot", str(png)], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "| 4d (blockmask) | 0.0759 | 0.284 | 0.623 | 0.0110 | 1.42 | 15.7 | 1560 |" in res.stdout
+    assert "| 4d (blockmask) | 0.0759 | 0.284 | 0.623 | 0.0110 | 0.322 | 1.42 | 15.7 | 1560 |" in res.stdout
     assert "| full | 0.0759 | 0.250 |" in res.stdout
     assert "| box | 0.400 / 0.0500 | 0.300 / 0.0600 |" in res.stdout  # per category: IoU / Chamfer
     assert png.stat().st_size > 10_000
