@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[predict_demos] {name}: {time.perf_counter() - t0:.1f} s", flush=True)
         strip = Image.open(out / "strip.png").convert("RGB")
         label = Image.new("RGB", (strip.width, 18), "white")
-        ImageDraw.Draw(label).text((4, 3), f"demos/{name}: input (top), generated meshes (bottom)", fill="black")
+        ImageDraw.Draw(label).text(
+            (4, 3), f"demos/{name}: input (top), generated meshes (bottom)", fill="black"
+        )
         strips.append(np.concatenate([np.asarray(label), np.asarray(strip)], axis=0))
     width = max(s.shape[1] for s in strips)
     padded = [np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]

@@ -141,8 +141,12 @@ def test_fp32_gather_close_to_dense_and_auto_on_cpu():
     m = build_block_mask("blockmask", 8, 64, block_size=16)
     q, k, v, pre = _inputs(8, 64, dtype=torch.float32)
     assert choose_backend(q, m, True) == "gather"
-    torch.testing.assert_close(sparse_attention(q, k, v, m, "auto", pre), sparse_attention(q, k, v, m, "dense", pre),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        sparse_attention(q, k, v, m, "auto", pre),
+        sparse_attention(q, k, v, m, "dense", pre),
+        atol=1e-5,
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("T,N", [(8, 128), (16, 256), (8, 512), (16, 1024)])

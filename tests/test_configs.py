@@ -20,8 +20,11 @@ def _compose(name: str, *overrides: str, hydra: bool = False):
 
 def test_predict_defaults_match_the_original_inference_arguments():
     cfg = _compose("predict")
-    assert (cfg.num_steps, cfg.guidance_scale, cfg.noise_share_alpha, cfg.mc_algo) == (50, 5.0, 1.0, "mc")
-    assert cfg.model.name == "tiny" and cfg.sequence_length == 8
+    assert (cfg.noise_share_alpha, cfg.mc_algo) == (1.0, "mc")
+    # null = the checkpoint's (its config.yaml `inference:` node); the paper model config keeps the originals
+    assert cfg.num_steps is None and cfg.guidance_scale is None and cfg.sequence_length is None
+    paper = _compose("predict", "model=sculpt4d").model
+    assert (paper.num_steps, paper.guidance_scale, paper.sequence_length) == (50, 5.0, 8)
     assert "attention" not in cfg  # the checkpoint's own attention unless the user picks one
 
 
@@ -33,7 +36,9 @@ def test_predict_attention_override(variant):
 def test_paper_model_config_and_hub_checkpoint_compose():
     cfg = _compose("predict", "model=sculpt4d", "ckpt=hf://TencentARC/Sculpt4D/blockmask_bf16", "dtype=bf16")
     assert cfg.model.dit.hidden_size == 2048 and cfg.model.vae.num_latents == 4096
-    assert cfg.ckpt.startswith("hf://") and cfg.octree_resolution == 256
+    assert (
+        cfg.ckpt.startswith("hf://") and cfg.octree_resolution is None and cfg.model.octree_resolution == 256
+    )
 
 
 def test_evaluate_composes_on_top_of_predict():

@@ -83,7 +83,10 @@ def test_hierarchy_resolutions():
     assert hierarchy_resolutions(255) == [255]
     assert hierarchy_resolutions(64, min_resolution=16) == [16, 32, 64]
     assert hierarchy_resolutions(96) == [96]  # the tiny model's default grid decodes densely ...
-    assert hierarchy_resolutions(96, min_resolution=48) == [48, 96]  # ... decode_min_resolution=48: coarse-to-fine
+    assert hierarchy_resolutions(96, min_resolution=48) == [
+        48,
+        96,
+    ]  # ... decode_min_resolution=48: coarse-to-fine
 
 
 def test_near_surface_mask_marks_sign_changes_and_band():

@@ -78,6 +78,16 @@ def peek_inference_defaults(cfg: DictConfig):
         return None
 
 
+def model_node_defaults(cfg: DictConfig):
+    """Inference defaults from the composed ``model`` config (used until a remote checkpoint is loaded)."""
+    from sculpt4d.inference import InferenceDefaults
+
+    node = cfg.get("model")
+    return (
+        InferenceDefaults.from_config({"model": OmegaConf.to_container(node, resolve=True)}) if node else None
+    )
+
+
 def with_checkpoint_defaults(cfg: DictConfig, inference) -> DictConfig:
     """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
     ``octree_resolution``, ``sequence_length``, ``frame_stride``) take the checkpoint's values
@@ -214,7 +224,8 @@ def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
     from sculpt4d.inputs.frames import resolve
     from sculpt4d.utils.io import atomic_dir
 
-    cfg = with_checkpoint_defaults(cfg, peek_inference_defaults(cfg))  # from config.yaml, no weights loaded
+    # the checkpoint's defaults from its config.yaml (no weights loaded), else the model config's for now
+    cfg = with_checkpoint_defaults(cfg, peek_inference_defaults(cfg) or model_node_defaults(cfg))
     check_options(cfg)
     inputs = cfg.input if isinstance(cfg.input, str) else list(cfg.input)
     sources = [resolve(str(s), cfg.paths.data_dir) for s in ([inputs] if isinstance(inputs, str) else inputs)]

@@ -93,6 +93,9 @@ class Objects4DDataModule(LightningDataModule):
         on_bad_object: OnBad = "skip",
     ) -> None:
         super().__init__()
+        strides = (
+            [int(k) for k in strides] if strides is not None else None
+        )  # plain list: resume loads weights_only
         self.save_hyperparameters(logger=False)
         self.train_set: Objects4DDataset | None = None
         self.val_set: Objects4DDataset | None = None

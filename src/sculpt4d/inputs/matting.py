@@ -121,7 +121,7 @@ def remove_background(
         raise InputError(
             f"{name}: the frame has no alpha and its background is not plain, and rembg is not available "
             f"(pip install -e '.[rembg]' and the model file {rembg_model_path()}); give RGBA frames or "
-            "frames on a plain background"
+            "frames on a plain background, or pass remove_background=none rgb_mode=whole to use the whole image"
         )
     if not alpha.any():
         what = "fully transparent" if method == "alpha" else f"empty after background removal ({method})"

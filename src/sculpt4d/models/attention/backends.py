@@ -87,8 +87,9 @@ def choose_backend(q: Tensor, mask: BlockMask4D, has_prefix: bool = False) -> st
 
 
 # ------------------------------------------------------------------------------------------ dense
-def dense_attention(q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D,
-                    prefix_kv: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def dense_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D, prefix_kv: tuple[Tensor, Tensor] | None = None
+) -> Tensor:
     """Reference: SDPA with the full ``[TN, TN(+TP)]`` boolean token mask (kept with the mask up to
     ``DENSE_MASK_CACHE_ELEMENTS``, rebuilt per call above)."""
     P = 0 if prefix_kv is None else prefix_kv[0].shape[3]
