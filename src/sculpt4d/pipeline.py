@@ -237,38 +237,18 @@ class Sculpt4DPipeline:
     def load_images(self, frames: Sequence[str | Path | Image.Image | np.ndarray]) -> torch.Tensor:
         """Read + preprocess frames -> ``[T, 3, S, S]`` in [-1, 1] (``preprocess.crop``: per frame or one
         box for the whole sequence, as the model was trained); an error names the frame's file."""
-        from sculpt4d.utils.images import alpha_box, load_image, preprocess_image, to_rgba, union_box
+        from sculpt4d.utils.images import preprocess_images
 
         cfg = self.preprocess_cfg
-        crop = str(cfg.get("crop", "frame"))
-        if crop not in ("frame", "sequence"):
-            raise InputError(f"preprocess crop must be 'frame' or 'sequence', got {crop!r}")
-        names = [str(f) if isinstance(f, str | Path) else f"frame {i}" for i, f in enumerate(frames)]
-
-        def named(name: str, e: InputError) -> InputError:
-            msg = str(e)
-            return InputError(msg if msg.startswith(name) else f"{name}: {msg}")
-
-        rgbas = []
-        for name, frame in zip(names, frames):
-            try:
-                img = load_image(frame) if isinstance(frame, str | Path) else frame
-                rgba = to_rgba(img, str(cfg.get("rgb_mode", "segment")), float(cfg.get("bg_threshold", 30.0)))
-                rgbas.append((rgba, alpha_box(rgba)))
-            except InputError as e:
-                raise named(name, e) from None
-        box = union_box([b for _, b in rgbas]) if crop == "sequence" and rgbas else None
-        tensors = []
-        for name, (rgba, _) in zip(names, rgbas):
-            try:
-                tensors.append(
-                    preprocess_image(
-                        rgba, size=int(cfg["size"]), border_ratio=float(cfg["border_ratio"]), box=box
-                    )
-                )
-            except InputError as e:
-                raise named(name, e) from None
-        return torch.stack(tensors)  # [T, 3, S, S]
+        return preprocess_images(
+            frames,
+            crop=str(cfg.get("crop", "frame")),
+            rgb_mode=str(cfg.get("rgb_mode", "segment")),
+            bg_threshold=float(cfg.get("bg_threshold", 30.0)),
+            names=[str(f) if isinstance(f, str | Path) else f"frame {i}" for i, f in enumerate(frames)],
+            size=int(cfg["size"]),
+            border_ratio=float(cfg["border_ratio"]),
+        )  # [T, 3, S, S]
 
     def check_length(self, num_frames: int) -> None:
         """:class:`InputError` when the temporal adapter cannot take ``num_frames`` frames."""

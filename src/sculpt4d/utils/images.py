@@ -16,8 +16,9 @@ foreground or a foreground covering (almost) the whole image raise :class:`Input
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -234,17 +235,40 @@ def preprocess_image(
     return x.permute(2, 0, 1).contiguous()
 
 
+@contextlib.contextmanager
+def _named(name: str) -> Iterator[None]:
+    """Prefix an :class:`InputError` raised inside with ``name`` (the frame's file), once."""
+    try:
+        yield
+    except InputError as e:
+        msg = str(e)
+        raise InputError(msg if msg.startswith(name) else f"{name}: {msg}") from None
+
+
 def preprocess_images(
     images: Sequence[ImageLike],
     crop: str = "frame",
     rgb_mode: RGBMode = "segment",
     bg_threshold: float = 30.0,
+    names: Sequence[str] | None = None,
     **kwargs,
 ) -> torch.Tensor:
     """A frame sequence -> ``[T, 3, size, size]``; ``crop="sequence"`` crops every frame to the union of the
-    frames' alpha boxes (the object keeps its motion in the image), ``"frame"`` each to its own box."""
+    frames' alpha boxes (the object keeps its motion in the image), ``"frame"`` each to its own box.
+
+    Every frame is read and masked before any is resized, so a bad frame fails early; its error starts with
+    its name (``names``, default ``frame i``)."""
     if crop not in ("frame", "sequence"):
         raise InputError(f"preprocess crop must be 'frame' or 'sequence', got {crop!r}")
-    rgbas = [to_rgba(im, rgb_mode, bg_threshold) for im in images]
-    box = union_box([alpha_box(a) for a in rgbas]) if crop == "sequence" and rgbas else None
-    return torch.stack([preprocess_image(a, box=box, **kwargs) for a in rgbas])
+    names = list(names) if names is not None else [f"frame {i}" for i in range(len(images))]
+    rgbas, boxes = [], []
+    for name, image in zip(names, images):
+        with _named(name):
+            rgbas.append(to_rgba(image, rgb_mode, bg_threshold))
+            boxes.append(alpha_box(rgbas[-1]))
+    shared = union_box(boxes) if crop == "sequence" and boxes else None
+    tensors = []
+    for name, rgba, box in zip(names, rgbas, boxes):
+        with _named(name):
+            tensors.append(preprocess_image(rgba, box=shared or box, **kwargs))
+    return torch.stack(tensors)
