@@ -9,7 +9,7 @@ conditioner jointly; the 4D stage freezes it. At the end the 4D export is shippe
 ``data/checkpoints/tiny``: ``model.safetensors`` + ``config.yaml`` + ``metrics.json``) and the loss curves
 are drawn to ``docs/images/tiny_loss_curves.png``.
 
-    python scripts/train_tiny.py --data data/tiny                    # 52 min of training on 2 cores
+    python scripts/train_tiny.py --data data/tiny                    # 57 min of training on 2 cores
     python scripts/train_tiny.py --data data/tiny --minutes 2 2 2    # a smoke run (overrides the budgets)
     python scripts/train_tiny.py --data data/tiny --only 4d          # redo a stage from the existing exports
     python scripts/train_tiny.py --data data/tiny_pack --trainer gpu ...  # on a GPU: scripts/train_tiny_gpu.sh

@@ -164,3 +164,21 @@ def test_stage_chain_init_from(train_cfg, tmp_path: Path) -> None:
         torch.testing.assert_close(m4.conditioner.state_dict()[k], v)
     with pytest.raises(Exception, match=r"no 'model\.\*' weights"):  # a VAE-only export cannot start stage 4D
         instantiate(train_cfg("4d", f"init_from={vae_dir}").lit, _recursive_=False)
+
+
+def test_validation_logs_the_condition_gap(train_cfg, monkeypatch) -> None:
+    cfg = train_cfg("dit3d", "lit.val.num_samples=0")
+    module = instantiate(cfg.lit, _recursive_=False)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(module, "log_dict", lambda d, **kw: logged.update({k: float(v) for k, v in d.items()}))
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+        gap = logged["val/cond_gap"]  # null-context loss minus the loss with the image
+        assert gap != 0.0 and torch.isfinite(torch.tensor(gap))
+        real = module.encode_condition
+        monkeypatch.setattr(module, "encode_condition", lambda b: torch.zeros_like(real(b)))
+        module.validation_step(batch, 0)  # an image worth nothing: no gap
+    assert logged["val/cond_gap"] == 0.0

@@ -46,6 +46,17 @@ def test_logvar_bias_init_starts_near_deterministic():
     assert torch.all(vae.pre_kl.bias[4:] == -6.0) and torch.all(vae.pre_kl.bias[:4] == 0.0)
 
 
+def test_weight_init_reference_is_small_pytorch_is_nn_linear_default():
+    ref, torch_init = _vae(), _vae(weight_init="pytorch")
+    w_ref, w_pt = ref.post_kl.weight, torch_init.post_kl.weight  # [32, 4]: fan-in 4
+    assert w_ref.std() < 0.25 * (1 / 32) ** 0.5 * 1.5  # N(0, (0.25/sqrt(width))^2)
+    bound = 1 / 4**0.5  # nn.Linear's kaiming-uniform bound 1/sqrt(fan_in)
+    assert w_pt.abs().max() <= bound and w_pt.std() > 4 * w_ref.std()
+    assert torch.all(ref.pre_kl.bias == 0) and torch.any(torch_init.pre_kl.bias != 0)
+    with pytest.raises(ValueError, match="weight_init"):
+        _vae(weight_init="xavier")
+
+
 def test_per_channel_latent_statistics_round_trip():
     mean, std = [0.5, -1.0, 0.0, 2.0], [0.1, 2.0, 1.0, 0.5]
     vae = _vae(latent_mean=mean, latent_std=std)

@@ -29,7 +29,10 @@ class ShapeVAE(nn.Module):
     DiT latents are ``to_dit(z)``: per channel ``(z − latent_mean) / latent_std`` when those statistics are
     set (plain attributes, recorded in an export's config), else the reference's ``z · scale_factor``;
     ``encode``/``decode`` never apply either. ``logvar_bound`` / ``logvar_bias_init`` choose the posterior's
-    upper bound (see :class:`DiagonalGaussian`) and the initial bias of ``pre_kl``'s logvar half. ``fps_random_start`` (not a reference option) picks whether FPS starts at a random
+    upper bound (see :class:`DiagonalGaussian`) and the initial bias of ``pre_kl``'s logvar half.
+    ``weight_init``: ``"reference"`` draws every Linear from N(0, (0.25/√width)²) (the 3DShape2VecSet lineage);
+    ``"pytorch"`` keeps ``nn.Linear``'s own init, which trains a small VAE far faster from scratch (the
+    reference init's outputs start near zero through each of the stacked blocks). ``fps_random_start`` (not a reference option) picks whether FPS starts at a random
     point (reference behaviour) or at the first point of the input subset (deterministic parity tests).
     """
 
@@ -58,6 +61,7 @@ class ShapeVAE(nn.Module):
         fps_random_start: bool = True,
         logvar_bound: str = "clamp",
         logvar_bias_init: float | None = None,
+        weight_init: str = "reference",
         latent_mean: list[float] | None = None,
         latent_std: list[float] | None = None,
     ):
@@ -101,7 +105,10 @@ class ShapeVAE(nn.Module):
             qk_norm=qk_norm,
             use_ln_post=geo_decoder_ln_post,
         )
-        self._init_weights(0.25 * math.sqrt(1.0 / width))
+        if weight_init == "reference":
+            self._init_weights(0.25 * math.sqrt(1.0 / width))
+        elif weight_init != "pytorch":
+            raise ValueError(f"weight_init must be 'reference' or 'pytorch', got {weight_init!r}")
         if logvar_bias_init is not None and not self.pre_kl.bias.is_meta:
             with torch.no_grad():
                 self.pre_kl.bias[embed_dim:] = float(logvar_bias_init)
