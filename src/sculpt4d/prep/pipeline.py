@@ -18,11 +18,12 @@ import json
 import os
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import trimesh
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from sculpt4d.errors import InputError, MissingDependencyError
@@ -36,32 +37,69 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 @dataclass
 class PrepParams:
-    """Everything a stage's output depends on (a stage re-runs when its part changes)."""
+    """Everything a stage's output depends on (a stage re-runs when its part changes).
 
-    num_frames: int = 32
-    clip: str | int | None = None
-    backend: str = "numpy"  # animation evaluation: numpy | blender
-    num_views: int = 24
-    resolution: int = 512
-    elevation: tuple[float, float] = (-90.0, 90.0)
-    azimuth: tuple[float, float] = (-180.0, 180.0)
-    radius: float = 2.6
-    fov: float = 40.0
-    shading: str = "auto"  # auto | geometry | color
-    render_backend: str = "auto"  # auto | pyrender | embree
-    input_mode: str = "render"  # render | hybrid | export
-    labels: str = (
-        "watertight"  # watertight (a grid_res remesh; any mesh) | exact (closed parts, fixed topology)
-    )
-    grid_res: int = 256
-    narrow_band: bool = True
-    pc_random: int = 40960
-    pc_sharp: int = 40960
-    sharp_angle: float = 30.0
-    volume_size: int = 40960
-    seed: int = 0
-    allow_static: bool = False  # an asset without animation repeats its rest pose instead of failing
+    No defaults here: they live in ``conf/prep.yaml`` only; build with :meth:`from_config`.
+    """
+
+    num_frames: int
+    clip: str | int | None
+    backend: str  # animation evaluation: numpy | blender
+    num_views: int
+    resolution: int
+    elevation: tuple[float, float]
+    azimuth: tuple[float, float]
+    radius: float
+    fov: float
+    shading: str  # auto | geometry | color
+    render_backend: str  # auto | pyrender | embree
+    input_mode: str  # render | hybrid | export
+    labels: str  # watertight (a grid_res remesh; any mesh) | exact (closed parts, fixed topology)
+    grid_res: int
+    narrow_band: bool
+    pc_random: int
+    pc_sharp: int
+    sharp_angle: float
+    volume_size: int
+    seed: int
+    allow_static: bool  # an asset without animation repeats its rest pose instead of failing
     extra_meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | None = None, **overrides) -> PrepParams:
+        """From the composed prep config (default: ``conf/prep.yaml``), then ``overrides`` by field name."""
+        if cfg is None:
+            from sculpt4d.config import CONF_DIR
+
+            cfg = OmegaConf.load(Path(CONF_DIR) / "prep.yaml")
+        pc = cfg.pc_size
+        if isinstance(pc, int):  # a single number = both kinds
+            pc = {"random_surface": pc, "sharp_surface": pc}
+        cam = cfg.camera
+        p = cls(
+            num_frames=int(cfg.num_frames),
+            clip=cfg.clip,
+            backend=str(cfg.backend),
+            num_views=int(cfg.num_views),
+            resolution=int(cfg.resolution),
+            elevation=tuple(float(x) for x in cam.elevation),
+            azimuth=tuple(float(x) for x in cam.azimuth),
+            radius=float(cam.radius),
+            fov=float(cam.fov),
+            shading=str(cfg.render.shading),
+            render_backend=str(cfg.render.backend),
+            input_mode=str(cfg.input_mode),
+            labels=str(cfg.labels),
+            grid_res=int(cfg.grid_res),
+            narrow_band=bool(cfg.narrow_band),
+            pc_random=int(pc["random_surface"]),
+            pc_sharp=int(pc["sharp_surface"]),
+            sharp_angle=float(cfg.sharp_angle),
+            volume_size=int(cfg.volume_size),
+            seed=int(cfg.seed),
+            allow_static=bool(cfg.allow_static),
+        )
+        return replace(p, **overrides)
 
     def for_stage(self, stage: str) -> dict:
         keys = {
