@@ -11,7 +11,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from sculpt4d.errors import FailedObjectsError, InputError
-from sculpt4d.prep.pipeline import PrepParams, discover, print_summary, run, shard_items
+from sculpt4d.prep.params import PrepParams
+from sculpt4d.prep.report import print_summary
+from sculpt4d.prep.runner import discover, run, shard_items
 
 
 def shard_spec(cfg: DictConfig) -> str | None:

@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sculpt4d.errors import InputError
-from sculpt4d.prep.pipeline import PrepParams, discover, print_summary, run
+from sculpt4d.prep.params import PrepParams
 from sculpt4d.prep.procedural import BENCHMARK_SEED_OFFSET, CATEGORIES, generate_collection
+from sculpt4d.prep.report import print_summary
+from sculpt4d.prep.runner import discover, run
 
 DEMO_VIEW = {"elevation": 20.0, "azimuth": 30.0}  # inside the tiny camera range below
 TINY = dict(

@@ -103,13 +103,6 @@ class BlockMask4D:
 
 
 # ---------------------------------------------------------------- block patterns for one frame pair
-def _band_rule_any(nb: int, b: int, w: float) -> Tensor:
-    """Block (R, C) kept iff some token pair (r, c) in it has |r - c| <= w."""
-    off = (torch.arange(nb)[None] - torch.arange(nb)[:, None]).abs()  # [nb, nb] |C - R|
-    reach = (math.floor(w) - 1) // b + 1  # largest |C - R| whose closest token pair is within w
-    return off <= reach
-
-
 def _band_rule_strict(nb: int, b: int, w: float) -> Tensor:
     """Radial's shrinkMaskStrict on the token band |r - c| <= w: > 60 % of non-empty columns dense > 1/3."""
     keep = []
