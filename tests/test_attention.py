@@ -286,3 +286,47 @@ def test_gather_cpu_plan_covers_each_kept_block_once(variant):
     assert torch.equal(count, (m.blocks & ~m.diag_blocks).long())
     assert sum(int(d.sum()) for d in diag.values()) == int(m.diag_blocks.sum())
     assert len(parts) + len(stacks) <= 2 * T * m.nb + T  # batched over frames, not one call per query block
+
+
+@pytest.mark.parametrize(
+    "variant", ["blockmask", "radial", "framepack", "rope", "full", "temporal", "spatial"]
+)
+def test_attention_config_fills_each_variants_defaults_from_one_table(variant):
+    """conf/attention/<variant>.yaml names the variant's options without values; AttentionConfig fills them."""
+    from sculpt4d.models.attention import VARIANT_OPTIONS, AttentionConfig
+
+    node = yaml.safe_load((CONF / f"{variant}.yaml").read_text())
+    options = {k: v for k, v in node.items() if k not in ("variant", "block_size", "backend")}
+    assert set(options) == set(VARIANT_OPTIONS[variant]) and all(v is None for v in options.values())
+    cfg = AttentionConfig.from_dict(node)
+    assert cfg.mask_options() == VARIANT_OPTIONS[variant]
+    assert cfg.to_dict() == {
+        "variant": variant,
+        "block_size": 128,
+        **VARIANT_OPTIONS[variant],
+        "backend": "auto",
+    }
+    assert AttentionConfig.from_dict(cfg.to_dict()) == cfg
+    mask = build_block_mask(variant, 4, 256, block_size=32, **options)
+    assert mask is build_block_mask(
+        variant, 4, 256, block_size=32, **VARIANT_OPTIONS[variant]
+    )  # same cache entry
+
+
+def test_attention_config_overrides_and_typos():
+    from sculpt4d.models.attention import AttentionConfig
+
+    cfg = AttentionConfig.from_dict({"variant": "radial", "decay": 1, "_target_": "x"}, backend="gather")
+    assert (cfg.decay, cfg.anchor, cfg.backend, cfg.min_blocks) == (1.0, False, "gather", None)
+    assert AttentionConfig.from_dict({"backend": None}, backend="dense").backend == "dense"
+    assert AttentionConfig.from_dict(None) == AttentionConfig(
+        variant="blockmask", block_size=128, backend="auto"
+    )
+    with pytest.raises(
+        ValueError, match=r"unknown option\(s\) \['decya'\] for attention variant 'blockmask'"
+    ):
+        AttentionConfig.from_dict({"variant": "blockmask", "decya": 0.3})
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['anchor'\] for attention variant 'full'"):
+        AttentionConfig(variant="full", anchor=True)
+    with pytest.raises(ValueError, match="unknown attention variant 'sparse'"):
+        AttentionConfig(variant="sparse")

@@ -208,3 +208,24 @@ def test_analytic_flops_match_the_flop_counter(variant):
     assert run == pytest.approx(3 * 2 * analytic)
     single = forward_flops(TINY | {"mlp_ratio": 4}, 1, N, 5, 1.0, lora_rank=4)["total"]
     assert sampling_flops(m, T, 5, 3, 5.0, per_frame=True) == pytest.approx(T * 3 * 2 * single)
+
+
+def test_joint_attention_modules_hold_the_adapter_keys():
+    """JointSelfAttention is the per-block adapter module; the state-dict names stay adapter.lora.<i>.{q,k,v,o}."""
+    from sculpt4d.models.attention import AttentionConfig
+    from sculpt4d.models.dit.dit4d import JointSelfAttention
+
+    bb, m = make("radial", decay=0.5)
+    assert (
+        all(isinstance(j, JointSelfAttention) for j in m.adapter.lora)
+        and len(m.adapter.lora) == TINY["depth"]
+    )
+    adapter = sorted(k for k in m.state_dict() if not k.startswith("backbone."))
+    lora = [f"adapter.lora.{i}.{p}.{w}" for i in range(TINY["depth"]) for p in "qkvo" for w in "AB"]
+    assert adapter == sorted(["adapter.frame_embed", *lora])
+    assert sorted(k for k in m.state_dict() if k.startswith("backbone.")) == sorted(
+        f"backbone.{k}" for k in bb.state_dict()
+    )
+    assert m.attention == AttentionConfig(variant="radial", block_size=4, backend="gather", decay=0.5)
+    m.backend = "dense"
+    assert m.attention.backend == "dense" and m.attention.decay == 0.5

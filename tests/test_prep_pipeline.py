@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ from sculpt4d.prep.watertight import watertight
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "gltf"  # vendored Khronos samples
 NAMES = ["AnimatedMorphCube", "RiggedSimple", "BoxAnimated"]
-P = PrepParams(num_frames=4, num_views=2, resolution=64, grid_res=48, pc_random=512, pc_sharp=256,
-               volume_size=512, render_backend="embree")  # fmt: skip
+P = PrepParams.from_config(num_frames=4, num_views=2, resolution=64, grid_res=48, pc_random=512, pc_sharp=256,
+                           volume_size=512, render_backend="embree")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -178,15 +179,16 @@ def test_hydra_config_composes_without_submitit(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from sculpt4d.errors import FailedObjectsError
-    from sculpt4d.prep.__main__ import params_from_cfg, run_prep, shard_spec
+    from sculpt4d.prep.__main__ import run_prep, shard_spec
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("prep", overrides=["input=x.glb", "shard=1", "shard_count=3"])
         assert shard_spec(cfg) == "1/3"
-        p = params_from_cfg(cfg)
+        p = PrepParams.from_config(cfg)
         assert (p.num_frames, p.num_views, p.resolution, p.grid_res, p.pc_random) == (32, 24, 512, 256, 40960)
         assert p.elevation == (-90.0, 90.0) and p.input_mode == "render"
+        assert p == PrepParams.from_config()  # the file's defaults are the composed ones
         bad = tmp_path / "in"
         bad.mkdir()
         (bad / "broken.glb").write_bytes(b"nope")
@@ -207,7 +209,7 @@ def test_hybrid_mode_blender_rest_pose_or_clear_error(prepared, tmp_path):
     out, _ = prepared
     obj = tmp_path / "RiggedSimple"
     shutil.copytree(out / "RiggedSimple", obj)
-    p = PrepParams(**{**P.__dict__, "input_mode": "hybrid"})
+    p = replace(P, input_mode="hybrid")
     r = process_object(ASSETS / "RiggedSimple.glb", tmp_path, p, ("sample",))
     if not blender_available():
         assert r["status"] == "failed" and "MissingDependencyError" in r["error"] and "bpy" in r["error"]
@@ -218,3 +220,25 @@ def test_hybrid_mode_blender_rest_pose_or_clear_error(prepared, tmp_path):
     with np.load(obj / "geo_data" / "4d_sample_new.npz", allow_pickle=False) as z:
         a = z["frame_0003/random_surface"]
     assert a.shape == (512, 6) and np.isfinite(a).all() and np.abs(a[:, :3]).max() <= 0.5
+
+
+def test_prep_params_come_from_the_config_only(tmp_path):
+    """PrepParams has no defaults of its own: every field is the composed config's value or an override."""
+    from dataclasses import MISSING, fields
+
+    from hydra import compose, initialize_config_dir
+
+    own = [f.name for f in fields(PrepParams) if f.default is not MISSING or f.default_factory is not MISSING]
+    assert own == ["extra_meta"]  # not a setting: metadata a caller attaches
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        over = ["input=x.glb", "labels=exact", "pc_size=128", "camera.radius=2.0", "render.shading=geometry",
+                "allow_static=true"]  # fmt: skip
+        p = PrepParams.from_config(compose("prep", overrides=over))
+    assert (p.labels, p.pc_random, p.pc_sharp, p.radius, p.shading, p.allow_static) == (
+        "exact", 128, 128, 2.0, "geometry", True)  # fmt: skip
+    q = PrepParams.from_config(num_views=3, seed=7)
+    assert (q.num_views, q.seed) == (3, 7)
+    assert asdict(replace(q, num_views=24, seed=0)) == asdict(PrepParams.from_config())
+    with pytest.raises(TypeError):
+        PrepParams.from_config(num_view=3)  # a typo fails

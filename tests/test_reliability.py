@@ -403,7 +403,7 @@ def test_static_asset_hint_names_a_real_key(tmp_path: Path) -> None:
     from sculpt4d.prep.pipeline import PrepParams, process_object
 
     trimesh.creation.box().export(tmp_path / "static_box.glb")
-    p = PrepParams(
+    p = PrepParams.from_config(
         num_frames=2, num_views=1, resolution=32, grid_res=16, pc_random=64, pc_sharp=64, volume_size=64
     )
     res = process_object(tmp_path / "static_box.glb", tmp_path / "out", p, ("frames",))

@@ -32,7 +32,6 @@ from sculpt4d.errors import InputError
 
 SAMPLING_KEYS = ("noise_share_alpha", "guidance_scale", "num_steps", "seed")
 REFERENCE_METHODS = ("vae_reconstruction", "oracle_static")  # need the ground truth, not the model
-VAE_RANGE = 2.0 * 0.9999  # [-0.5, 0.5] sequence normalisation -> the VAE's [-1, 1] box
 
 
 def evenly_spaced(n: int, k: int) -> list[int]:
@@ -56,6 +55,8 @@ def load_object(
     obj_dir: Path, sequence_length: int, cond_view: int, stride: int = 1
 ) -> tuple[list[Path], list[trimesh.Trimesh]]:
     """Input frames (one view, the same camera for every frame) and GT meshes in the VAE's frame."""
+    from sculpt4d.data.dataset import POINT_SCALE  # [-0.5, 0.5] -> the VAE's box
+
     frame_dirs = select_frames(obj_dir, sequence_length, stride)
     if len(frame_dirs) < sequence_length:
         raise InputError(
@@ -64,7 +65,7 @@ def load_object(
     meta_file = obj_dir / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     # mesh.ply is in the sequence's mesh normalisation; the point clouds (hence the VAE's frame) apply
-    # one more (x - centre) / scale on top of it (prep.pipeline.stage_sample).
+    # one more (x - centre) / scale on top of it (prep.stages.stage_sample).
     norm = meta.get("sample_normalisation") or {}
     center = np.asarray(norm.get("centre", [0.0, 0.0, 0.0]), dtype=np.float64)
     scale = float(norm.get("scale", 1.0))
@@ -72,7 +73,7 @@ def load_object(
     for fd in frame_dirs:
         frames.append(fd / f"{cond_view:03d}.png")
         mesh = trimesh.load(fd / "mesh.ply", force="mesh", process=False)
-        verts = (np.asarray(mesh.vertices) - center) / scale * VAE_RANGE
+        verts = (np.asarray(mesh.vertices) - center) / scale * POINT_SCALE
         gts.append(trimesh.Trimesh(verts, np.asarray(mesh.faces), process=False))
     return frames, gts
 

@@ -23,8 +23,8 @@ from PIL import Image
 from sculpt4d.errors import InputError
 from sculpt4d.inference import InferenceDefaults, conf_model_node
 from sculpt4d.models.factory import Components
+from sculpt4d.utils.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,

@@ -275,10 +275,3 @@ def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
     log.info("wrote %d frames to %s in %.1f s", len(out.meshes), output_dir, total)
     print(f"[sculpt4d] {len(out.meshes)} meshes -> {output_dir} ({total:.1f} s)")
     return output_dir
-
-
-def predict_main(cfg: DictConfig) -> Path | None:
-    """Entry point body: user errors print one clear line and exit with status 2 (nothing written)."""
-    from sculpt4d.config import run_user_task
-
-    return run_user_task(run_predict, cfg)

@@ -22,9 +22,9 @@ from sculpt4d.errors import InputError, Sculpt4DError
 
 def attention_variants() -> list[str]:
     """``trained`` (the checkpoint's own attention) and every mask variant the same weights can run under."""
-    from sculpt4d.models.attention.masks import DEFAULTS
+    from sculpt4d.models.attention import VARIANTS
 
-    return ["trained", *DEFAULTS]
+    return ["trained", *VARIANTS]
 
 
 class Cancelled(Sculpt4DError):

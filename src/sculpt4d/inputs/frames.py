@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sculpt4d.errors import InputError
 from sculpt4d.inputs import matting, video
-from sculpt4d.pipeline import IMAGE_SUFFIXES
+from sculpt4d.utils.images import IMAGE_SUFFIXES
 
 ZIP_SUFFIXES = (".zip",)
 

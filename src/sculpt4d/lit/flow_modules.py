@@ -20,6 +20,7 @@ from torch import nn
 from sculpt4d.diffusion import EulerSampler, FlowMatching, shared_noise
 from sculpt4d.lit.base import BaseLitModule, to_plain
 from sculpt4d.lit.vae_module import occupancy_iou
+from sculpt4d.models.attention import AttentionConfig
 from sculpt4d.models.factory import COMPONENTS, build_components
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class _FlowModule(BaseLitModule):
         self.sample_posterior = bool(sample_posterior)
         self.cond_drop_prob = float(cond_drop_prob)
         self.flow = FlowMatching(timestep_sampling=timestep_sampling)  # type: ignore[arg-type]
-        self.attention_cfg = to_plain(attention) or {"variant": "blockmask"}
+        self.attention_cfg = AttentionConfig.from_dict(to_plain(attention)).to_dict()  # options filled in
         comps = build_components(
             self.net_cfg, self.attention_cfg, four_d=four_d, order=("vae", "conditioner", "model")
         )

@@ -14,14 +14,6 @@ from sculpt4d.checkpoints.load import read_parts as load_init  # noqa: F401
 log = logging.getLogger(__name__)
 
 
-def init_scale_factor(cfg: dict) -> float | None:
-    """``vae.scale_factor`` recorded in an export's config.yaml (``model.vae.scale_factor``), if any."""
-    node = cfg.get("model", cfg) if cfg else {}
-    vae = node.get("vae", {}) if isinstance(node, dict) else {}
-    sf = vae.get("scale_factor") if isinstance(vae, dict) else None
-    return float(sf) if sf is not None else None
-
-
 LATENT_KEYS = ("scale_factor", "latent_mean", "latent_std")
 
 

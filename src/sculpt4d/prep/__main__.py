@@ -11,37 +11,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from sculpt4d.errors import FailedObjectsError, InputError
-from sculpt4d.prep.pipeline import PrepParams, discover, print_summary, run, shard_items
-
-
-def params_from_cfg(cfg: DictConfig) -> PrepParams:
-    """PrepParams from the composed prep config."""
-    pc = cfg.pc_size
-    if isinstance(pc, int):  # a single number = both kinds
-        pc = {"random_surface": pc, "sharp_surface": pc}
-    cam = cfg.camera
-    return PrepParams(
-        num_frames=int(cfg.num_frames),
-        clip=cfg.clip,
-        backend=str(cfg.backend),
-        num_views=int(cfg.num_views),
-        resolution=int(cfg.resolution),
-        elevation=tuple(float(x) for x in cam.elevation),
-        azimuth=tuple(float(x) for x in cam.azimuth),
-        radius=float(cam.radius),
-        fov=float(cam.fov),
-        shading=str(cfg.render.shading),
-        render_backend=str(cfg.render.backend),
-        input_mode=str(cfg.input_mode),
-        grid_res=int(cfg.grid_res),
-        narrow_band=bool(cfg.narrow_band),
-        pc_random=int(pc["random_surface"]),
-        pc_sharp=int(pc["sharp_surface"]),
-        sharp_angle=float(cfg.sharp_angle),
-        volume_size=int(cfg.volume_size),
-        seed=int(cfg.seed),
-        allow_static=bool(cfg.get("allow_static", False)),
-    )
+from sculpt4d.prep.params import PrepParams
+from sculpt4d.prep.report import print_summary
+from sculpt4d.prep.runner import discover, run, shard_items
 
 
 def shard_spec(cfg: DictConfig) -> str | None:
@@ -67,7 +39,7 @@ def run_prep(cfg: DictConfig) -> list[dict]:
     workers = int(cfg.workers) if cfg.workers is not None else (os.cpu_count() or 1)
     out = Path(cfg.output_dir)
     results = run(
-        inputs, out, params_from_cfg(cfg), tuple(cfg.stages), workers=workers,
+        inputs, out, PrepParams.from_config(cfg), tuple(cfg.stages), workers=workers,
         overwrite=bool(cfg.overwrite), show_progress=bool(cfg.progress),
     )  # fmt: skip
     print_summary(results, out)

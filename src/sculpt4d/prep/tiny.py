@@ -19,8 +19,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sculpt4d.errors import InputError
-from sculpt4d.prep.pipeline import PrepParams, discover, print_summary, run
+from sculpt4d.prep.params import PrepParams
 from sculpt4d.prep.procedural import BENCHMARK_SEED_OFFSET, CATEGORIES, generate_collection
+from sculpt4d.prep.report import print_summary
+from sculpt4d.prep.runner import discover, run
 
 DEMO_VIEW = {"elevation": 20.0, "azimuth": 30.0}  # inside the tiny camera range below
 TINY = dict(
@@ -74,7 +76,9 @@ def prepare_procedural_split(
     t_gen = time.perf_counter() - ts
     inputs = [q for q in discover(glb_dir) if q in set(want)]
     stages = PREP_STAGES + (("verify",) if verify else ())
-    res = run(inputs, out / split, PrepParams(**TINY), stages, workers=workers, overwrite=overwrite)
+    res = run(
+        inputs, out / split, PrepParams.from_config(**TINY), stages, workers=workers, overwrite=overwrite
+    )
     print_summary(res, out / split)
     return _stats(res, time.perf_counter() - ts, generate_s=round(t_gen, 1))
 
@@ -87,7 +91,7 @@ def benchmark_split_name(seed_offset: int) -> str:
 def prepare_glb_split(src: Path, out: Path, workers: int = 2, overwrite: bool = False) -> dict:
     """Prepare every animated GLB of ``src`` (e.g. ``tests/assets/gltf``) as ``<out>/ood``, verified."""
     ts = time.perf_counter()
-    res = run(discover(src), out / "ood", PrepParams(**{**TINY, "labels": "watertight"}), PREP_STAGES + ("verify",), workers=workers,
+    res = run(discover(src), out / "ood", PrepParams.from_config(**{**TINY, "labels": "watertight"}), PREP_STAGES + ("verify",), workers=workers,
               overwrite=overwrite)  # fmt: skip
     print_summary(res, out / "ood")
     return _stats(res, time.perf_counter() - ts)

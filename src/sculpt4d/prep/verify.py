@@ -107,7 +107,7 @@ def check_renders(obj_dir: Path, frames: int = 3, min_inside: float = 0.95, dila
     from scipy import ndimage
 
     from sculpt4d.prep.cameras import project
-    from sculpt4d.prep.pipeline import list_frames, read_ply
+    from sculpt4d.prep.meshio import list_frames, read_ply
 
     fds = list_frames(obj_dir)
     if not fds:

@@ -72,17 +72,6 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         ) from e
 
 
-def load_image_sequence(folder: str | os.PathLike, max_frames: int | None = None) -> list[Image.Image]:
-    """Images of ``folder`` in frame order (natural: ``2.png`` before ``10.png``), the first ``max_frames``."""
-    from sculpt4d.pipeline import image_files
-
-    d = Path(folder)
-    if not d.is_dir():
-        raise InputError(f"{d}: not a folder of images")
-    files, _ = image_files(d)
-    return [load_image(f) for f in files[:max_frames]]
-
-
 def _to_uint8_array(img: Image.Image | np.ndarray) -> np.ndarray:
     """``[H, W, 3|4]`` uint8 from a PIL image or an array (uint8, or float in [0, 1])."""
     if isinstance(img, Image.Image):

@@ -29,17 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-VARIANTS = ("blockmask", "radial", "framepack", "rope", "full", "temporal", "spatial")
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "blockmask": dict(anchor=True, decay=0.25, dense_distance=1),
-    "radial": dict(anchor=False, decay=0.2, dense_distance=1),
-    "framepack": dict(anchor=False, dense_distance=1, min_blocks=1),
-    "rope": dict(rope_base=10000.0),
-    "full": dict(),
-    "temporal": dict(),
-    "spatial": dict(),
-}
-_IGNORED = {"variant", "block_size", "backend", "_target_"}
+from .config import VARIANTS, AttentionConfig
 
 
 class BlockMask4D:
@@ -113,13 +103,6 @@ class BlockMask4D:
 
 
 # ---------------------------------------------------------------- block patterns for one frame pair
-def _band_rule_any(nb: int, b: int, w: float) -> Tensor:
-    """Block (R, C) kept iff some token pair (r, c) in it has |r - c| <= w."""
-    off = (torch.arange(nb)[None] - torch.arange(nb)[:, None]).abs()  # [nb, nb] |C - R|
-    reach = (math.floor(w) - 1) // b + 1  # largest |C - R| whose closest token pair is within w
-    return off <= reach
-
-
 def _band_rule_strict(nb: int, b: int, w: float) -> Tensor:
     """Radial's shrinkMaskStrict on the token band |r - c| <= w: > 60 % of non-empty columns dense > 1/3."""
     keep = []
@@ -195,17 +178,10 @@ def _build(variant: str, T: int, N: int, block_size: int, cfg_items: tuple) -> B
 
 
 def build_block_mask(variant: str, T: int, N: int, block_size: int = 128, **cfg: Any) -> BlockMask4D:
-    """Build (cached) the block mask of ``variant`` for T frames of N tokens; unknown keys raise."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown attention variant {variant!r}; choose one of {VARIANTS}")
-    if block_size <= 0 or N % block_size:
-        raise ValueError(f"tokens per frame N={N} must be a multiple of block_size={block_size}")
-    cfg = {k: v for k, v in cfg.items() if k not in _IGNORED}
-    unknown = set(cfg) - set(DEFAULTS[variant])
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {sorted(unknown)} for attention variant {variant!r}; "
-            f"valid: {sorted(DEFAULTS[variant])}"
-        )
-    full_cfg = {**DEFAULTS[variant], **cfg}
-    return _build(variant, int(T), int(N), int(block_size), tuple(sorted(full_cfg.items())))
+    """Build (cached) the block mask of ``variant`` for T frames of N tokens; ``cfg`` holds the variant's
+    options (:class:`AttentionConfig`; missing or ``null`` = its default); unknown keys raise."""
+    att = AttentionConfig.from_dict({**cfg, "variant": variant, "block_size": block_size})
+    if att.block_size <= 0 or N % att.block_size:
+        raise ValueError(f"tokens per frame N={N} must be a multiple of block_size={att.block_size}")
+    options = att.mask_options()
+    return _build(variant, int(T), int(N), att.block_size, tuple(sorted(options.items())))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -88,13 +88,13 @@ class HunyuanDiT(nn.Module):
         self,
         h: Tensor,
         cond: Tensor,
-        self_attn: Callable[[int, DiTBlock], Callable[[Tensor], Tensor] | None] | None = None,
+        self_attn: Sequence[Callable[[Tensor], Tensor]] | None = None,
     ) -> Tensor:
-        """All blocks with the LIFO long skips; ``self_attn(i, block)`` may override block i's self-attention."""
+        """All blocks with the LIFO long skips; ``self_attn[i]`` replaces block i's self-attention."""
         skips: list[Tensor] = []
         for i, block in self.iter_blocks():
             skip = skips.pop() if block.skip_linear is not None else None
-            h = block(h, cond, skip, self_attn(i, block) if self_attn else None)
+            h = block(h, cond, skip, self_attn[i] if self_attn else None)
             if i < self.depth // 2:
                 skips.append(h)
         return h

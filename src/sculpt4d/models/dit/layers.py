@@ -13,9 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# (x, q, k, v) -> (q, k, v): optional hook adding e.g. LoRA deltas to the linear projections.
-ProjHook = Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
-
 
 def timestep_features(t: Tensor, dim: int) -> Tensor:
     """Sinusoidal features ``cat(sin(t f), cos(t f))``, ``f_j = 1e4^(-j/half)`` (no flip, no shift, no x1000)."""
@@ -63,16 +60,21 @@ class SelfAttention(nn.Module):
         self.k_norm = _qk_norm(self.head_dim, qk_norm, qk_norm_type)
         self.out_proj = nn.Linear(dim, dim, bias=True)
 
-    def project(self, x: Tensor, hook: ProjHook | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """x [B, L, D] -> q, k, v [B, H, L, hd] (normalised q, k)."""
-        B, L, _ = x.shape
-        q, k, v = self.to_q(x), self.to_k(x), self.to_v(x)  # [B, L, D] each
-        if hook is not None:
-            q, k, v = hook(x, q, k, v)
+    def linear(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, L, D] -> the q, k, v projections [B, L, D] each."""
+        return self.to_q(x), self.to_k(x), self.to_v(x)
+
+    def heads(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Projections [B, L, D] -> q, k, v [B, H, L, hd] (per-head interleaved split, normalised q, k)."""
+        B, L, _ = q.shape
         qkv = torch.cat([q, k, v], dim=-1).view(B, L, self.num_heads, 3 * self.head_dim)
         q, k, v = qkv.split(self.head_dim, dim=-1)  # [B, L, H, hd] each
         q, k = self.q_norm(q), self.k_norm(k)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, L, D] -> q, k, v [B, H, L, hd] (normalised q, k)."""
+        return self.heads(*self.linear(x))
 
     def forward(self, x: Tensor) -> Tensor:
         B, L, D = x.shape
