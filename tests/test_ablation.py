@@ -88,3 +88,65 @@ def test_consistent_sampling_default_keeps_the_data_stream(tiny_dataset):
     a = Objects4DDataset(recs, sequence_length=3, pc_size=64, load_images=False).load_item(0, 3)
     b = Objects4DDataset(recs, sequence_length=3, pc_size=64, load_images=False, consistent_sampling=True)
     assert torch.equal(a["surface"], b.load_item(0, 3)["surface"])
+
+
+# ------------------------------------------------------------------------------ variant configs
+ABLATIONS = {  # experiment -> (attention variant, anchor or None)
+    "blockmask": ("blockmask", True),
+    "full": ("full", None),
+    "temporal": ("temporal", None),
+    "radial": ("radial", False),
+    "framepack": ("framepack", False),
+    "rope": ("rope", None),
+    "fixed_stride": ("fixed_stride", True),
+    "no_anchor": ("blockmask", False),
+    "no_shared_noise": ("blockmask", True),
+    "no_consistent_sampling": ("blockmask", True),
+}
+
+
+def test_every_ablation_is_the_tiny_4d_recipe_but_one_choice(tmp_path):
+    from conftest import compose_train
+    from omegaconf import OmegaConf
+
+    from sculpt4d.inference import inference_node
+
+    assert {p.stem for p in (ROOT / "conf/experiment/ablation").glob("*.yaml")} == set(ABLATIONS)
+    ref = compose_train(["experiment=tiny_4d", "seed=3"], tmp_path)
+    for name, (variant, anchor) in ABLATIONS.items():
+        cfg = compose_train([f"experiment=ablation/{name}", "seed=3"], tmp_path)
+        assert cfg.attention.variant == variant and cfg.attention.get("anchor") == anchor, name
+        assert (cfg.attention.block_size, cfg.attention.backend) == (32, "dense")
+        assert cfg.config_name == f"ablation_{name}_s3" and cfg.export_dir.endswith(f"ablation_{name}_s3/export")
+        assert cfg.init_from == ref.init_from and cfg.init_from.endswith("dit/tiny_dit3d/export")
+        for key in ("training", "trainer", "callbacks"):
+            assert OmegaConf.to_container(cfg[key]) == OmegaConf.to_container(ref[key]), (name, key)
+        assert (cfg.sequence_length, cfg.pc_size) == (ref.sequence_length, ref.pc_size)
+        assert cfg.data.strides == ref.data.strides and cfg.seed == 3
+        assert cfg.data.consistent_sampling is (name != "no_consistent_sampling")
+        shared = name != "no_shared_noise"
+        assert cfg.lit.flow_noise_share_alpha == ("uniform" if shared else 0.0)
+        node = inference_node(OmegaConf.to_container(cfg.model, resolve=True), cfg.attention)
+        assert node["noise_share_alpha"] == (1.0 if shared else 0.0)
+        assert node["attention"]["variant"] == variant
+
+
+def test_exported_noise_share_alpha_is_the_sampling_default(micro_checkpoint, tmp_path):
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from sculpt4d.inference import InferenceDefaults, inference_node
+    from sculpt4d.pipeline import Sculpt4DPipeline
+
+    shutil.copy(micro_checkpoint / "model.safetensors", tmp_path / "model.safetensors")
+    cfg = OmegaConf.load(micro_checkpoint / "config.yaml")
+    assert InferenceDefaults.from_config(cfg).noise_share_alpha == 1.0  # older exports: shared noise
+    cfg.inference = {**inference_node(cfg.model, cfg.attention), "noise_share_alpha": 0.0}
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    pipe = Sculpt4DPipeline.from_pretrained(str(tmp_path), device="cpu")
+    assert pipe.inference.noise_share_alpha == 0.0
+    cond = torch.randn(1, 3, pipe.components.conditioner.num_tokens, 16)  # [1, T, M, D]
+    run = lambda a: pipe.sample_latents(cond, num_steps=2, noise_share_alpha=a, progress=False)  # noqa: E731
+    torch.testing.assert_close(run(None), run(0.0))
+    assert not torch.allclose(run(None), run(1.0))
