@@ -150,3 +150,169 @@ def test_exported_noise_share_alpha_is_the_sampling_default(micro_checkpoint, tm
     run = lambda a: pipe.sample_latents(cond, num_steps=2, noise_share_alpha=a, progress=False)  # noqa: E731
     torch.testing.assert_close(run(None), run(0.0))
     assert not torch.allclose(run(None), run(1.0))
+
+
+# ------------------------------------------------------------------------------ the study evaluation
+def _export(path: Path, seed: int, variant: str) -> Path:
+    from conftest import ATTENTION, MICRO, micro_components
+    from omegaconf import OmegaConf
+
+    from sculpt4d.hub import save_safetensors
+
+    path.mkdir(parents=True)
+    save_safetensors(micro_components(seed).state_dict(), path / "model.safetensors")
+    att = {**ATTENTION, "variant": variant} if variant == "blockmask" else {"variant": variant, "block_size": 8}
+    (path / "config.yaml").write_text(OmegaConf.to_yaml({"model": MICRO, "attention": att}))
+    return path
+
+
+def test_aggregate_groups_seeds_and_reports_the_spread():
+    from sculpt4d.study import aggregate, format_study_table, variant_and_seed
+
+    assert variant_and_seed("ablation_no_anchor_s12") == ("no_anchor", 12)
+    assert variant_and_seed("mine") == ("mine", None)
+    metrics = lambda iou: {"iou": iou, "motion_iou": iou / 2, "chamfer": 0.1, "fscore": 0.3, "jitter": 0.01,  # noqa: E731
+                           "tflops": 1.0, "paper_pflops": 50.0}  # fmt: skip
+    entries = {f"ablation_full_s{s}": {"attention": {"variant": "full"}, "metrics": metrics(v)}
+               for s, v in ((0, 0.4), (1, 0.6))}  # fmt: skip
+    entries["ablation_temporal_s0"] = {"attention": {"variant": "temporal"}, "metrics": metrics(0.2)}
+    agg = aggregate(entries)
+    assert list(agg) == ["full", "temporal"] and agg["full"]["seeds"] == [0, 1]
+    assert agg["full"]["iou"]["mean"] == pytest.approx(0.5)
+    assert agg["full"]["iou"]["std"] == pytest.approx(0.1414, abs=1e-4)  # sample std of 0.4, 0.6
+    assert agg["temporal"]["iou"]["std"] == 0.0
+    table = format_study_table(agg)
+    assert "| full | 2 | 0.500 ± 0.141 |" in table and "| temporal | 1 | 0.200 |" in table
+
+
+def _study_cfg(tmp_path: Path, benchmark: Path, ckpts: dict[str, Path]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from sculpt4d.config import register_resolvers
+
+    register_resolvers()
+    items = ",".join(f"'{k}={v}'" for k, v in ckpts.items())  # quoted: Hydra's list items hold no bare '='
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", return_hydra_config=True, overrides=[
+            f"paths.root_dir={ROOT}", f"paths.log_dir={tmp_path}", f"ckpts=[{items}]", f"benchmark={benchmark}",
+            f"output_dir={tmp_path / 'study'}", "max_objects=1", "num_steps=2", "octree_resolution=16",
+            "metrics.n_points=500", "metrics.iou_resolution=16",
+        ])  # fmt: skip
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def test_study_over_checkpoints_writes_table_and_plot_and_resumes(tmp_path, tiny_dataset):
+    import json
+
+    from sculpt4d.evaluate import run_task
+
+    ckpts = {f"{v}_s{s}": _export(tmp_path / "ckpts" / f"{v}_s{s}", s, v)
+             for v in ("blockmask", "full") for s in (0, 1)}  # fmt: skip
+    agg = run_task(_study_cfg(tmp_path, tiny_dataset, ckpts))
+    out = tmp_path / "study"
+    saved = json.loads((out / "table.json").read_text())
+    assert set(saved["variants"]) == set(agg) == {"blockmask", "full"}
+    entries = {n: json.loads((out / n / "entry.json").read_text()) for n in ckpts}
+    for variant, row in saved["variants"].items():
+        assert row["seeds"] == [0, 1] and len(row["iou"]["values"]) == 2
+        vals = [entries[f"{variant}_s{s}"]["metrics"]["iou"] for s in (0, 1)]
+        assert row["iou"]["mean"] == pytest.approx(sum(vals) / 2)
+        assert row["iou"]["std"] == pytest.approx(abs(vals[0] - vals[1]) / 2**0.5)
+        assert 0.0 <= row["motion_iou"]["mean"] <= 1.0
+    assert saved["variants"]["full"]["tflops"]["mean"] > saved["variants"]["blockmask"]["tflops"]["mean"]
+    assert saved["variants"]["full"]["paper_pflops"]["mean"] == pytest.approx(98.4, abs=0.1)
+    assert saved["variants"]["blockmask"]["paper_pflops"]["mean"] == pytest.approx(50.9, abs=0.1)
+    assert saved["hashes"]["full_s1"] == entries["full_s1"]["sha256"] and len(saved["hashes"]) == 4
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| blockmask | 2 |" in (out / "table.md").read_text()
+    # resume: evaluated checkpoints are reused; new weights under the same name are evaluated again
+    stamps = {n: (out / n / "entry.json").stat().st_mtime_ns for n in ckpts}
+    _export(tmp_path / "ckpts2" / "full_s1", 5, "full")
+    ckpts["full_s1"] = tmp_path / "ckpts2" / "full_s1"
+    run_task(_study_cfg(tmp_path, tiny_dataset, ckpts))
+    for n in ckpts:
+        assert ((out / n / "entry.json").stat().st_mtime_ns == stamps[n]) == (n != "full_s1"), n
+
+
+def test_study_bad_checkpoint_is_one_message_and_exit_2(tmp_path, tiny_dataset):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "sculpt4d.evaluate", f"ckpts=['a={tmp_path / 'nope'}']", f"benchmark={tiny_dataset}",
+           f"output_dir={tmp_path / 'o'}", "hydra.run.dir=" + str(tmp_path / "h")]  # fmt: skip
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ckpts: 'a=")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------ the study script
+def _script():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("ablation_script", ROOT / "scripts" / "ablation.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses resolve their annotations through it
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _fake_export(run) -> None:
+    run.export.mkdir(parents=True)
+    (run.export / "model.safetensors").write_bytes(b"weights")
+    (run.export / "config.yaml").write_text("model: {}\n")
+
+
+def test_plan_skips_exported_runs_and_redoes_partial_ones(tmp_path):
+    ab = _script()
+    assert ab.variants() == list(ABLATIONS)  # every experiment, in the table's order
+    runs = ab.plan(tmp_path, ["full", "no_anchor"], [0, 1])
+    assert [r.name for r in runs] == ["ablation_full_s0", "ablation_full_s1", "ablation_no_anchor_s0",
+                                      "ablation_no_anchor_s1"]  # fmt: skip
+    _fake_export(runs[1])
+    (runs[2].dir / "checkpoints").mkdir(parents=True)  # killed mid-training: no export yet
+    (runs[3].export).mkdir(parents=True)
+    (runs[3].export / "config.yaml").write_text("model: {}\n")  # killed while exporting: no weights
+    assert [r.done for r in runs] == [False, True, False, False]
+    assert runs[1].dir == tmp_path / "dit" / "ablation_full_s1"  # = the experiment's checkpoint_dir
+
+
+def test_dry_run_prints_only_the_missing_runs_and_the_evaluation(tmp_path, capsys):
+    ab = _script()
+    out = tmp_path / "runs"
+    argv = ["--dry-run", "--out", str(out), "--results", str(tmp_path / "res"), "--variants", "full", "temporal",
+            "--seeds", "0", "1", "--minutes", "2.5", "--init", str(tmp_path / "dit3d")]  # fmt: skip
+    _fake_export(ab.Run("temporal", 0, out))
+    assert ab.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("[ablation] 4 runs, 1 already exported, 3 to train (7.5 min of training)")
+    train = [ln for ln in lines if "/train.py " in ln]
+    assert len(train) == 3 and "# ablation_temporal_s0: exported, skipped" in lines
+    assert "experiment=ablation/full" in train[0] and "seed=1" in train[1] and "seed=1" in train[2]
+    assert all("trainer.max_time=00:00:02:30" in ln and f"init_from={tmp_path / 'dit3d'}" in ln for ln in train)
+    assert all(f"output_folder={out}" in ln for ln in train)
+    evaluate = lines[-1]
+    assert "-m sculpt4d.evaluate" in evaluate and f"output_dir={tmp_path / 'res'}/eval" in evaluate
+    for name in ("full_s0", "full_s1", "temporal_s0", "temporal_s1"):
+        assert f"ablation_{name}={out}/dit/ablation_{name}/export" in evaluate
+    assert not (tmp_path / "res").exists()  # a dry run writes nothing
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [(["--variants", "bogus"], "unknown variant(s) ['bogus']"), (["--seeds", "0", "0"], "--seeds must be distinct"),
+     (["--init", "/nonexistent/export"], "is not an export: train the 3D stage first")],
+)  # fmt: skip
+def test_bad_input_is_one_message_and_exit_2(tmp_path, capsys, argv, message):
+    ab = _script()
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exc:
+        ab.main(["--out", str(tmp_path / "o"), "--data", str(data), "--variants", "full", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
