@@ -142,7 +142,9 @@ def plot_losses(runs: list[Run], path: Path) -> None:
             if pts:
                 x, y = zip(*pts)
                 w = max(1, len(y) // 30)
-                smooth = [sum(y[max(0, i - w) : i + 1]) / len(y[max(0, i - w) : i + 1]) for i in range(len(y))]
+                smooth = [
+                    sum(y[max(0, i - w) : i + 1]) / len(y[max(0, i - w) : i + 1]) for i in range(len(y))
+                ]
                 ax.plot(x, smooth, color=f"C{k}", lw=1.3, label=f"seed {run.seed} train")
             val = [(m["step"], m["val/loss"]) for m in log if "val/loss" in m]
             if val:
@@ -150,7 +152,8 @@ def plot_losses(runs: list[Run], path: Path) -> None:
         ax.set_title(variant, fontsize=9)
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        if ax.lines:
+            ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.supxlabel("optimizer step")
@@ -165,7 +168,9 @@ def collect(runs: list[Run], args: argparse.Namespace) -> None:
     ev = args.results / "eval"
     for f in ("table.md", "table.json", "plot.png"):
         shutil.copy2(ev / f, args.results / f)
-    hashes = {r.name: {"sha256": sha256(r.export / "model.safetensors"), "export": str(r.export)} for r in runs}
+    hashes = {
+        r.name: {"sha256": sha256(r.export / "model.safetensors"), "export": str(r.export)} for r in runs
+    }
     (args.results / "hashes.json").write_text(json.dumps(hashes, indent=2) + "\n")
     (args.results / "loss").mkdir(exist_ok=True)
     for r in runs:
@@ -174,7 +179,9 @@ def collect(runs: list[Run], args: argparse.Namespace) -> None:
             shutil.copy2(logs[-1], args.results / "loss" / f"{r.name}.csv")
     plot_losses(runs, args.results / "loss_curves.png")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    (args.results / "study.json").write_text(json.dumps({"settings": settings, "paper": PAPER}, indent=2) + "\n")
+    (args.results / "study.json").write_text(
+        json.dumps({"settings": settings, "paper": PAPER}, indent=2) + "\n"
+    )
 
 
 def _fail(message: str) -> None:

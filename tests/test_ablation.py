@@ -28,7 +28,9 @@ def _token_fixed_stride(T: int, N: int, stride: int, anchor: bool, dense: int) -
 @pytest.mark.parametrize("T,N,b", [(8, 64, 16), (13, 32, 8), (1, 32, 8)])
 @pytest.mark.parametrize("stride,anchor,dense", [(4, True, 1), (3, False, 1), (2, True, 0), (5, False, 2)])
 def test_fixed_stride_equals_token_level_rule(T, N, b, stride, anchor, dense):
-    m = build_block_mask("fixed_stride", T, N, block_size=b, stride=stride, anchor=anchor, dense_distance=dense)
+    m = build_block_mask(
+        "fixed_stride", T, N, block_size=b, stride=stride, anchor=anchor, dense_distance=dense
+    )
     assert torch.equal(m.dense_bool(), _token_fixed_stride(T, N, stride, anchor, dense))
     assert m.density == pytest.approx(_token_fixed_stride(T, N, stride, anchor, dense).float().mean().item())
 
@@ -39,7 +41,11 @@ def test_fixed_stride_structure_and_cost_at_the_tiny_size():
     assert fs[7].tolist() == [1, 0, 0, 1, 0, 0, 1, 1]  # anchor, d=4, d<=1 (and itself)
     assert fs[0].tolist() == [1, 1, 0, 0, 1, 0, 0, 0]  # query frame 0: itself, d=1 and d=4
     blockmask = build_block_mask("blockmask", T, N, b).density
-    assert build_block_mask("temporal", T, N, b).density < build_block_mask("fixed_stride", T, N, b).density < blockmask
+    assert (
+        build_block_mask("temporal", T, N, b).density
+        < build_block_mask("fixed_stride", T, N, b).density
+        < blockmask
+    )
     with pytest.raises(ValueError, match="stride must be >= 1"):
         build_block_mask("fixed_stride", 4, 32, 8, stride=0)
 
@@ -77,7 +83,9 @@ def test_consistent_sampling_tracks_one_point_per_row(tiny_dataset, consistent):
             else:
                 assert err > 0.1
         rows_same = (surf[1, :, :3] - surf[0, :, :3]).norm(dim=-1)
-        assert (rows_same.median().item() < 0.2) == consistent  # small rotation: rows stay put only when consistent
+        assert (
+            rows_same.median().item() < 0.2
+        ) == consistent  # small rotation: rows stay put only when consistent
 
 
 def test_consistent_sampling_default_keeps_the_data_stream(tiny_dataset):
@@ -117,7 +125,9 @@ def test_every_ablation_is_the_tiny_4d_recipe_but_one_choice(tmp_path):
         cfg = compose_train([f"experiment=ablation/{name}", "seed=3"], tmp_path)
         assert cfg.attention.variant == variant and cfg.attention.get("anchor") == anchor, name
         assert (cfg.attention.block_size, cfg.attention.backend) == (32, "dense")
-        assert cfg.config_name == f"ablation_{name}_s3" and cfg.export_dir.endswith(f"ablation_{name}_s3/export")
+        assert cfg.config_name == f"ablation_{name}_s3" and cfg.export_dir.endswith(
+            f"ablation_{name}_s3/export"
+        )
         assert cfg.init_from == ref.init_from and cfg.init_from.endswith("dit/tiny_dit3d/export")
         for key in ("training", "trainer", "callbacks"):
             assert OmegaConf.to_container(cfg[key]) == OmegaConf.to_container(ref[key]), (name, key)
@@ -161,7 +171,9 @@ def _export(path: Path, seed: int, variant: str) -> Path:
 
     path.mkdir(parents=True)
     save_safetensors(micro_components(seed).state_dict(), path / "model.safetensors")
-    att = {**ATTENTION, "variant": variant} if variant == "blockmask" else {"variant": variant, "block_size": 8}
+    att = (
+        {**ATTENTION, "variant": variant} if variant == "blockmask" else {"variant": variant, "block_size": 8}
+    )
     (path / "config.yaml").write_text(OmegaConf.to_yaml({"model": MICRO, "attention": att}))
     return path
 
@@ -293,7 +305,9 @@ def test_dry_run_prints_only_the_missing_runs_and_the_evaluation(tmp_path, capsy
     train = [ln for ln in lines if "/train.py " in ln]
     assert len(train) == 3 and "# ablation_temporal_s0: exported, skipped" in lines
     assert "experiment=ablation/full" in train[0] and "seed=1" in train[1] and "seed=1" in train[2]
-    assert all("trainer.max_time=00:00:02:30" in ln and f"init_from={tmp_path / 'dit3d'}" in ln for ln in train)
+    assert all(
+        "trainer.max_time=00:00:02:30" in ln and f"init_from={tmp_path / 'dit3d'}" in ln for ln in train
+    )
     assert all(f"output_folder={out}" in ln for ln in train)
     evaluate = lines[-1]
     assert "-m sculpt4d.evaluate" in evaluate and f"output_dir={tmp_path / 'res'}/eval" in evaluate
@@ -316,3 +330,49 @@ def test_bad_input_is_one_message_and_exit_2(tmp_path, capsys, argv, message):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_study_script_end_to_end_with_a_micro_model(tmp_path, tiny_dataset, train_cfg, capsys):
+    """Two seeds of one variant really trained (2 steps, micro model) from a 3D export, evaluated, collected;
+    a second call finds both exported and trains nothing."""
+    import json
+
+    from conftest import MICRO_MODEL
+
+    from sculpt4d.lit.task import train
+
+    init = tmp_path / "dit3d_export"
+    train(train_cfg("dit3d", "train=false", f"export_dir={init}"))  # the 3D stage export (untrained)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train").symlink_to(tiny_dataset)
+    micro = [*MICRO_MODEL, "sequence_length=3", "data.num_volume_points=128", "data.batch_size=2",
+             "data.val_batch_size=2", "data.num_workers=0", "training.warmup_steps=2", "training.val_every=1000",
+             "trainer.limit_val_batches=0", "trainer.log_every_n_steps=1", "lit.val.strip=false"]  # fmt: skip
+    evaluate = ["num_steps=2", "octree_resolution=16", "metrics.n_points=500", "metrics.iou_resolution=16"]
+    argv = ["--data", str(data), "--init", str(init), "--out", str(tmp_path / "runs"), "--results",
+            str(tmp_path / "res"), "--variants", "no_consistent_sampling", "--seeds", "0", "1", "--minutes", "3",
+            "--steps", "2", "--benchmark", str(tiny_dataset), "--eval-objects", "1",
+            *[f"--override={o}" for o in micro], *[f"--evaluate-override={o}" for o in evaluate]]  # fmt: skip
+    ab = _script()
+    assert ab.main(argv) == 0
+    res = tmp_path / "res"
+    for f in ("table.md", "table.json", "plot.png", "hashes.json", "loss_curves.png", "study.json"):
+        assert (res / f).is_file(), f
+    names = [f"ablation_no_consistent_sampling_s{s}" for s in (0, 1)]
+    hashes = json.loads((res / "hashes.json").read_text())
+    assert set(hashes) == set(names) and hashes[names[0]]["sha256"] != hashes[names[1]]["sha256"]
+    row = json.loads((res / "table.json").read_text())["variants"]["no_consistent_sampling"]
+    assert row["seeds"] == [0, 1] and row["attention"]["variant"] == "blockmask"
+    for n in names:
+        assert "train/loss" in (res / "loss" / f"{n}.csv").read_text().splitlines()[0]
+        composed = (tmp_path / "runs" / "hydra" / n / ".hydra" / "config.yaml").read_text()
+        assert "consistent_sampling: false" in composed
+    stamps = [
+        (tmp_path / "runs" / "dit" / n / "export" / "model.safetensors").stat().st_mtime_ns for n in names
+    ]
+    capsys.readouterr()
+    assert ab.main(argv) == 0  # resumed: nothing left to train, the evaluations are reused
+    assert "2 already exported, 0 to train" in capsys.readouterr().out
+    assert stamps == [(tmp_path / "runs" / "dit" / n / "export" / "model.safetensors").stat().st_mtime_ns
+                      for n in names]  # fmt: skip

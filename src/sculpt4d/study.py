@@ -210,10 +210,15 @@ def run_study(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     check_options(cfg)
     root = resolve_benchmark(cfg)
     out_dir = check_output_dir(
-        str(cfg.output_dir), marker="study.json", inputs=[root, *ckpts.values()], overwrite=bool(cfg.overwrite)
+        str(cfg.output_dir),
+        marker="study.json",
+        inputs=[root, *ckpts.values()],
+        overwrite=bool(cfg.overwrite),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "study.json", {"benchmark": str(root), "ckpts": {k: str(v) for k, v in ckpts.items()}})
+    write_json(
+        out_dir / "study.json", {"benchmark": str(root), "ckpts": {k: str(v) for k, v in ckpts.items()}}
+    )
     entries = {name: evaluate_one(cfg, name, path, out_dir) for name, path in ckpts.items()}
     agg = aggregate(entries)
     table = format_study_table(agg)
