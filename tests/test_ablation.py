@@ -139,6 +139,9 @@ def test_every_ablation_is_the_tiny_4d_recipe_but_one_choice(tmp_path):
         node = inference_node(OmegaConf.to_container(cfg.model, resolve=True), cfg.attention)
         assert node["noise_share_alpha"] == (1.0 if shared else 0.0)
         assert node["attention"]["variant"] == variant
+    # the sweep form: experiment=ablation/blockmask attention=<mask> names runs like the mask's experiment
+    swept = compose_train(["experiment=ablation/blockmask", "attention=fixed_stride", "seed=1"], tmp_path)
+    assert swept.config_name == "ablation_fixed_stride_s1" and swept.attention.block_size == 32
 
 
 def test_exported_noise_share_alpha_is_the_sampling_default(micro_checkpoint, tmp_path):
