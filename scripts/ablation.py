@@ -17,7 +17,6 @@ evaluated (``python -m sculpt4d.evaluate ckpts=[...]``, itself resumable) and ``
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shlex
@@ -28,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "src")]
 from train_tiny import _hms, read_csv_metrics  # noqa: E402
+
+from sculpt4d.study import sha256  # noqa: E402
 
 CONF = ROOT / "conf" / "experiment" / "ablation"
 ORDER = ("blockmask", "full", "temporal", "radial", "framepack", "rope", "fixed_stride", "no_anchor",
@@ -114,14 +115,6 @@ def train(run: Run, args: argparse.Namespace) -> None:
     if proc.returncode != 0 or not run.done:
         raise SystemExit(f"[ablation] {run.name} failed (exit {proc.returncode}); log {log}:\n"
                          + log.read_text()[-3000:])  # fmt: skip
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def plot_losses(runs: list[Run], path: Path) -> None:

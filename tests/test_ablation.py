@@ -249,6 +249,12 @@ def test_study_over_checkpoints_writes_table_and_plot_and_resumes(tmp_path, tiny
     run_task(_study_cfg(tmp_path, tiny_dataset, ckpts))
     for n in ckpts:
         assert ((out / n / "entry.json").stat().st_mtime_ns == stamps[n]) == (n != "full_s1"), n
+    from sculpt4d.study import eval_settings  # other evaluation settings are not reused either
+
+    cfg = _study_cfg(tmp_path, tiny_dataset, ckpts)
+    assert json.loads((out / "full_s0" / "entry.json").read_text())["settings"] == eval_settings(cfg)
+    cfg.num_steps = 3
+    assert eval_settings(cfg) != json.loads((out / "full_s0" / "entry.json").read_text())["settings"]
 
 
 def test_study_bad_checkpoint_is_one_message_and_exit_2(tmp_path, tiny_dataset):

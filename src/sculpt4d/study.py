@@ -2,7 +2,7 @@
 
 Each checkpoint (an exported folder) is evaluated like ``python -m sculpt4d.evaluate ckpt=<path>`` with the
 methods of ``study.methods`` (default: the 4D model alone) into ``<output_dir>/<name>/``; a checkpoint whose
-evaluation is already there (``entry.json`` with the same weights hash) is not evaluated again, so a killed
+``entry.json`` there holds the same weights hash and evaluation settings is not evaluated again, so a killed
 study resumes. Names ``<variant>_s<seed>`` (an ``ablation_`` prefix is dropped) are grouped by variant and
 every metric is reported as mean ± sample standard deviation over the seeds. Writes ``table.md``,
 ``table.json`` and ``plot.png`` (IoU and motion IoU against the DiT TFLOPs of one tiny sampling run and
@@ -157,8 +157,24 @@ def plot_study(agg: dict[str, dict[str, Any]], path: Path) -> Path:
     return path
 
 
+#: evaluation keys an entry is reused under (with the weights hash)
+SETTING_KEYS = ("benchmark", "max_objects", "cond_view", "frame_stride", "sequence_length", "num_steps",
+                "guidance_scale", "noise_share_alpha", "octree_resolution", "decode_min_resolution", "seed",
+                "metrics", "study")  # fmt: skip
+
+
+def eval_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The evaluation settings of an entry (entries are reused only under the same ones)."""
+    out: dict[str, Any] = {}
+    for key in SETTING_KEYS:
+        value = cfg.get(key)
+        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return out
+
+
 def evaluate_one(cfg: DictConfig, name: str, ckpt: Path, out_dir: Path) -> dict[str, Any]:
-    """The study entry of one checkpoint: reused when ``<out_dir>/<name>/entry.json`` holds its hash."""
+    """The study entry of one checkpoint: reused when ``<out_dir>/<name>/entry.json`` holds its weights hash
+    and the same evaluation settings."""
     from sculpt4d.evaluate import run_evaluate
     from sculpt4d.models.flops import paper_sampling_pflops
     from sculpt4d.utils.io import write_json
@@ -167,7 +183,7 @@ def evaluate_one(cfg: DictConfig, name: str, ckpt: Path, out_dir: Path) -> dict[
     entry_file = out_dir / name / "entry.json"
     if entry_file.is_file():
         entry = json.loads(entry_file.read_text())
-        if entry.get("sha256") == digest:
+        if entry.get("sha256") == digest and entry.get("settings") == eval_settings(cfg):
             print(f"[study] {name}: already evaluated ({entry_file})", flush=True)
             return entry
     study = cfg.get("study") or {}
@@ -189,6 +205,7 @@ def evaluate_one(cfg: DictConfig, name: str, ckpt: Path, out_dir: Path) -> dict[
         "name": name,
         "ckpt": str(ckpt),
         "sha256": digest,
+        "settings": eval_settings(cfg),
         "attention": attention,
         "metrics": {
             **{k: model_row[k] for k, _, _ in STUDY_COLUMNS if k in model_row},
