@@ -95,7 +95,7 @@ def train_command(run: Run, args: argparse.Namespace) -> list[str]:
 
 
 def evaluate_command(runs: list[Run], args: argparse.Namespace) -> list[str]:
-    ckpts = ",".join(f"'{r.name}={r.export}'" for r in runs)  # quoted: Hydra list items hold no bare '='
+    ckpts = ",".join(f'"{r.name}={r.export}"' for r in runs)  # quoted: Hydra list items hold no bare '='
     return [
         sys.executable, "-m", "sculpt4d.evaluate", f"ckpts=[{ckpts}]", f"benchmark={args.benchmark}",
         f"output_dir={args.results}/eval", f"max_objects={args.eval_objects}",
