@@ -63,6 +63,9 @@ train-tiny: ## train the tiny model: VAE -> 3D DiT -> 4D adapter (< 60 min on CP
 evaluate: ## evaluate the shipped model on the held-out benchmark (tables in README)
 	$(PYTHON) -m sculpt4d.evaluate
 
+ablation: ## the paper's ablation at tiny scale: every variant x 2 seeds trained from the 3D export, evaluated (resumable; docs/ablation.md)
+	$(PYTHON) scripts/ablation.py --data $(TINY_DATA) $(ABLATION_ARGS)
+
 bench: ## run every benchmark (prints side-by-side ratios; JSON under outputs/bench)
 	mkdir -p outputs/bench
 	$(PYTHON) benchmarks/attention.py --json outputs/bench/attention.json
@@ -75,4 +78,4 @@ bench: ## run every benchmark (prints side-by-side ratios; JSON under outputs/be
 clean: ## remove caches and run outputs
 	rm -rf outputs multirun logs .pytest_cache .ruff_cache
 
-.PHONY: help install install-browser install-rembg app install-sweep install-gpu install-blender test test-full lint format demo demos data-tiny train-tiny evaluate bench clean
+.PHONY: help install install-browser install-rembg app install-sweep install-gpu install-blender test test-full lint format demo demos data-tiny train-tiny evaluate ablation bench clean

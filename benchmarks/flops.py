@@ -18,10 +18,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sculpt4d.models.attention import build_block_mask
 from sculpt4d.models.dit import DiT4D, HunyuanDiT
+from sculpt4d.models.flops import PAPER_DIT as PAPER
 from sculpt4d.models.flops import forward_flops, register_cpu_flash_flops
 
-PAPER = dict(input_size=4096, in_channels=64, hidden_size=2048, context_dim=1024, depth=21, num_heads=16,
-             num_moe_layers=6, num_experts=8, moe_top_k=2, mlp_ratio=4)
 VARIANTS = ("full", "blockmask", "radial", "framepack", "rope", "temporal")
 
 

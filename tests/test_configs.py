@@ -20,7 +20,7 @@ def _compose(name: str, *overrides: str, hydra: bool = False):
 
 def test_predict_defaults_match_the_original_inference_arguments():
     cfg = _compose("predict")
-    assert (cfg.noise_share_alpha, cfg.mc_algo) == (1.0, "mc")
+    assert (cfg.noise_share_alpha, cfg.mc_algo) == (None, "mc")  # null: the checkpoint's (1 unless it says)
     # null = the checkpoint's (its config.yaml `inference:` node); the paper model config keeps the originals
     assert cfg.num_steps is None and cfg.guidance_scale is None and cfg.sequence_length is None
     paper = _compose("predict", "model=sculpt4d").model

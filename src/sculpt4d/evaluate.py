@@ -3,6 +3,7 @@
     python -m sculpt4d.evaluate                         # shipped tiny model, held-out procedural split
     python -m sculpt4d.evaluate benchmark=/data/bench max_objects=10 variants=[full,temporal]
     python -m sculpt4d.evaluate 'variants=["blockmask:anchor=false","blockmask:noise_share_alpha=0"]'
+    python -m sculpt4d.evaluate 'ckpts=["full_s0=a/export","full_s1=b/export"]'   # a study: sculpt4d.study
 
 Writes ``<output_dir>/per_sequence.csv`` and ``<output_dir>/summary.json`` (per method and per category:
 chamfer, iou, fscore, jitter, motion IoU, seconds, memory, DiT TFLOPs) and prints a table. Methods compared in
@@ -403,10 +404,19 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     return summary
 
 
+def run_task(cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """``ckpts=[...]``: the study over several checkpoints (:mod:`sculpt4d.study`); else one evaluation."""
+    if cfg.get("ckpts") is not None:
+        from sculpt4d.study import run_study
+
+        return run_study(cfg)
+    return run_evaluate(cfg)
+
+
 def main() -> None:
     from sculpt4d.config import hydra_main
 
-    hydra_main("evaluate", run_evaluate)
+    hydra_main("evaluate", run_task)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ An export's ``config.yaml`` carries an ``inference:`` node (written by the train
     inference:
       num_steps: 50            # Euler steps
       guidance_scale: 5.0      # CFG scale
+      noise_share_alpha: 1.0   # initial noise shared across frames (0 = independent: the ablation without it)
       octree_resolution: 96    # marching-cubes grid
       sequence_length: 8       # frames per clip
       frame_stride: 4          # every k-th input frame (the frame rate the model was trained at)
@@ -32,7 +33,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # The keys an override (predict.yaml, the app) may set; ``preprocess`` and ``attention`` belong to the model.
-SAMPLING_KEYS = ("num_steps", "guidance_scale", "octree_resolution", "sequence_length", "frame_stride")
+SAMPLING_KEYS = (
+    "num_steps",
+    "guidance_scale",
+    "octree_resolution",
+    "sequence_length",
+    "frame_stride",
+    "noise_share_alpha",
+)
 
 
 def _plain(node: Any) -> dict[str, Any]:
@@ -52,6 +60,7 @@ class InferenceDefaults:
     octree_resolution: int = 256
     sequence_length: int = 8
     frame_stride: int = 1
+    noise_share_alpha: float = 1.0
     preprocess: dict[str, Any] = field(default_factory=lambda: {"size": 512, "border_ratio": 0.15})
     attention: dict[str, Any] | None = None
 
@@ -78,6 +87,7 @@ class InferenceDefaults:
         self.octree_resolution = int(self.octree_resolution)
         self.sequence_length = int(self.sequence_length)
         self.frame_stride = int(self.frame_stride)
+        self.noise_share_alpha = float(self.noise_share_alpha)
         self.preprocess = {"size": 512, "border_ratio": 0.15, **_plain(self.preprocess)}
         self.attention = _plain(self.attention) or None
         return self

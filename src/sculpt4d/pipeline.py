@@ -282,7 +282,7 @@ class Sculpt4DPipeline:
         cond: torch.Tensor,  # [1, T, L, D]
         num_steps: int | None = None,
         guidance_scale: float | None = None,
-        noise_share_alpha: float = 1.0,
+        noise_share_alpha: float | None = None,
         seed: int = 0,
         per_frame: bool = False,
         progress: bool = True,
@@ -290,10 +290,12 @@ class Sculpt4DPipeline:
     ) -> torch.Tensor:
         """Euler flow sampling with CFG; returns DiT-scale latents ``[1, T, N, C]``.
 
-        ``None`` = the checkpoint's ``num_steps`` / ``guidance_scale``."""
+        ``None`` = the checkpoint's ``num_steps`` / ``guidance_scale`` / ``noise_share_alpha``."""
         from sculpt4d.diffusion import EulerSampler, shared_noise
 
         num_steps = self.inference.num_steps if num_steps is None else int(num_steps)
+        if noise_share_alpha is None:
+            noise_share_alpha = self.inference.noise_share_alpha
         guidance_scale = self.inference.guidance_scale if guidance_scale is None else float(guidance_scale)
 
         model = self._place(self.components.model)
@@ -391,7 +393,7 @@ class Sculpt4DPipeline:
         frames: str | Path | Sequence[str | Path | Image.Image | np.ndarray],
         num_steps: int | None = None,
         guidance_scale: float | None = None,
-        noise_share_alpha: float = 1.0,
+        noise_share_alpha: float | None = None,
         seed: int = 0,
         octree_resolution: int | None = None,
         mc_algo: str = "mc",

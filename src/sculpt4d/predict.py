@@ -90,7 +90,7 @@ def model_node_defaults(cfg: DictConfig):
 
 def with_checkpoint_defaults(cfg: DictConfig, inference) -> DictConfig:
     """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
-    ``octree_resolution``, ``sequence_length``, ``frame_stride``) take the checkpoint's values
+    ``octree_resolution``, ``sequence_length``, ``frame_stride``, ``noise_share_alpha``) take the checkpoint's values
     (an :class:`~sculpt4d.inference.InferenceDefaults`, e.g. ``pipeline.inference``; None changes nothing)."""
     from omegaconf import open_dict
 
@@ -114,7 +114,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
     """
     from sculpt4d.models.vae.surface import ALGOS
 
-    nullable = ("num_steps", "octree_resolution", "guidance_scale")
+    nullable = ("num_steps", "octree_resolution", "guidance_scale", "noise_share_alpha")
     n = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k)
          for k in ("num_steps", "seed", "octree_resolution", "num_chunks")}  # fmt: skip
     f = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k, float)
@@ -128,7 +128,10 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
             f["guidance_scale"] is None or f["guidance_scale"] >= 0.0,
             "must be >= 0 (0 = no guidance)",
         ),
-        "noise_share_alpha": (0.0 <= f["noise_share_alpha"] <= 1.0, "must lie in [0, 1]"),
+        "noise_share_alpha": (
+            f["noise_share_alpha"] is None or 0.0 <= f["noise_share_alpha"] <= 1.0,
+            "must lie in [0, 1]",
+        ),
         "octree_resolution": (
             n["octree_resolution"] is None or n["octree_resolution"] >= 8,
             "must be >= 8 (marching-cubes grid)",

@@ -91,6 +91,7 @@ class Objects4DDataModule(LightningDataModule):
         cache: bool = False,
         cache_images: bool = False,
         on_bad_object: OnBad = "skip",
+        consistent_sampling: bool = True,
     ) -> None:
         super().__init__()
         strides = (
@@ -155,6 +156,7 @@ class Objects4DDataModule(LightningDataModule):
             cache=hp.cache,
             cache_images=hp.cache_images,
             on_bad_object=hp.on_bad_object,
+            consistent_sampling=hp.consistent_sampling,
         )
         self.train_set = Objects4DDataset(train_recs, load_volume=hp.load_volume, random_start=True, **common)
         self.val_set = Objects4DDataset(val_recs, load_volume=need_vol, random_start=False, **common)

@@ -62,7 +62,8 @@ class Objects4DDataset(Dataset):
     Returns a dict:
       ``surface`` ``[T, P, 7]`` float32 — xyz·POINT_SCALE | unit normal | label (0 random, 1 sharp); the first
       ``pc_size`` rows are random-surface points, then ``pc_sharpedge_size`` sharp ones, **with the same point
-      indices in every frame** (consistent sampling: row i is the same surface point over time);
+      indices in every frame** (consistent sampling: row i is the same surface point over time; with
+      ``consistent_sampling=False`` each frame draws its own subset, the ablation without it);
       ``images`` ``[T, 3, S, S]`` in [-1, 1] (if ``load_images``) — the same camera for every frame,
       preprocessed exactly as inference (:func:`sculpt4d.utils.images.preprocess_image`), then resized to
       ``image_size`` when given; ``vol_points`` ``[T, M, 3]`` / ``vol_occ`` ``[T, M]`` (if ``load_volume``);
@@ -90,6 +91,7 @@ class Objects4DDataset(Dataset):
         cache: bool = False,
         cache_images: bool = False,
         on_bad_object: OnBad = "skip",
+        consistent_sampling: bool = True,
     ) -> None:
         if on_bad_object not in ("skip", "raise"):
             raise ValueError(f"on_bad_object must be 'skip' or 'raise', got {on_bad_object!r}")
@@ -115,6 +117,7 @@ class Objects4DDataset(Dataset):
         self.cache = cache
         self.cache_images = cache_images
         self.on_bad_object = on_bad_object
+        self.consistent_sampling = bool(consistent_sampling)
         self._npz_cache: dict[Path, dict[str, np.ndarray]] = {}
         self._img_cache: OrderedDict[tuple[str, str, int], torch.Tensor] = OrderedDict()
         self._box_cache: dict[tuple[str, int], tuple[int, int, int, int]] = {}
@@ -205,6 +208,14 @@ class Objects4DDataset(Dataset):
                 log.warning("skipping bad object %s: %s", self.records[i].path, e)
         raise BadObjectError(f"every object of the dataset is bad ({n} objects, e.g. {self.records[0].path})")
 
+    def _point_indices(self, rng: np.random.Generator, available: int, size: int, T: int) -> list[np.ndarray]:
+        """Per frame, the ``[size]`` row indices into its stored points: one shared draw (consistent
+        sampling), or with ``consistent_sampling=False`` one independent draw per frame."""
+        first = rng.choice(available, size, replace=available < size)
+        if self.consistent_sampling:
+            return [first] * T
+        return [first] + [rng.choice(available, size, replace=available < size) for _ in range(T - 1)]
+
     def load_item(self, index: int, seed: int) -> dict[str, Any]:
         """The item of object ``index`` drawn with ``seed`` (raises :class:`BadObjectError`)."""
         rec = self.records[index]
@@ -218,27 +229,25 @@ class Objects4DDataset(Dataset):
         frames = [rec.frames[start + k * stride] for k in range(self.sequence_length)]
 
         # one index set for every frame: row i is the same surface point in each frame
-        idx_r = rng.choice(rec.num_random, self.pc_size, replace=rec.num_random < self.pc_size)
+        idx_r = self._point_indices(rng, rec.num_random, self.pc_size, len(frames))
         parts = [("random_surface", idx_r, 0.0)]
         if self.pc_sharpedge_size > 0:
             if rec.num_sharp == 0:
                 raise BadObjectError(
                     f"{rec.path / SURFACE_FILE}: no sharp_surface points but pc_sharpedge_size > 0"
                 )
-            idx_s = rng.choice(
-                rec.num_sharp, self.pc_sharpedge_size, replace=rec.num_sharp < self.pc_sharpedge_size
-            )
+            idx_s = self._point_indices(rng, rec.num_sharp, self.pc_sharpedge_size, len(frames))
             parts.append(("sharp_surface", idx_s, 1.0))
         keys = [f"{fr}/{field}" for fr in frames for field, _, _ in parts]
         arrays = self._arrays(rec.path / SURFACE_FILE, keys)
         surface = []
-        for fr in frames:
+        for k, fr in enumerate(frames):
             chunks = []
             for field, idx, label in parts:
                 a = arrays[f"{fr}/{field}"]
                 if a.ndim != 2 or a.shape[1] != 6:
                     raise BadObjectError(f"{rec.path / SURFACE_FILE}: '{fr}/{field}' has shape {a.shape}")
-                a = a[idx].astype(np.float32)  # [P_part, 6]
+                a = a[idx[k]].astype(np.float32)  # [P_part, 6]
                 chunks.append(np.concatenate([a, np.full((len(a), 1), label, np.float32)], axis=1))
             surface.append(np.concatenate(chunks, axis=0))
         surf = torch.from_numpy(np.stack(surface))  # [T, P, 7]

@@ -58,6 +58,25 @@ def sampling_flops(
     return calls * forward_flops(cfg, T, N, M, density, rank)["total"]
 
 
+#: the paper's DiT (Hunyuan3D-2.1): N = 4096 latents per frame, 1370 DINOv2 tokens per frame
+PAPER_DIT: dict[str, int] = dict(input_size=4096, in_channels=64, hidden_size=2048, context_dim=1024, depth=21,
+                                 num_heads=16, num_moe_layers=6, num_experts=8, moe_top_k=2, mlp_ratio=4)  # fmt: skip
+PAPER_CONTEXT_TOKENS = 1370
+
+
+def paper_sampling_pflops(
+    attention: Mapping[str, Any], T: int = 16, num_steps: int = 50, block_size: int = 128
+) -> float:
+    """PFLOPs of one sampling run (``num_steps`` calls x CFG 2) of the paper-size DiT under ``attention``
+    (``{"variant": ..., **mask options}``; its tiny ``block_size`` / ``backend`` are replaced by the paper's)."""
+    from sculpt4d.models.attention import build_block_mask
+
+    opts = {k: v for k, v in attention.items() if k not in ("variant", "block_size", "backend", "rope_base")}
+    N = PAPER_DIT["input_size"]
+    density = build_block_mask(str(attention["variant"]), T, N, block_size, **opts).block_density
+    return 2 * num_steps * forward_flops(PAPER_DIT, T, N, PAPER_CONTEXT_TOKENS, density)["total"] / 1e15
+
+
 def register_cpu_flash_flops() -> None:
     """Teach ``FlopCounterMode`` the CPU flash-attention op that the ``gather`` backend calls directly.
 

@@ -18,6 +18,7 @@ VARIANT_OPTIONS: dict[str, dict[str, Any]] = {
     "full": dict(),
     "temporal": dict(),
     "spatial": dict(),
+    "fixed_stride": dict(anchor=True, dense_distance=1, stride=4),
 }
 VARIANTS = tuple(VARIANT_OPTIONS)
 _DROPPED = {"_target_"}  # an instantiable node's marker, not a setting
@@ -35,6 +36,7 @@ class AttentionConfig:
     dense_distance: int | None = None  # frame pairs with |i - j| <= this are fully attended
     min_blocks: int | None = None  # framepack: blocks every kept frame keeps at least
     rope_base: float | None = None  # rope: base of the temporal RoPE frequencies
+    stride: int | None = None  # fixed_stride: every stride-th key frame is fully attended
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANT_OPTIONS:

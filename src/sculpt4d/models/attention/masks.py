@@ -18,6 +18,8 @@ Variants (d = |i - j|; same-frame blocks are always kept, so T=1 is the 3D model
 - ``full`` / ``rope``: dense (``rope`` adds a temporal RoPE on q/k, applied by the model).
 - ``temporal``: own frame full; other frames: token r attends token r only.
 - ``spatial``: own frame only (block diagonal): the per-frame 3D model, the baseline of evaluations.
+- ``fixed_stride``: the ablation of the decaying band: key frame 0 full (``anchor``); d <= dense_distance
+  full; else the pair is kept in full iff d % stride == 0 (one temporal stride for every distance).
 """
 
 from __future__ import annotations
@@ -128,6 +130,10 @@ def _pair_spec(variant: str, d: int, j: int, N: int, b: int, cfg: dict[str, Any]
         return ("full", None)
     if d <= cfg["dense_distance"]:
         return ("full", None)
+    if variant == "fixed_stride":
+        if int(cfg["stride"]) < 1:
+            raise ValueError(f"fixed_stride: stride must be >= 1, got {cfg['stride']}")
+        return ("full", None) if d % cfg["stride"] == 0 else ("none", None)
     if variant == "framepack":
         keep = N >> (d - cfg["dense_distance"]) if d - cfg["dense_distance"] < 63 else 0
         return ("prefix", min(nb, max(cfg["min_blocks"], -(-keep // b))))
