@@ -496,3 +496,35 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path: Path) -> None:
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_a_swallowed_ctrl_c_still_stops_the_sampler() -> None:
+    from sculpt4d.diffusion.sampler import EulerSampler
+    from sculpt4d.utils import interrupt
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        interrupt.install()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+        except BaseException:  # a library that catches everything, as scipy's numpy shim does on import
+            pass
+        steps: list[int] = []
+
+        def model_fn(x, t, ctx):
+            steps.append(1)
+            return torch.zeros_like(x)
+
+        with pytest.raises(KeyboardInterrupt):
+            EulerSampler(num_steps=5).sample(
+                model_fn, torch.zeros(1, 4, 2), torch.zeros(1, 1, 2), None, progress=False
+            )
+        assert steps == []  # stopped before the first step
+        interrupt.install()  # a new job starts clean
+        EulerSampler(num_steps=2).sample(
+            model_fn, torch.zeros(1, 4, 2), torch.zeros(1, 1, 2), None, progress=False
+        )
+        assert len(steps) == 2
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -53,7 +53,9 @@ def run_user_task(task, cfg):
     import sys
 
     from sculpt4d.errors import Sculpt4DError
+    from sculpt4d.utils import interrupt
 
+    interrupt.install()
     try:
         return task(cfg)
     except Sculpt4DError as err:

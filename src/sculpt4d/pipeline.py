@@ -24,6 +24,7 @@ from sculpt4d.errors import InputError
 from sculpt4d.inference import InferenceDefaults, conf_model_node
 from sculpt4d.models.factory import Components
 from sculpt4d.utils.images import IMAGE_SUFFIXES
+from sculpt4d.utils.interrupt import raise_if_interrupted
 
 DTYPES = {
     "fp32": torch.float32,
@@ -366,6 +367,7 @@ class Sculpt4DPipeline:
         z = vae.from_dit(latents[0].float())  # [T, N, C]
         meshes: list[trimesh.Trimesh] = []
         for t in range(z.shape[0]):
+            raise_if_interrupted()
             mesh = vae.latents_to_mesh(
                 z[t : t + 1],
                 bounds=bounds,

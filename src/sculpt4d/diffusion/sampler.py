@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from sculpt4d.diffusion.flow import ModelFn
+from sculpt4d.utils.interrupt import raise_if_interrupted
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step index, t [B], x after the step)
 
@@ -91,6 +92,7 @@ class EulerSampler:
         timesteps = self.timesteps().to(x.device)
         with _progress(progress, self.num_steps) as advance:
             for i in range(self.num_steps):
+                raise_if_interrupted()
                 xin = torch.cat([x, x], dim=0) if cfg else x
                 t = timesteps[i].expand(xin.shape[0]).to(x.dtype) / self.num_train_timesteps  # [B] or [2B]
                 v = model_fn(xin, t, ctx)
