@@ -17,13 +17,17 @@ import json
 import math
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from sculpt4d.data.dataset import POINT_SCALE
 from sculpt4d.models.vae import ShapeVAE
+
+ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(2)
 
@@ -62,29 +66,12 @@ def load(root, n_seq, frames_per, seed):
     return torch.from_numpy(np.stack(S)), torch.from_numpy(np.stack(P)), torch.from_numpy(np.stack(Occ))
 
 
-BASE = dict(
-    num_latents=128,
-    embed_dim=16,
-    width=128,
-    heads=4,
-    num_encoder_layers=2,
-    num_decoder_layers=3,
-    num_freqs=8,
-    include_pi=False,
-    point_feats=4,
-    pc_size=2048,
-    pc_sharpedge_size=0,
-    downsample_ratio=16,
-    qkv_bias=False,
-    qk_norm=True,
-    geo_decoder_mlp_expand_ratio=4,
-    geo_decoder_downsample_ratio=1,
-    geo_decoder_ln_post=True,
-    logvar_min=-30.0,
-    logvar_max=0.0,
-    logvar_bound="smooth",
-    logvar_bias_init=-6.0,
-)
+def tiny_vae_kwargs() -> dict:
+    """The shipped tiny VAE's constructor arguments (``conf/model/tiny.yaml``), without its trained statistics."""
+    node = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml").vae)
+    return {
+        k: v for k, v in node.items() if k not in ("_target_", "scale_factor", "latent_mean", "latent_std")
+    }
 
 
 def iou(logits, occ):
@@ -137,24 +124,18 @@ def main():
     ap.add_argument("--val")
     ap.add_argument("--eval_every", type=int, default=0)
     a = ap.parse_args()
-    os.makedirs(os.path.dirname(a.data) or ".", exist_ok=True)
+    for path in (a.data, a.out):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if a.prepare:  # 600 training sequences x 8 frames, 20 held-out x 3
         torch.save((load(a.train, 600, 8, 0), load(a.val, 20, 3, 1)), a.data)
         return
     tr, val = torch.load(a.data)
-    kw = dict(BASE)
+    kw = {**tiny_vae_kwargs(), "weight_init": a.init}
     for s in a.set:
         k, v = s.split("=")
         kw[k] = json.loads(v)
     torch.manual_seed(0)
     vae = ShapeVAE(**kw)
-    if a.init == "pytorch":
-        for m in vae.modules():
-            if isinstance(m, torch.nn.Linear):
-                m.reset_parameters()
-        if kw.get("logvar_bias_init") is not None:
-            with torch.no_grad():
-                vae.pre_kl.bias[kw["embed_dim"] :] = kw["logvar_bias_init"]
     opt = torch.optim.AdamW(vae.parameters(), lr=a.lr, weight_decay=a.wd, betas=(0.9, 0.99))
     S, P, Occ = tr
     g = torch.Generator().manual_seed(0)
