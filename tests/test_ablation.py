@@ -124,7 +124,8 @@ def test_every_ablation_is_the_tiny_4d_recipe_but_one_choice(tmp_path):
     ref = compose_train(["experiment=tiny_4d", "seed=3"], tmp_path)
     for name, (variant, anchor) in ABLATIONS.items():
         cfg = compose_train([f"experiment=ablation/{name}", "seed=3"], tmp_path)
-        resolved = AttentionConfig.from_dict(OmegaConf.to_container(cfg.attention))  # null = the variant's default
+        # null in the YAML = the variant's default
+        resolved = AttentionConfig.from_dict(OmegaConf.to_container(cfg.attention))
         assert resolved.variant == variant and resolved.anchor == anchor, name
         assert (cfg.attention.block_size, cfg.attention.backend) == (32, "dense")
         assert cfg.config_name == f"ablation_{name}_s3" and cfg.export_dir.endswith(

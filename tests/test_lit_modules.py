@@ -173,7 +173,9 @@ def test_validation_logs_the_condition_gap(train_cfg, monkeypatch) -> None:
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
     logged: dict[str, float] = {}
-    monkeypatch.setattr(module, "log_dict", lambda d, **kw: logged.update({k: float(v) for k, v in d.items()}))
+    monkeypatch.setattr(
+        module, "log_dict", lambda d, **kw: logged.update({k: float(v) for k, v in d.items()})
+    )
     with torch.no_grad():
         module.validation_step(batch, 0)
         gap = logged["val/cond_gap"]  # null-context loss minus the loss with the image

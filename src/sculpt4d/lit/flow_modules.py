@@ -127,9 +127,7 @@ class _FlowModule(BaseLitModule):
         loss = self.flow.loss(self.model_fn, x1, cond, t=t, noise=noise)
         null_loss = self.flow.loss(self.model_fn, x1, torch.zeros_like(cond), t=t, noise=noise)
         # how much the image is worth: the loss with CFG's null context minus the loss with the image
-        self.log_dict(
-            {"val/loss": loss, "val/cond_gap": null_loss - loss}, batch_size=b, sync_dist=True
-        )
+        self.log_dict({"val/loss": loss, "val/cond_gap": null_loss - loss}, batch_size=b, sync_dist=True)
         n = int(self.val_cfg.get("num_samples", 0))
         if n > 0 and batch_idx == 0 and "vol_points" in batch:
             self._validate_samples(batch, cond[:n], gen)
