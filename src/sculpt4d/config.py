@@ -41,7 +41,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("per_job", per_job_dir)
 
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The Hydra configs ship inside the package (``sculpt4d/conf``, package data in the wheel). In a source
+# checkout ``src/sculpt4d/conf`` is a symlink to the repository's ``conf/``, the one copy users edit.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 def run_user_task(task, cfg):
@@ -66,16 +68,20 @@ def run_user_task(task, cfg):
         sys.exit(130)
 
 
-def hydra_main(config_name: str, task, resolve: bool = False) -> None:
-    """``python -m sculpt4d.<task>``: compose ``conf/<config_name>.yaml`` with the CLI and run ``task``."""
+def hydra_main(config_name: str, task, resolve: bool = False):
+    """``python -m sculpt4d.<task>``, the ``sculpt4d-<task>`` console script and the root ``<task>.py`` shim:
+    compose ``conf/<config_name>.yaml`` (the packaged configs) with the CLI and run ``task``.
+
+    Returns what ``task`` returns (a sweeper such as Optuna reads the job's return value).
+    """
     import hydra
 
     register_resolvers()
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=config_name)
-    def _main(cfg) -> None:
+    def _main(cfg):
         if resolve:
             OmegaConf.resolve(cfg)
-        run_user_task(task, cfg)
+        return run_user_task(task, cfg)
 
-    _main()
+    return _main()
