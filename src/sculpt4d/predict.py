@@ -6,16 +6,21 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sculpt4d.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("sculpt4d.predict")
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch  # here, not at the top: Ctrl-C during the heavy imports of `sculpt4d-predict` exits 130
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -278,3 +283,16 @@ def run_predict(cfg: DictConfig, pipeline=None, callback=None) -> Path:
     log.info("wrote %d frames to %s in %.1f s", len(out.meshes), output_dir, total)
     print(f"[sculpt4d] {len(out.meshes)} meshes -> {output_dir} ({total:.1f} s)")
     return output_dir
+
+
+def main() -> None:
+    """``python -m sculpt4d.predict`` / ``sculpt4d-predict`` / ``python predict.py``: compose
+    ``conf/predict.yaml`` with the command line and run :func:`run_predict`. User errors print one line and
+    exit 2, Ctrl-C exits 130 (the heavy imports included)."""
+    from sculpt4d.config import hydra_main
+
+    hydra_main("predict", run_predict)
+
+
+if __name__ == "__main__":
+    main()

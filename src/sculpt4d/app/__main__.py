@@ -1,12 +1,18 @@
-"""``python -m sculpt4d.app``: the web app (same config and overrides as ``python app.py``)."""
+"""``python -m sculpt4d.app`` / ``sculpt4d-app`` / ``python app.py``: the web app (config ``conf/app.yaml``)."""
+
+from omegaconf import DictConfig
 
 from sculpt4d.config import hydra_main
 
 
-def main() -> None:
-    from sculpt4d.app.ui import serve
+def _serve(cfg: DictConfig) -> None:
+    from sculpt4d.app.ui import serve  # gradio: imported inside the Ctrl-C / user-error handling
 
-    hydra_main("app", serve)
+    serve(cfg)
+
+
+def main() -> None:
+    hydra_main("app", _serve)
 
 
 if __name__ == "__main__":
