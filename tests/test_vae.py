@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from sculpt4d.diffusion import shared_noise
 from sculpt4d.errors import InputError
 from sculpt4d.models.vae import (
     DiagonalGaussian,
@@ -19,7 +20,6 @@ from sculpt4d.models.vae import (
     ShapeVAE,
     farthest_point_sample,
     fps_count,
-    shared_frame_noise,
 )
 from sculpt4d.models.vae.attention import CrossAttention, SelfAttention
 
@@ -298,15 +298,17 @@ def test_noise_share_alpha_in_posterior_sampling():
         assert torch.allclose(eps[:, 0], eps[:, 1], atol=1e-4) == same
 
 
-@pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
-def test_shared_frame_noise_statistics(alpha):
-    eps = shared_frame_noise((8, 4, 512, 16), alpha, torch.Generator().manual_seed(0))
-    assert abs(eps.mean().item()) < 0.02 and abs(eps.std().item() - 1.0) < 0.02
-    a, b = eps[:, 0].flatten(), eps[:, 1].flatten()
-    corr = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
-    assert abs(corr - alpha) < 0.03
-    with pytest.raises(ValueError):
-        shared_frame_noise((1, 2, 3), 1.5)
+@pytest.mark.parametrize("alpha", [1.0, 0.5, 0.0])
+def test_encode_sequence_posterior_noise_is_shared_noise(alpha):
+    """``encode_sequence``'s posterior noise is :func:`sculpt4d.diffusion.shared_noise` drawn from the
+    generator right after the query-point pick (the same bits; statistics: tests/test_diffusion.py)."""
+    vae = tiny_vae()
+    surf = random_surface(2, 3, 320, seed=4)
+    g = torch.Generator().manual_seed(7)
+    post, _ = vae.encode_posterior(surf, generator=g)  # the pick draws from g
+    eps = shared_noise(post.shape, alpha, g)  # [B, T, N, C]
+    z = vae.encode_sequence(surf, noise_share_alpha=alpha, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(z, post.sample(noise=eps))
 
 
 def test_posterior_logvar_clamp_and_kl():

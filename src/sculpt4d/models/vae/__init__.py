@@ -12,7 +12,7 @@ from .embedder import FourierEmbedder
 from .encoder import PointCrossAttentionEncoder, QuerySelection
 from .fps import farthest_point_sample, fps_count
 from .model import ShapeVAE
-from .posterior import DiagonalGaussian, shared_frame_noise
+from .posterior import DiagonalGaussian
 from .surface import ALGOS, extract_surface, fill_unevaluated
 from .volume import (
     QueryFn,
@@ -48,5 +48,4 @@ __all__ = [
     "grid_axes",
     "hierarchy_resolutions",
     "near_surface_mask",
-    "shared_frame_noise",
 ]

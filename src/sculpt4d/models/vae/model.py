@@ -10,13 +10,14 @@ import torch
 import trimesh
 from torch import Tensor, nn
 
+from sculpt4d.diffusion import shared_noise
 from sculpt4d.errors import InputError
 
 from .attention import Transformer
 from .decoder import GeometryDecoder
 from .embedder import FourierEmbedder
 from .encoder import PointCrossAttentionEncoder, QuerySelection
-from .posterior import DiagonalGaussian, shared_frame_noise
+from .posterior import DiagonalGaussian
 from .surface import extract_surface
 from .volume import Bounds, VolumeResult, decode_dense, decode_hierarchical
 
@@ -182,9 +183,13 @@ class ShapeVAE(nn.Module):
         posterior, _ = self.encode_posterior(surface, generator=generator)
         if not sample_posterior:
             return posterior.mode()
-        eps = shared_frame_noise(
-            posterior.shape, noise_share_alpha, generator, posterior.mean.device, posterior.mean.dtype
-        )
+        eps = shared_noise(
+            posterior.shape,
+            noise_share_alpha,
+            generator,
+            device=posterior.mean.device,
+            dtype=posterior.mean.dtype,
+        )  # [B, T, N, C]
         return posterior.sample(noise=eps)
 
     # ---- DiT latent space -----------------------------------------------------------------------

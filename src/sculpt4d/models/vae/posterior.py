@@ -1,8 +1,6 @@
-"""Diagonal Gaussian posterior of the KL bottleneck and cross-frame noise sharing."""
+"""Diagonal Gaussian posterior of the KL bottleneck (cross-frame noise: :func:`sculpt4d.diffusion.shared_noise`)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
@@ -63,28 +61,3 @@ class DiagonalGaussian:
             return torch.zeros(self.mean.shape[0], device=self.mean.device)
         dims = tuple(range(1, self.mean.dim()))
         return 0.5 * torch.mean(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=dims)
-
-
-def shared_frame_noise(
-    shape: tuple[int, ...] | torch.Size,
-    alpha: float,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """``eps_t = sqrt(a)·eps_shared + sqrt(1-a)·eps_t_own`` for ``shape = [B, T, ...]``.
-
-    ``alpha=1``: every frame gets the same noise; ``alpha=0``: independent noise per frame. The result is
-    N(0, 1) per element for any ``alpha`` in [0, 1].
-    """
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"noise_share_alpha must be in [0, 1], got {alpha}")
-    shape = tuple(shape)
-    gdev = generator.device if generator is not None else device
-    shared = torch.randn((shape[0], 1, *shape[2:]), generator=generator, dtype=dtype, device=gdev)
-    if alpha >= 1.0:
-        eps = shared.expand(shape).clone()
-    else:
-        own = torch.randn(shape, generator=generator, dtype=dtype, device=gdev)
-        eps = math.sqrt(alpha) * shared + math.sqrt(1.0 - alpha) * own
-    return eps.to(device) if device is not None else eps
