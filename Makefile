@@ -60,6 +60,9 @@ data-tiny: ## make the tiny procedural 4D dataset (train + held-out benchmark sp
 train-tiny: ## train the tiny model: VAE -> 3D DiT -> 4D adapter (< 60 min on CPU)
 	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA)
 
+train-tiny-long: ## the shipped model: train-tiny's 3D stage continued 35 min, then the 4D stage on it (conf/experiment/tiny_*_long.yaml)
+	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA) --only dit3d 4d --experiments tiny_vae tiny_dit3d_long tiny_4d_long --init outputs/train_tiny/dit/tiny_dit3d/export
+
 evaluate: ## evaluate the shipped model on the held-out benchmark (tables in README)
 	$(PYTHON) -m sculpt4d.evaluate
 
@@ -78,4 +81,4 @@ bench: ## run every benchmark (prints side-by-side ratios; JSON under outputs/be
 clean: ## remove caches and run outputs
 	rm -rf outputs multirun logs .pytest_cache .ruff_cache
 
-.PHONY: help install install-browser install-rembg app install-sweep install-gpu install-blender test test-full lint format demo demos data-tiny train-tiny evaluate ablation bench clean
+.PHONY: help install install-browser install-rembg app install-sweep install-gpu install-blender test test-full lint format demo demos data-tiny train-tiny train-tiny-long evaluate ablation bench clean

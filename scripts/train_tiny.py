@@ -122,7 +122,7 @@ def run_stage(
     init_from: Path | None,
     log_path: Path,
 ) -> float:
-    exp = EXPERIMENTS[stage]
+    exp = args.experiments[stage]
     cmd = [
         sys.executable,
         str(ROOT / "train.py"),
@@ -186,6 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--trainer", default="cpu", help="trainer config of every stage: cpu | gpu (conf/trainer/)"
     )
+    p.add_argument(
+        "--experiments",
+        nargs=3,
+        default=[EXPERIMENTS[s] for s in STAGES],
+        metavar=("VAE", "DIT3D", "4D"),
+        help="the experiment (conf/experiment/) of each stage; the shipped model continues the 3D stage: "
+        "--only dit3d 4d --experiments tiny_vae tiny_dit3d_long tiny_4d_long --init <tiny_dit3d export>",
+    )
     p.add_argument("--only", choices=STAGES, nargs="+", default=list(STAGES), help="run only these stages")
     p.add_argument("--resume", action="store_true", help="continue each stage from its last.ckpt")
     p.add_argument(
@@ -206,16 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     args.data, args.out = args.data.resolve(), args.out.resolve()
     if not (args.data / "train").is_dir():
         raise SystemExit(f"{args.data}/train not found: make the tiny dataset first (make data-tiny)")
+    args.experiments = dict(zip(STAGES, args.experiments))
     args.overrides = {}
     for o in args.override:
         stage, _, kv = o.partition(":")
         args.overrides.setdefault(stage, []).append(kv)
 
-    stage_dirs = {
-        "vae": args.out / "dit/tiny_vae",
-        "dit3d": args.out / "dit/tiny_dit3d",
-        "4d": args.out / "dit/tiny_4d",
-    }
+    stage_dirs = {stage: args.out / "dit" / args.experiments[stage] for stage in STAGES}
     budgets = dict(zip(STAGES, args.minutes or (None,) * 3))
     steps = dict(zip(STAGES, args.steps or (None,) * 3))
     times: dict[str, float] = {}
@@ -232,12 +237,14 @@ def main(argv: list[str] | None = None) -> None:
         init = prev[stage]
         if init is not None and not (init / "model.safetensors").is_file():
             raise SystemExit(f"[train_tiny] {stage} needs {init} (run the previous stage first)")
-        times[stage] = run_stage(stage, args, budgets[stage], steps[stage], init, args.out / f"{stage}.log")
+        times[stage] = run_stage(
+            stage, args, budgets[stage], steps[stage], init, args.out / f"{args.experiments[stage]}.log"
+        )
 
     summary: dict[str, object] = {
         "stages": {},
         "data": str(args.data),
-        "experiments": [EXPERIMENTS[s] for s in STAGES],
+        "experiments": [args.experiments[s] for s in STAGES],
         "seed": args.seed,
     }
     for stage in STAGES:

@@ -175,3 +175,42 @@ def test_motion_iou_static_is_zero_truth_is_one():
     assert motion_iou(both_static, both_static) == 1.0  # nothing moves on either side
     scores = evaluate_sequence(static, gt, n_points=2000, iou_res=32) | {}
     assert "motion_iou" not in scores  # only with a prepared motion grid (evaluation does it)
+
+
+def test_train_tiny_runs_each_stage_with_its_experiment_and_init(tmp_path, monkeypatch):
+    """``--experiments`` picks each stage's experiment (its folder and log are named after it), ``--init`` the
+    first stage's start: the shipped model's continuation runs tiny_dit3d_long from the tiny_dit3d export."""
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("train_tiny", root / "scripts" / "train_tiny.py")
+    train_tiny = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_tiny)
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    init = tmp_path / "out" / "dit" / "tiny_dit3d" / "export"
+    init.mkdir(parents=True)
+    (init / "model.safetensors").write_bytes(b"")
+    calls: list[list[str]] = []
+
+    def fake_run(cmd, **kwargs):  # a stage that writes its export, except the 4D one
+        calls.append(cmd)
+        exp = cmd[2].split("=")[1]
+        if exp != "tiny_4d_long":
+            (tmp_path / "out" / "dit" / exp / "export").mkdir(parents=True)
+            (tmp_path / "out" / "dit" / exp / "export" / "model.safetensors").write_bytes(b"")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(train_tiny.subprocess, "run", fake_run)
+    monkeypatch.setattr(train_tiny, "plot_curves", lambda *a, **k: None)
+    train_tiny.main(
+        ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--ship", str(tmp_path / "ship")]
+        + ["--only", "dit3d", "4d", "--experiments", "tiny_vae", "tiny_dit3d_long", "tiny_4d_long"]
+        + ["--init", str(init)]
+    )
+    assert [c[2] for c in calls] == ["experiment=tiny_dit3d_long", "experiment=tiny_4d_long"]
+    assert f"init_from={init.resolve()}" in calls[0]
+    assert f"init_from={tmp_path / 'out' / 'dit' / 'tiny_dit3d_long' / 'export'}" in calls[1]
+    assert (tmp_path / "out" / "tiny_dit3d_long.log").is_file() and (init / "model.safetensors").is_file()
+    assert not (tmp_path / "ship").exists()  # no 4D export was written: nothing shipped
