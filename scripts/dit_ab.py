@@ -169,7 +169,9 @@ def main() -> None:
     ap.add_argument("--shift", type=float, default=1.0)
     ap.add_argument("--sample-steps", type=int, default=20)
     ap.add_argument("--cfg", type=float, default=5.0)
-    ap.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides for the module (model.conditioner...)")
+    ap.add_argument(
+        "--set", nargs="*", default=[], help="extra Hydra overrides for the module (model.conditioner...)"
+    )
     ap.add_argument("--vae", default="outputs/train_tiny/dit/tiny_vae/export")
     ap.add_argument("--val-root", default="data/tiny/benchmark")
     ap.add_argument("--train-batches", type=int, default=120)
