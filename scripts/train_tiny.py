@@ -69,15 +69,34 @@ def summarise(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def plot_curves(stage_dirs: dict[str, Path], path: Path) -> None:
+def continued_rows(runs: list[Path]) -> tuple[list[dict[str, float]], list[float]]:
+    """The CSV rows of a stage and the runs that continued it, steps made consecutive; and where each
+    continuation starts."""
+    rows: list[dict[str, float]] = []
+    starts: list[float] = []
+    offset = 0.0
+    for i, d in enumerate(runs):
+        part = read_csv_metrics(d)
+        if i:
+            starts.append(offset)
+        rows += [{**r, "step": r["step"] + offset} for r in part if "step" in r]
+        offset = max((r["step"] for r in rows), default=offset) + 1
+    return rows, starts
+
+
+def plot_curves(stage_runs: dict[str, list[Path]], path: Path) -> None:
+    """One panel per stage; a stage continued by later runs (``tiny_dit3d`` → ``tiny_dit3d_long``) is drawn as
+    one curve with a dashed line where each continuation starts."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(stage_dirs), figsize=(5 * len(stage_dirs), 3.6))
-    for ax, (stage, d) in zip(axes, stage_dirs.items()):
-        rows = read_csv_metrics(d)
+    fig, axes = plt.subplots(1, len(stage_runs), figsize=(5 * len(stage_runs), 3.6))
+    for ax, (stage, runs) in zip(axes, stage_runs.items()):
+        rows, starts = continued_rows(runs)
+        for x0 in starts:
+            ax.axvline(x0, color="0.5", ls="--", lw=0.8)
         pts = [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
         if pts:
             x, y = zip(*pts)
@@ -245,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
         "stages": {},
         "data": str(args.data),
         "experiments": [args.experiments[s] for s in STAGES],
+        "init": None if args.init is None else str(args.init),
         "seed": args.seed,
     }
     for stage in STAGES:
@@ -274,7 +294,10 @@ def main(argv: list[str] | None = None) -> None:
                 os.chmod(tmp / f, 0o644)
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         print(f"[train_tiny] shipped {final} -> {args.ship}", flush=True)
-    plot_curves({s: d for s, d in stage_dirs.items() if d.exists()}, args.plot)
+    stage_runs = {s: [d] for s, d in stage_dirs.items() if d.exists()}
+    if args.init is not None and (args.init.parent / "csv").is_dir() and args.only[0] in stage_runs:
+        stage_runs[args.only[0]].insert(0, args.init.parent)  # the run this stage continued
+    plot_curves(stage_runs, args.plot)
     print(json.dumps(summary, indent=2, default=_json_default), flush=True)
 
 

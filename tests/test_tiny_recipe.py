@@ -177,17 +177,38 @@ def test_motion_iou_static_is_zero_truth_is_one():
     assert "motion_iou" not in scores  # only with a prepared motion grid (evaluation does it)
 
 
-def test_train_tiny_runs_each_stage_with_its_experiment_and_init(tmp_path, monkeypatch):
-    """``--experiments`` picks each stage's experiment (its folder and log are named after it), ``--init`` the
-    first stage's start: the shipped model's continuation runs tiny_dit3d_long from the tiny_dit3d export."""
+def _train_tiny_module():
     import importlib.util
-    import subprocess
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("train_tiny", root / "scripts" / "train_tiny.py")
-    train_tiny = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_tiny)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_continued_stage_is_one_curve_with_consecutive_steps(tmp_path):
+    train_tiny = _train_tiny_module()
+    runs = []
+    for name, steps in (("first", (4, 9)), ("continued", (4, 9, 12))):
+        d = tmp_path / name / "csv" / "version_0"
+        d.mkdir(parents=True)
+        lines = ["step,train/loss"] + [f"{s},{s / 10}" for s in steps]
+        (d / "metrics.csv").write_text("\n".join(lines) + "\n")
+        runs.append(tmp_path / name)
+    rows, starts = train_tiny.continued_rows(runs)
+    assert [r["step"] for r in rows] == [4, 9, 14, 19, 22]
+    assert [r["train/loss"] for r in rows] == [0.4, 0.9, 0.4, 0.9, 1.2]
+    assert starts == [10]
+
+
+def test_train_tiny_runs_each_stage_with_its_experiment_and_init(tmp_path, monkeypatch):
+    """``--experiments`` picks each stage's experiment (its folder and log are named after it), ``--init`` the
+    first stage's start: the shipped model's continuation runs tiny_dit3d_long from the tiny_dit3d export."""
+    import subprocess
+
+    train_tiny = _train_tiny_module()
     (tmp_path / "data" / "train").mkdir(parents=True)
     init = tmp_path / "out" / "dit" / "tiny_dit3d" / "export"
     init.mkdir(parents=True)
