@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,19 @@ class BaseLitModule(LightningModule):
         return directory
 
     # ------------------------------------------------------------------ validation images
+    @torch.no_grad()
+    def preview_meshes(self, vae: nn.Module, z: torch.Tensor) -> list:
+        """Flat-grid marching-cubes meshes of latents ``z`` ``[k, N, C]`` at ``val.mesh_resolution`` (warnings
+        of empty grids silenced: early in training a latent may decode to nothing)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return vae.latents_to_mesh(
+                z,
+                octree_resolution=int(self.val_cfg["mesh_resolution"]),
+                hierarchical=False,
+                num_chunks=20000,
+            )
+
     def log_strip(self, key: str, meshes: list, images: list | None = None) -> Path | None:
         """Render a mesh strip (+ inputs) to ``<log dir>/val_strips/`` and push it to image-capable loggers."""
         if self.global_rank != 0 or not self.val_cfg.get("strip", True):

@@ -10,7 +10,6 @@ image tokens (zeroed with probability ``cond_drop_prob`` for CFG) and regress th
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import torch
@@ -162,14 +161,7 @@ class _FlowModule(BaseLitModule):
             from sculpt4d.lit.visualize import tensor_to_pil
 
             k = min(z.shape[0], 8)  # the first sample's frames (4D) or the first samples (3D)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                meshes = self.vae.latents_to_mesh(
-                    z[:k],
-                    octree_resolution=int(self.val_cfg["mesh_resolution"]),
-                    hierarchical=False,
-                    num_chunks=20000,
-                )
+            meshes = self.preview_meshes(self.vae, z[:k])
             images = None
             if "images" in batch:
                 images = [tensor_to_pil(im) for im in batch["images"][:n].flatten(0, 1)[:k]]

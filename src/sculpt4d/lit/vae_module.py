@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -107,12 +106,5 @@ class VAEModule(BaseLitModule):
         if self.global_rank != 0 or not self.val_cfg.get("strip", True):
             return
         k = min(z.shape[0], max(int(self.val_cfg.get("num_samples", 1)), 1))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            meshes = self.vae.latents_to_mesh(
-                z[:k],
-                octree_resolution=int(self.val_cfg["mesh_resolution"]),
-                hierarchical=False,
-                num_chunks=20000,
-            )
+        meshes = self.preview_meshes(self.vae, z[:k])
         self.log_strip("val/reconstruction", meshes)
