@@ -21,8 +21,8 @@ from _common import add_json_arg, print_table, write_json  # noqa: I001  (also p
 from sculpt4d.prep import sampling as S
 from sculpt4d.prep.cameras import CameraRange, sample_cameras
 from sculpt4d.prep.gltf_anim import load_animated_mesh
+from sculpt4d.prep.multiview import Renderer
 from sculpt4d.prep.procedural import generate_asset
-from sculpt4d.prep.render import Renderer
 from sculpt4d.prep.stages import vertex_colors_of
 from sculpt4d.prep.watertight import watertight
 

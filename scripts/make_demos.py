@@ -20,8 +20,8 @@ from PIL import Image
 
 from sculpt4d.prep.cameras import look_at, spherical_to_eye
 from sculpt4d.prep.gltf_anim import load_animated_mesh
+from sculpt4d.prep.multiview import Renderer
 from sculpt4d.prep.procedural import DEMO_NAMES, generate_asset
-from sculpt4d.prep.render import Renderer
 from sculpt4d.utils.io import atomic_dir, write_json
 
 DEMO_SEED = 900_000  # train seeds are < 10000, benchmark seeds 100000+

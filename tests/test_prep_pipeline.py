@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from sculpt4d.prep.pipeline import (
-    STAGES,
-    PrepParams,
-    list_frames,
-    process_object,
-    read_ply,
-    run,
-    shard_items,
-)  # fmt: skip
+from sculpt4d.prep.meshio import list_frames, read_ply
+from sculpt4d.prep.params import PrepParams
+from sculpt4d.prep.runner import STAGES, process_object, run, shard_items
 from sculpt4d.prep.watertight import watertight
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "gltf"  # vendored Khronos samples

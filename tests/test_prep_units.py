@@ -39,7 +39,7 @@ def test_cameras_look_at_origin_within_range():
 
 @pytest.mark.parametrize("backend", ["pyrender", "embree"])
 def test_render_matches_projection(backend):
-    from sculpt4d.prep.render import Renderer
+    from sculpt4d.prep.multiview import Renderer
 
     m = trimesh.creation.box(extents=(0.6, 0.4, 0.3))
     c2w = sample_cameras(3, CameraRange(), seed=0)

@@ -400,7 +400,8 @@ def test_prep_exit_codes(tmp_path: Path) -> None:
 def test_static_asset_hint_names_a_real_key(tmp_path: Path) -> None:
     import trimesh
 
-    from sculpt4d.prep.pipeline import PrepParams, process_object
+    from sculpt4d.prep.params import PrepParams
+    from sculpt4d.prep.runner import process_object
 
     trimesh.creation.box().export(tmp_path / "static_box.glb")
     p = PrepParams.from_config(

@@ -193,7 +193,7 @@ def write_gallery(entries: list[dict[str, Any]], path: Path, size: int = 128, ma
     """
     from PIL import Image, ImageDraw
 
-    from sculpt4d.export.render import render_strip, sequence_bounds
+    from sculpt4d.export.preview import render_strip, sequence_bounds
     from sculpt4d.export.video import to_rgb
     from sculpt4d.utils.io import atomic_path
 

@@ -3,7 +3,7 @@
 from sculpt4d.data.datamodule import Objects4DDataModule, ResumableDataLoader
 from sculpt4d.data.dataset import POINT_SCALE, Objects4DDataset, resize_image
 from sculpt4d.data.records import BadObjectError, ObjectRecord, list_object_dirs, scan_object, split_by_object
-from sculpt4d.data.sampler import SeededStreamSampler, item_seed
+from sculpt4d.data.seeded_stream import SeededStreamSampler, item_seed
 
 __all__ = [
     "POINT_SCALE",

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from sculpt4d.data.dataset import Objects4DDataset, OnBad
 from sculpt4d.data.records import BadObjectError, ObjectRecord, list_object_dirs, scan_object, split_by_object
-from sculpt4d.data.sampler import SeededStreamSampler, item_seed
+from sculpt4d.data.seeded_stream import SeededStreamSampler, item_seed
 from sculpt4d.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
-"""Export of generated sequences: per-frame OBJ, one animated GLB, renders, strip/turntable videos."""
+"""Export of generated sequences: per-frame OBJ, one animated GLB, preview renders, strip/turntable videos."""
 
 from sculpt4d.export.glb import read_glb_animation, write_animated_glb
 from sculpt4d.export.obj import write_obj, write_obj_sequence
-from sculpt4d.export.render import camera_pose, render_strip, render_turntable, render_views, sequence_bounds
+from sculpt4d.export.preview import camera_pose, render_strip, render_turntable, render_views, sequence_bounds
 from sculpt4d.export.video import (
     make_strip_image,
     strip_frames,

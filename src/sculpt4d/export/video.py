@@ -18,7 +18,7 @@ import trimesh
 from PIL import Image
 
 from sculpt4d.errors import InputError
-from sculpt4d.export.render import render_strip, render_turntable
+from sculpt4d.export.preview import render_strip, render_turntable
 from sculpt4d.utils.io import atomic_path
 
 ImageLike = Any  # PIL.Image | np.ndarray (H,W[,3|4], uint8 or float in [0,1]) | path

@@ -2,6 +2,6 @@
 
 from sculpt4d.inputs.frames import Frames, Limits, load_frames
 from sculpt4d.inputs.matting import MODES, remove_background
-from sculpt4d.inputs.video import VIDEO_SUFFIXES
+from sculpt4d.inputs.video_decode import VIDEO_SUFFIXES
 
 __all__ = ["MODES", "VIDEO_SUFFIXES", "Frames", "Limits", "load_frames", "remove_background"]

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sculpt4d.errors import InputError
-from sculpt4d.inputs import matting, video
+from sculpt4d.inputs import matting, video_decode
 from sculpt4d.utils.images import IMAGE_SUFFIXES
 
 ZIP_SUFFIXES = (".zip",)
@@ -75,7 +75,7 @@ def select(count: int, sequence_length: int, stride: int, what: str) -> list[int
 
 
 def video_indices(
-    info: video.VideoInfo,
+    info: video_decode.VideoInfo,
     sequence_length: int,
     stride: int,
     video_fps: float | None,
@@ -172,7 +172,7 @@ def _from_video(
     video_fps: float | None, start: float | None, end: float | None,
 ):  # fmt: skip
     start = float(start or 0.0)
-    info = video.probe(path, start)
+    info = video_decode.probe(path, start)
     if info.size[0] * info.size[1] > limits.max_pixels:
         raise InputError(
             f"{path.name}: {info.size[0]}×{info.size[1]} video frames are over the {limits.max_pixels:,}-pixel limit"
@@ -184,7 +184,7 @@ def _from_video(
             f"{path.name}: the frames used span {span:.0f} s of video, over the {limits.max_video_seconds:.0f} s "
             "limit; choose a part with start/end or a higher video_fps"
         )
-    images = video.read_frames(path, idx, start)
+    images = video_decode.read_frames(path, idx, start)
     return images, [f"{path.name}#{start + i / info.fps:.3f}s" for i in idx]
 
 
@@ -193,7 +193,7 @@ def classify(path: Path) -> str:
     if path.is_dir():
         return "folder"
     suffix = path.suffix.lower()
-    if suffix in video.VIDEO_SUFFIXES:
+    if suffix in video_decode.VIDEO_SUFFIXES:
         return "video"
     if suffix in ZIP_SUFFIXES:
         return "zip"
@@ -201,7 +201,7 @@ def classify(path: Path) -> str:
         return "image"
     raise InputError(
         f"{path.name}: not a supported input; give a folder of frames, a video "
-        f"({', '.join(video.VIDEO_SUFFIXES)}), a .zip of frames or several image files"
+        f"({', '.join(video_decode.VIDEO_SUFFIXES)}), a .zip of frames or several image files"
     )
 
 

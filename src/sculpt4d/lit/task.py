@@ -2,8 +2,8 @@
 
 Resume: ``ckpt_path=last`` picks ``<checkpoint_dir>/last.ckpt`` (``checkpoint_dir`` =
 ``output_folder/dit/<config_name>``) and restores weights, optimizer, scheduler, EMA (buffers), step and the
-data stream position (a function of the step, see :mod:`sculpt4d.data.sampler`). The loggers continue the
-same run: ``<checkpoint_dir>/run.json`` keeps the CSV/TensorBoard version and the W&B run id.
+data stream position (a function of the step, see :mod:`sculpt4d.data.seeded_stream`). The loggers continue
+the same run: ``<checkpoint_dir>/run.json`` keeps the CSV/TensorBoard version and the W&B run id.
 
 Multi-node (SLURM): one ``srun`` task per GPU; Lightning reads the SLURM environment, e.g.
 ``sbatch --nodes=2 --ntasks-per-node=8 --gpus-per-node=8 --wrap "srun python train.py experiment=paper_8

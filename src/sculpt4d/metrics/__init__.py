@@ -8,7 +8,6 @@ from sculpt4d.metrics.distance import (
     fscore,
     sample_surface,
 )
-from sculpt4d.metrics.evaluate import GroundTruth, evaluate_sequence, prepare_ground_truth, score_sequence
 from sculpt4d.metrics.motion import motion_iou, sequence_occupancy
 from sculpt4d.metrics.normalize import apply_normalization, normalize_sequence
 from sculpt4d.metrics.occupancy import (
@@ -18,6 +17,12 @@ from sculpt4d.metrics.occupancy import (
     occupancy_grid,
     scanline_occupancy,
     volume_iou,
+)
+from sculpt4d.metrics.sequence_scores import (
+    GroundTruth,
+    evaluate_sequence,
+    prepare_ground_truth,
+    score_sequence,
 )
 from sculpt4d.metrics.temporal import consecutive_chamfers, temporal_jitter
 

@@ -120,7 +120,7 @@ def _glb_generator_meta(src: Path) -> dict:
 # ------------------------------------------------------------------------------------------ rendering
 def stage_render(obj_dir: Path, p: PrepParams, progress: Progress | None = None) -> dict:
     """Render ``num_views`` RGBA views of every frame; the same cameras for all frames of an object."""
-    from sculpt4d.prep.render import Renderer
+    from sculpt4d.prep.multiview import Renderer
 
     frames = list_frames(obj_dir)
     if not frames:

@@ -1,4 +1,4 @@
-"""Offscreen grey-Lambert mesh renders on a white background.
+"""Previews of generated meshes: offscreen grey-Lambert renders on a white background.
 
 Backend ``pyrender`` (OpenGL through EGL; ``PYOPENGL_PLATFORM=egl`` is set here unless the caller chose
 another platform before importing) with a fallback ``splat``: a numpy point-splatting z-buffer
