@@ -529,3 +529,33 @@ def test_a_swallowed_ctrl_c_still_stops_the_sampler() -> None:
         assert len(steps) == 2
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_ctrl_c_inside_a_finaliser_is_recorded_without_a_traceback() -> None:
+    """Ctrl-C landing in ``__del__`` (frequent while a large library imports) cannot propagate: it is not
+    reported as "Exception ignored ... Traceback", and the next check still stops the job; other finaliser
+    errors still reach the previous hook."""
+    from sculpt4d.utils import interrupt
+
+    class Interrupted:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    class Broken:
+        def __del__(self):
+            raise ValueError("a real finaliser bug")
+
+    reported: list[BaseException] = []
+    previous_signal, previous_hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    try:
+        sys.unraisablehook = lambda info: reported.append(info.exc_value)
+        interrupt.install()
+        Interrupted()  # collected at once (CPython refcounting): the KeyboardInterrupt is unraisable
+        assert reported == []
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.raise_if_interrupted()
+        Broken()
+        assert [type(e) for e in reported] == [ValueError]
+    finally:
+        signal.signal(signal.SIGINT, previous_signal)
+        sys.unraisablehook = previous_hook
