@@ -75,7 +75,7 @@ def run_row(base: list[str], name: str, out_dir: Path, pipe_cache: dict[str, Any
 
     import sculpt4d.inputs.config as inputs_config
     import sculpt4d.models.vae.model as vae_model
-    from sculpt4d.predict import build_pipeline, run_predict
+    from sculpt4d.predict import build_pipeline, run_predict, with_checkpoint_defaults
 
     overrides, extra = row_settings(name)
     cfg = compose([*base, *overrides, f"output_dir={out_dir / name}", "progress=false"])
@@ -102,6 +102,7 @@ def run_row(base: list[str], name: str, out_dir: Path, pipe_cache: dict[str, Any
     torch.set_num_threads(threads)
     meshes = pipe_cache["meshes"].pop("decode")
     pipe_cache.setdefault("base_meshes", meshes)  # the first row run is base
+    cfg = with_checkpoint_defaults(cfg, pipe.inference)  # null keys = the checkpoint's own defaults
     T, steps = int(cfg.sequence_length), int(cfg.num_steps)
     pipeline_s = t["load"] + t["condition"] + t["sampling"] + t["decode"]
     return {

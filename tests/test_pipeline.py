@@ -369,3 +369,29 @@ def test_attention_backend_override(tmp_path, exported):
     torch.testing.assert_close(out["gather"], out["dense"], atol=1e-4, rtol=1e-4)
     with pytest.raises(InputError, match="attention_backend=triton"):
         build_pipeline(_cfg(tmp_path, f"ckpt={exported}", "attention_backend=triton"))
+
+
+def test_predict_benchmark_reads_the_checkpoint_defaults(tmp_path):
+    """``benchmarks/predict.py`` runs the real job with the predict config's null keys filled from the checkpoint
+    (a null ``num_steps`` once crashed it) and writes one row per option with its step count."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable,
+        "benchmarks/predict.py",
+        "--quick",
+        "--random-weights",
+        "--rows",
+        "base",
+        "--json",
+        str(out),
+    ]
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["row"] for r in rows] == ["base"] and rows[0]["steps"] == 2 and rows[0]["total_s"] > 0
