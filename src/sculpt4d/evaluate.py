@@ -137,9 +137,15 @@ def surface_samples(obj_dir: Path, frame_dirs: list[Path], pc_size: int) -> torc
 
 @torch.no_grad()
 def vae_reconstruction(pipeline, surface: torch.Tensor, kwargs: dict[str, Any]) -> list[trimesh.Trimesh]:
-    """Encode the ground truth's surface samples (posterior means) and decode them like a prediction."""
+    """Encode the ground truth's surface samples (posterior means) and decode them like a prediction.
+
+    The encoder's query-point pick (farthest-point sampling from a random start) draws from the sequence's
+    seed, so the row does not depend on what ran before it."""
     vae = pipeline.components.vae
-    z = vae.encode_sequence(surface.to(pipeline.device), sample_posterior=False)  # [1, T, N, C]
+    gen = torch.Generator().manual_seed(int(kwargs["seed"]))
+    z = vae.encode_sequence(
+        surface.to(pipeline.device), sample_posterior=False, generator=gen
+    )  # [1, T, N, C]
     keys = ("octree_resolution", "mc_algo", "num_chunks", "hierarchical", "largest_component")
     keys += ("min_resolution",)
     return pipeline.decode(vae.to_dit(z), **{k: kwargs[k] for k in keys})
