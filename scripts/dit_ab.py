@@ -88,11 +88,10 @@ def evaluate(module, val, steps: int, cfg_scale: float) -> dict[str, float]:
     cond = module.conditioner(imgs)
     t = (torch.arange(n, dtype=torch.float32) + 0.5) / n
     noise = torch.randn(x1.shape, generator=gen)
-    per_item = {}
-    for name, c in (("cond", cond), ("null", torch.zeros_like(cond))):
-        xt = t.view(-1, 1, 1) * x1 + (1 - t.view(-1, 1, 1)) * noise
-        v = module.model_fn(xt, t, c)
-        per_item[name] = ((v - (x1 - noise)) ** 2).mean(dim=(1, 2))
+    per_item = {  # the training loss per item [n], with the image and with CFG's null context
+        name: module.flow.loss(module.model_fn, x1, c, t=t, noise=noise, return_per_sample=True)[1]
+        for name, c in (("cond", cond), ("null", torch.zeros_like(cond)))
+    }
     gap = per_item["null"] - per_item["cond"]
     noisy = t < 0.5
     k = min(n, 32)
