@@ -47,6 +47,34 @@ def test_chamfer_independent_samples_still_close():
     assert cd == pytest.approx(0.1, abs=5e-3)
 
 
+@pytest.mark.parametrize("workers", [-1, 1])
+def test_nearest_neighbour_distances_equal_brute_force(workers):
+    # the fast tree (pykdtree, OpenMP) against exhaustive search, points both on and off the sampled surface
+    from scipy.spatial.distance import cdist
+
+    from sculpt4d.metrics.distance import _nn_dist, sample_surface
+
+    gt = sample_surface(sphere(0.3), 2000, seed=0)
+    pred = sample_surface(sphere(0.35, (0.05, 0.0, 0.0)), 1500, seed=1)
+    for src, dst in ((pred, gt), (gt, pred)):
+        fast = _nn_dist(src, dst, workers)
+        assert fast.dtype == np.float64 and fast.shape == (len(src.points),)
+        np.testing.assert_allclose(fast, cdist(src.points, dst.points).min(axis=1), rtol=0, atol=1e-12)
+
+
+def test_surface_samples_are_the_samplers_points_in_z_order():
+    from sculpt4d.metrics.distance import morton_order, sample_surface
+
+    mesh = sphere(0.3)
+    raw, _ = trimesh.sample.sample_surface(mesh, 5000, seed=4)
+    stored = sample_surface(mesh, 5000, seed=4).points
+    np.testing.assert_array_equal(np.unique(stored, axis=0), np.unique(raw, axis=0))  # the same point set
+    corners = np.array([[x, y, z] for z in (0, 1) for y in (0, 1) for x in (0, 1)], dtype=float)
+    rng = np.random.default_rng(0)
+    shuffled = corners[rng.permutation(8)]
+    np.testing.assert_array_equal(shuffled[morton_order(shuffled)], corners)  # x fastest, then y, then z
+
+
 def test_identical_meshes_zero_chamfer():
     assert chamfer_distance(sphere(0.3), sphere(0.3), n=N) == 0.0
 

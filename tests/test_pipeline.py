@@ -66,6 +66,50 @@ def test_pipeline_outputs_one_mesh_per_frame_deterministically(exported):
     assert not torch.equal(a.latents, c.latents)
 
 
+@pytest.mark.parametrize("alpha", [1.0, 0.0])
+def test_per_frame_batch_equals_the_model_run_on_each_frame_alone(exported, alpha):
+    # per_frame=True samples the T frames as one batch of T=1 sequences: each must equal the model run on its
+    # frame alone from that frame's initial noise (the loop it replaced), up to float rounding
+    from sculpt4d.diffusion import EulerSampler, shared_noise
+
+    pipe = Sculpt4DPipeline.from_pretrained(exported)
+    cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))  # [1, T, L, D]
+    batched = pipe.sample_latents(cond, 4, 3.0, alpha, seed=5, per_frame=True, progress=False)  # [1, T, N, C]
+    vae, model = pipe.components.vae, pipe.components.model
+    noise = shared_noise((1, T, vae.num_latents, vae.embed_dim), alpha, torch.Generator().manual_seed(5))
+    for t in range(T):
+        alone = EulerSampler(4).sample(
+            model, noise[:, t : t + 1], cond[:, t : t + 1], torch.zeros_like(cond[:, t : t + 1]), 3.0, progress=False
+        )
+        torch.testing.assert_close(batched[:, t : t + 1], alone, atol=1e-5, rtol=1e-5)
+    if alpha == 0.0:
+        assert not torch.allclose(batched[:, 0], batched[:, 1])  # own noise per frame
+
+
+def test_decode_min_resolution_comes_from_the_checkpoint(exported, tmp_path):
+    # the shipped tiny export decodes 24 -> 48 -> 96; an export without the key gets the reference's 63
+    from sculpt4d.inference import InferenceDefaults
+
+    shipped = InferenceDefaults.from_config(OmegaConf.load(ROOT / "data" / "checkpoints" / "tiny" / "config.yaml"))
+    assert (shipped.octree_resolution, shipped.decode_min_resolution) == (96, 24)
+    pipe = Sculpt4DPipeline.from_pretrained(exported)
+    assert pipe.inference.decode_min_resolution == 63
+    z = torch.zeros(1, 1, pipe.components.vae.num_latents, pipe.components.vae.embed_dim)
+    levels = []
+    original = pipe.components.vae.latents_to_mesh
+
+    def spy(*args, **kwargs):
+        levels.append(kwargs["min_resolution"])
+        return original(*args, **kwargs)
+
+    pipe.components.vae.latents_to_mesh = spy
+    pipe.decode(z, octree_resolution=16)
+    pipe.inference = pipe.inference.override(decode_min_resolution=4)
+    pipe.decode(z, octree_resolution=16)
+    pipe.decode(z, octree_resolution=16, min_resolution=8)
+    assert levels == [63, 4, 8]
+
+
 def test_noise_share_alpha_controls_initial_noise(exported):
     pipe = Sculpt4DPipeline.from_pretrained(exported)
     cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))
@@ -311,13 +355,14 @@ def test_evaluate_multirun_sweep_keeps_one_summary_per_job(exported, tmp_path, t
 @pytest.mark.parametrize(
     "override,message",
     [("num_steps=1", r"num_steps=1 must be >= 2"), ("noise_share_alpha=1.5", r"noise_share_alpha=1.5 must lie"),
-     ("octree_resolution=4", r"octree_resolution=4 must be >= 8")],
+     ("octree_resolution=4", r"octree_resolution=4 must be >= 8"),
+     ("decode_min_resolution=1", r"decode_min_resolution=1 must be >= 2")],
 )  # fmt: skip
 def test_out_of_range_sampling_options_name_the_key(tmp_path, override, message):
     from sculpt4d.predict import sampling_kwargs
 
     assert sampling_kwargs(_cfg(tmp_path))["num_steps"] is None  # null: the checkpoint's
-    assert sampling_kwargs(_cfg(tmp_path))["min_resolution"] == 63  # decode_min_resolution default
+    assert sampling_kwargs(_cfg(tmp_path))["min_resolution"] is None  # decode_min_resolution: the checkpoint's
     assert sampling_kwargs(_cfg(tmp_path, "decode_min_resolution=48"))["min_resolution"] == 48
     with pytest.raises(InputError, match=message):
         sampling_kwargs(_cfg(tmp_path, override))

@@ -7,6 +7,7 @@ An export's ``config.yaml`` carries an ``inference:`` node (written by the train
       guidance_scale: 5.0      # CFG scale
       noise_share_alpha: 1.0   # initial noise shared across frames (0 = independent: the ablation without it)
       octree_resolution: 96    # marching-cubes grid
+      decode_min_resolution: 24  # coarsest level of the hierarchical decode (96 -> 24, 48, 96)
       sequence_length: 8       # frames per clip
       frame_stride: 4          # every k-th input frame (the frame rate the model was trained at)
       preprocess: {size: 128, border_ratio: 0.15, crop: sequence}
@@ -37,6 +38,7 @@ SAMPLING_KEYS = (
     "num_steps",
     "guidance_scale",
     "octree_resolution",
+    "decode_min_resolution",
     "sequence_length",
     "frame_stride",
     "noise_share_alpha",
@@ -58,6 +60,7 @@ class InferenceDefaults:
     num_steps: int = 50
     guidance_scale: float = 5.0
     octree_resolution: int = 256
+    decode_min_resolution: int = 63  # 256 -> 64, 128, 256 (the reference's hierarchy)
     sequence_length: int = 8
     frame_stride: int = 1
     noise_share_alpha: float = 1.0
@@ -85,6 +88,7 @@ class InferenceDefaults:
         self.num_steps = int(self.num_steps)
         self.guidance_scale = float(self.guidance_scale)
         self.octree_resolution = int(self.octree_resolution)
+        self.decode_min_resolution = int(self.decode_min_resolution)
         self.sequence_length = int(self.sequence_length)
         self.frame_stride = int(self.frame_stride)
         self.noise_share_alpha = float(self.noise_share_alpha)

@@ -95,7 +95,7 @@ def model_node_defaults(cfg: DictConfig):
 
 def with_checkpoint_defaults(cfg: DictConfig, inference) -> DictConfig:
     """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
-    ``octree_resolution``, ``sequence_length``, ``frame_stride``, ``noise_share_alpha``) take the checkpoint's values
+    ``octree_resolution``, ``decode_min_resolution``, ``sequence_length``, ``frame_stride``, ``noise_share_alpha``) take the checkpoint's values
     (an :class:`~sculpt4d.inference.InferenceDefaults`, e.g. ``pipeline.inference``; None changes nothing)."""
     from omegaconf import open_dict
 
@@ -119,9 +119,9 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
     """
     from sculpt4d.models.vae.surface import ALGOS
 
-    nullable = ("num_steps", "octree_resolution", "guidance_scale", "noise_share_alpha")
+    nullable = ("num_steps", "octree_resolution", "decode_min_resolution", "guidance_scale", "noise_share_alpha")
     n = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k)
-         for k in ("num_steps", "seed", "octree_resolution", "num_chunks")}  # fmt: skip
+         for k in ("num_steps", "seed", "octree_resolution", "decode_min_resolution", "num_chunks")}  # fmt: skip
     f = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k, float)
          for k in ("guidance_scale", "noise_share_alpha")}  # fmt: skip
     checks = {
@@ -140,6 +140,10 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         "octree_resolution": (
             n["octree_resolution"] is None or n["octree_resolution"] >= 8,
             "must be >= 8 (marching-cubes grid)",
+        ),
+        "decode_min_resolution": (
+            n["decode_min_resolution"] is None or n["decode_min_resolution"] >= 2,
+            "must be >= 2 (coarsest grid of the hierarchical decode)",
         ),
         "num_chunks": (n["num_chunks"] >= 1, "must be >= 1 (query points per decoder call)"),
         "mc_algo": (
@@ -161,7 +165,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         hierarchical=bool(cfg.hierarchical),
         largest_component=bool(cfg.largest_component),
         progress=bool(cfg.progress),
-        min_resolution=int(cfg.get("decode_min_resolution", 63)),
+        min_resolution=n["decode_min_resolution"],
     )
 
 

@@ -1,7 +1,8 @@
 """Surface-sample distances: Chamfer distance and F-score (design.md §7).
 
 Both sample each surface uniformly by area (``trimesh.sample.sample_surface``, seeded) and use
-``scipy.spatial.cKDTree`` for nearest neighbours (``workers=-1``: all cores).
+``pykdtree`` for exact nearest neighbours (OpenMP; ``workers=-1``: all cores, ``n``: at most n threads): 2x
+faster than scipy's ``cKDTree`` on benchmark meshes with the same distances (``benchmarks/metrics.py``).
 Empty/degenerate meshes (see ``clean_mesh``): two empty meshes agree perfectly (CD 0, F 1); one empty
 against a non-empty one gives the worst values ``WORST_CHAMFER`` and F 0.
 """
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import trimesh
-from scipy.spatial import cKDTree
+from pykdtree.kdtree import KDTree
+from threadpoolctl import threadpool_limits
 
 from sculpt4d.metrics._mesh import clean_mesh
 
@@ -25,30 +27,55 @@ WORST_CHAMFER = float(np.sqrt(3.0))
 class SurfaceSamples:
     """Surface samples of one mesh plus its KD-tree, reusable across several comparisons."""
 
-    points: np.ndarray  # [n, 3]
-    tree: cKDTree
+    points: np.ndarray  # [n, 3] float64
+    tree: KDTree | None  # None when there are no points
 
     @property
     def empty(self) -> bool:
         return len(self.points) == 0
 
 
+def _spread_bits(v: np.ndarray) -> np.ndarray:
+    """The low 10 bits of ``v`` (uint64) moved to every third bit: 0b11 -> 0b1001."""
+    v = (v | (v << np.uint64(16))) & np.uint64(0x030000FF)
+    v = (v | (v << np.uint64(8))) & np.uint64(0x0300F00F)
+    v = (v | (v << np.uint64(4))) & np.uint64(0x030C30C3)
+    return (v | (v << np.uint64(2))) & np.uint64(0x09249249)
+
+
+def morton_order(points: np.ndarray) -> np.ndarray:
+    """The permutation that sorts ``points [n, 3]`` along a Z-order curve (10 bits per axis over their box).
+
+    Nearby points end up nearby in memory, so nearest-neighbour queries issued in this order reuse the tree
+    nodes they just visited: 1.6x faster queries on benchmark meshes than in the sampler's random order.
+    """
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    q = ((points - lo) / np.maximum(hi - lo, 1e-12) * 1023).astype(np.uint64)  # [n, 3] in 0..1023
+    code = _spread_bits(q[:, 0]) | (_spread_bits(q[:, 1]) << np.uint64(1)) | (_spread_bits(q[:, 2]) << np.uint64(2))
+    return np.argsort(code, kind="stable")
+
+
 def sample_surface(mesh: trimesh.Trimesh | None, n: int = 100_000, seed: int = 0) -> SurfaceSamples:
-    """Sample ``n`` points uniformly on the surface of ``mesh`` (no points if it is empty)."""
+    """Sample ``n`` points uniformly on the surface of ``mesh`` (no points if it is empty), stored in Z-order
+    (:func:`morton_order`: the same point set, so every metric is unchanged up to float summation order)."""
     m = clean_mesh(mesh)
     if m is None or n <= 0:
         pts = np.zeros((0, 3))
     else:
         pts, _ = trimesh.sample.sample_surface(m, int(n), seed=seed)
         pts = np.asarray(pts, dtype=np.float64)
-    # leafsize 64, unbalanced: ~2x faster queries than the defaults for surface samples queried from
-    # off-surface points (measured on 100k-sample spheres 0.01-0.1 apart)
-    return SurfaceSamples(points=pts, tree=cKDTree(pts, leafsize=64, balanced_tree=False))
+        pts = np.ascontiguousarray(pts[morton_order(pts)])
+    # leafsize 16: the fastest of 8/16/32 for 100k benchmark-mesh samples (queries exact for any leafsize)
+    return SurfaceSamples(points=pts, tree=KDTree(pts, leafsize=16) if len(pts) else None)
 
 
 def _nn_dist(src: SurfaceSamples, dst: SurfaceSamples, workers: int) -> np.ndarray:
-    d, _ = dst.tree.query(src.points, k=1, workers=workers)
-    return d
+    """Distance from each of ``src``'s points to its nearest neighbour among ``dst``'s.  # [n_src]"""
+    assert dst.tree is not None, "callers handle empty samples first"
+    if workers is None or workers < 0:
+        return dst.tree.query(src.points, k=1)[0]
+    with threadpool_limits(max(int(workers), 1), user_api="openmp"):
+        return dst.tree.query(src.points, k=1)[0]
 
 
 def chamfer_from_samples(a: SurfaceSamples, b: SurfaceSamples, workers: int = -1) -> float:
