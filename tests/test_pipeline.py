@@ -86,6 +86,28 @@ def test_per_frame_batch_equals_the_model_run_on_each_frame_alone(exported, alph
         assert not torch.allclose(batched[:, 0], batched[:, 1])  # own noise per frame
 
 
+def test_first_frame_repeat_reusing_per_frame_equals_running_it_alone(exported, tmp_path):
+    # evaluate takes first_frame_repeat from the per_frame run of the same sequence: frame 0 sampled in the
+    # per-frame batch must give the mesh that sampling frame 0 alone gives
+    from sculpt4d.evaluate import run_method
+    from sculpt4d.predict import with_checkpoint_defaults
+
+    pipe = Sculpt4DPipeline.from_pretrained(exported)
+    cfg = _cfg(tmp_path, "num_steps=3", "octree_resolution=24", "progress=false", f"ckpt={exported}")
+    cfg = with_checkpoint_defaults(cfg, pipe.inference)
+    frames = sorted(DEMO.glob("*.png"))[:T]
+    pf_meshes, pf_images, pf_seconds, _ = run_method(pipe, frames, "per_frame", cfg, {"seed": 2})
+    alone, _, _, flops = run_method(pipe, frames, "first_frame_repeat", cfg, {"seed": 2})
+    reused, images, seconds, flops_reused = run_method(
+        pipe, frames, "first_frame_repeat", cfg, {"seed": 2}, per_frame_run=(pf_meshes, pf_images, pf_seconds)
+    )
+    assert len(reused) == len(alone) == T and flops_reused == flops and seconds == pf_seconds / T
+    assert images is pf_images
+    for a, b in zip(reused, alone, strict=True):
+        assert a.vertices.shape == b.vertices.shape and np.abs(a.vertices - b.vertices).max() < 1e-4
+        assert np.array_equal(a.faces, b.faces)
+
+
 def test_decode_min_resolution_comes_from_the_checkpoint(exported, tmp_path):
     # the shipped tiny export decodes 24 -> 48 -> 96; an export without the key gets the reference's 63
     from sculpt4d.inference import InferenceDefaults

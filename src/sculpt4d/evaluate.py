@@ -158,10 +158,14 @@ def run_method(
     cfg: DictConfig,
     sampling: dict[str, Any] | None = None,
     truth: dict[str, Any] | None = None,
+    per_frame_run: tuple[list[trimesh.Trimesh], list, float] | None = None,
 ) -> tuple[list[trimesh.Trimesh], list, float, float]:
     """Meshes, preprocessed input images, seconds and DiT FLOPs of one method on one sequence.
 
     ``truth`` (``gts``: the ground-truth meshes, ``surface``: their VAE input) feeds the reference methods.
+    ``per_frame_run``: the ``per_frame`` result of this sequence with the same sampling (meshes, images,
+    seconds), if it ran already: ``first_frame_repeat`` then repeats its frame 0 (the same model, noise and
+    condition on frame 0 alone) instead of sampling and decoding it again, and reports 1/T of its seconds.
     Peak memory: reset here by the caller (:func:`sculpt4d.utils.memory.reset_peak_memory`)."""
     from sculpt4d.models.flops import sampling_flops
     from sculpt4d.predict import sampling_kwargs
@@ -178,9 +182,12 @@ def run_method(
             meshes = vae_reconstruction(pipeline, truth["surface"], kwargs)
         return meshes, [], time.perf_counter() - t0, 0.0
     if method == "first_frame_repeat":
+        flops = sampling_flops(model, 1, M, kwargs["num_steps"], kwargs["guidance_scale"])
+        if per_frame_run is not None:
+            first, images, seconds = per_frame_run[0][0], per_frame_run[1], per_frame_run[2] / len(frames)
+            return [first.copy() for _ in frames], images, seconds, flops
         out = pipeline(frames[:1], per_frame=True, **kwargs)
         meshes = [out.meshes[0].copy() for _ in frames]
-        flops = sampling_flops(model, 1, M, kwargs["num_steps"], kwargs["guidance_scale"])
     else:
         per_frame = method == "per_frame"
         out = pipeline(frames, per_frame=per_frame, **kwargs)
@@ -333,6 +340,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         references: dict[str, Any] = {"gts": gts}
         if "vae_reconstruction" in methods:
             references["surface"] = surface_samples(obj, select_frames(obj, len(frames), stride), pc_size)
+        per_frame_run = None
         for method in methods:
             pipe = pipelines.get(method, pipelines["base"])
             reset_peak_memory(device)
@@ -344,7 +352,10 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 cfg,
                 {**seed, **sampling.get(method, {})},
                 references,
+                per_frame_run,
             )
+            if method == "per_frame":
+                per_frame_run = (meshes, images, seconds)
             memory_mb = peak_memory_mb(device)
             before = OCCUPANCY_PATHS["winding"]
             m = score_sequence(

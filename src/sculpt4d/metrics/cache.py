@@ -16,7 +16,7 @@ import numpy as np
 import trimesh
 
 from sculpt4d.metrics.distance import SurfaceSamples, sample_surface
-from sculpt4d.metrics.occupancy import Bounds, occupancy_grid
+from sculpt4d.metrics.occupancy import Bounds, prepare_for_occupancy, prepared_occupancy
 
 
 def mesh_key(mesh: trimesh.Trimesh | None) -> Any:
@@ -36,6 +36,7 @@ class MeshCache:
     def __init__(self) -> None:
         self._samples: dict[Any, SurfaceSamples] = {}
         self._grids: dict[Any, np.ndarray] = {}
+        self._prepared: dict[Any, tuple[trimesh.Trimesh | None, bool]] = {}  # cleaned mesh, watertight
         self.stats: Counter[str] = Counter()  # sample / occupancy calls computed vs served from the cache
 
     def add_samples(self, mesh: trimesh.Trimesh | None, n: int, seed: int, samples: SurfaceSamples) -> None:
@@ -54,9 +55,12 @@ class MeshCache:
     def occupancy(self, mesh: trimesh.Trimesh | None, bounds: Bounds, resolution: int) -> np.ndarray:
         """:func:`occupancy_grid` (the returned array is shared: do not modify it)."""
         box = np.asarray([np.asarray(b, dtype=np.float64).reshape(3) for b in bounds]).tobytes()
-        key = (mesh_key(mesh), box, int(resolution))
+        mkey = mesh_key(mesh)
+        key = (mkey, box, int(resolution))
         if key not in self._grids:
-            self._grids[key] = occupancy_grid(mesh, bounds, resolution)
+            if mkey not in self._prepared:  # cleaning and the watertight test: once per mesh, not per grid
+                self._prepared[mkey] = prepare_for_occupancy(mesh)
+            self._grids[key] = prepared_occupancy(self._prepared[mkey], bounds, resolution)
             self.stats["grids_computed"] += 1
         else:
             self.stats["grids_reused"] += 1

@@ -88,11 +88,15 @@ def scanline_occupancy(mesh: trimesh.Trimesh | None, bounds: Bounds, resolution:
 
     Exact for closed (watertight) meshes; see the module docstring. Rays run along z.
     """
-    R = int(resolution)
-    occ = np.zeros((R, R, R), dtype=bool)
     m = clean_mesh(mesh)
     if m is None:
-        return occ
+        return np.zeros((int(resolution),) * 3, dtype=bool)
+    return _scanline(m, bounds, resolution)
+
+
+def _scanline(m: trimesh.Trimesh, bounds: Bounds, resolution: int) -> np.ndarray:
+    """:func:`scanline_occupancy` of a mesh already through :func:`clean_mesh`."""
+    R = int(resolution)
     lo = np.asarray(bounds[0], dtype=np.float64).reshape(3)
     hi = np.asarray(bounds[1], dtype=np.float64).reshape(3)
     p = (np.asarray(m.vertices, dtype=np.float64) - lo) / ((hi - lo) / R) - 0.5  # cell centre i at i
@@ -109,7 +113,7 @@ def scanline_occupancy(mesh: trimesh.Trimesh | None, bounds: Bounds, resolution:
     cmax = np.clip(np.floor(tri[:, :, :2].max(axis=1)), -1, R - 1).astype(np.int64)  # last column
     count = np.maximum(cmax - cmin + 1, 0)  # [F, 2] columns per axis
     n = count[:, 0] * count[:, 1]
-    crossings = np.zeros((R, R, R + 1), dtype=np.int32)  # signed crossings before cell k of column (x, y)
+    hits: list[tuple[np.ndarray, np.ndarray]] = []  # (flat index column * (R+1) + k, signed crossing)
     starts = np.concatenate([[0], np.cumsum(n)])
     f0 = 0
     while f0 < len(n):  # chunks of triangles with at most MAX_PAIRS (triangle, column) pairs
@@ -124,9 +128,19 @@ def scanline_occupancy(mesh: trimesh.Trimesh | None, bounds: Bounds, resolution:
         t = idx[hit]
         z = (e_bc[hit] * tri[t, 0, 2] + e_ca[hit] * tri[t, 1, 2] + e_ab[hit] * tri[t, 2, 2]) / area2[t]
         k = np.clip(np.floor(z) + 1, 0, R).astype(np.int64)  # first cell centre beyond the crossing
-        np.add.at(crossings, (cu[hit], cv[hit], k), sign[t])
+        hits.append(((cu[hit] * R + cv[hit]) * (R + 1) + k, sign[t]))
         f0 = f1
-    return np.cumsum(crossings[:, :, :R], axis=2) != 0
+    occ = np.zeros((R * R, R), dtype=bool)
+    if not hits:
+        return occ.reshape(R, R, R)
+    flat = np.concatenate([h[0] for h in hits])
+    signs = np.concatenate([h[1] for h in hits])
+    # signed crossings before cell k, only for the columns some triangle crosses (the rest stay outside)
+    columns, local = np.unique(flat // (R + 1), return_inverse=True)
+    slot = local * (R + 1) + flat % (R + 1)
+    crossings = np.bincount(slot, weights=signs, minlength=len(columns) * (R + 1)).astype(np.int64)
+    occ[columns] = np.cumsum(crossings.reshape(len(columns), R + 1)[:, :R], axis=1) != 0
+    return occ.reshape(R, R, R)
 
 
 def occupancy_grid(mesh: trimesh.Trimesh | None, bounds: Bounds, resolution: int) -> np.ndarray:
@@ -136,14 +150,30 @@ def occupancy_grid(mesh: trimesh.Trimesh | None, bounds: Bounds, resolution: int
     the source format (per-face normals or UVs, as in most GLB meshes) are merged first, so a closed surface
     stored that way still takes the fast path.
     """
+    return prepared_occupancy(prepare_for_occupancy(mesh), bounds, resolution)
+
+
+def prepare_for_occupancy(mesh: trimesh.Trimesh | None) -> tuple[trimesh.Trimesh | None, bool]:
+    """The mesh :func:`occupancy_grid` voxelises (cleaned; vertices merged when that closes it) and whether it
+    is watertight (the scanline path). Computed once per mesh, it serves every grid of that mesh."""
     m = clean_mesh(mesh)  # a fresh copy: merging below leaves the caller's mesh as it is
     if m is None:
-        return np.zeros((resolution,) * 3, dtype=bool)
+        return None, False
     if not m.is_watertight:
         m.merge_vertices()
-    if m.is_watertight:
+    return m, bool(m.is_watertight)
+
+
+def prepared_occupancy(
+    prepared: tuple[trimesh.Trimesh | None, bool], bounds: Bounds, resolution: int
+) -> np.ndarray:
+    """:func:`occupancy_grid` of a :func:`prepare_for_occupancy` result."""
+    m, watertight = prepared
+    if m is None:
+        return np.zeros((resolution,) * 3, dtype=bool)
+    if watertight:
         OCCUPANCY_PATHS["scanline"] += 1
-        return scanline_occupancy(m, bounds, resolution)
+        return _scanline(m, bounds, resolution)
     OCCUPANCY_PATHS["winding"] += 1
     return occupancy(m, grid_points(bounds, resolution))
 
