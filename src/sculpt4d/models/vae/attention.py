@@ -25,9 +25,9 @@ class QKNormAttention(nn.Module):
         self.q_norm = _qk_norm(head_dim, qk_norm)
         self.k_norm = _qk_norm(head_dim, qk_norm)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, k_normed: bool = False) -> Tensor:
-        # q: [B, H, Lq, hd]; k, v: [B, H, Lk, hd] -> [B, Lq, H*hd]; k_normed: k_norm already applied
-        q, k = self.q_norm(q), (k if k_normed else self.k_norm(k))
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, k_normed: bool = False, q_normed: bool = False) -> Tensor:
+        # q: [B, H, Lq, hd]; k, v: [B, H, Lk, hd] -> [B, Lq, H*hd]; {q,k}_normed: the norm already applied
+        q, k = (q if q_normed else self.q_norm(q)), (k if k_normed else self.k_norm(k))
         out = F.scaled_dot_product_attention(q, k, v)  # [B, H, Lq, hd]
         return out.transpose(1, 2).flatten(2)
 
@@ -85,8 +85,10 @@ class CrossAttention(nn.Module):
     ) -> Tensor:
         B, P, _ = x.shape
         k, v = self.kv(data) if kv is None else kv
-        q = self.c_q(x).view(B, P, self.heads, self.head_dim).transpose(1, 2)  # [B, H, P, hd]
-        return self.c_proj(self.attention(q, k, v, k_normed=True))  # [B, P, W]
+        q = self.c_q(x).view(B, P, self.heads, self.head_dim)  # [B, P, H, hd]
+        # q_norm over hd before the head transpose: the same numbers, without a copy of the queries
+        q = self.attention.q_norm(q).transpose(1, 2)  # [B, H, P, hd]
+        return self.c_proj(self.attention(q, k, v, k_normed=True, q_normed=True))  # [B, P, W]
 
 
 class MLP(nn.Module):
