@@ -6,6 +6,9 @@ Rows:
 - ``occupancy``: the R³ inside/outside grid of one watertight mesh by scanline winding numbers (the
   evaluation's path) vs ``igl.fast_winding_number`` at every cell centre (the fallback for open meshes),
   with the number of cells where they disagree (0 = identical grids).
+- ``nearest neighbours``: the Chamfer / F-score queries, 100k samples each way, as the evaluation runs them
+  (``pykdtree`` on Z-ordered samples) vs scipy's ``cKDTree`` on the sampler's order (the previous path), with
+  the largest difference of any distance (0 up to float rounding).
 - ``evaluate 3 methods``: one sequence scored against three predictions, as ``python -m sculpt4d.evaluate``
   does: ground truth sampled once (``prepare_ground_truth`` + ``score_sequence``) vs re-sampled per method
   (``evaluate_sequence``); the scores are identical.
@@ -23,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 from _common import add_json_arg, print_table, write_json
+from scipy.spatial import cKDTree
 
 from sculpt4d.export import write_animated_glb, write_obj_sequence, write_strip_video
 from sculpt4d.metrics import (
@@ -37,12 +41,25 @@ from sculpt4d.metrics import (
     temporal_jitter,
     volume_iou,
 )
+from sculpt4d.metrics.distance import _nn_dist, sample_surface
 
 
 def timed(fn, *args, **kwargs) -> tuple[object, float]:
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - t0
+
+
+def nn_both_ways(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation's nearest-neighbour distances a -> b and b -> a (trees built with the samples)."""
+    return _nn_dist(a, b, -1), _nn_dist(b, a, -1)
+
+
+def nn_both_ways_ckdtree(
+    a: np.ndarray, b: np.ndarray, ta: cKDTree, tb: cKDTree
+) -> tuple[np.ndarray, np.ndarray]:
+    """The previous path: scipy cKDTree (leafsize 64, unbalanced) trees of the unsorted samples, queried."""
+    return tb.query(a, k=1, workers=-1)[0], ta.query(b, k=1, workers=-1)[0]
 
 
 def main() -> None:
@@ -79,6 +96,24 @@ def main() -> None:
         occ_rows, "occupancy grid of one mesh: scanline (evaluation) vs igl winding numbers (fallback)"
     )
 
+    nn_rows = []
+    for label, a_mesh, b_mesh in (("capsule vs icosphere, frame 0", preds[0][0], gts[0]),
+                                  ("icosphere frame 0 vs last", gts[0], gts[-1])):  # fmt: skip
+        a, b = sample_surface(a_mesh, 100_000, 0), sample_surface(b_mesh, 100_000, 0)
+        raw_a, raw_b = (
+            np.asarray(trimesh.sample.sample_surface(m, 100_000, seed=0)[0]) for m in (a_mesh, b_mesh)
+        )
+        (fa, fb), t_fast = timed(nn_both_ways, a, b)
+        trees = [
+            cKDTree(x, leafsize=64, balanced_tree=False) for x in (raw_a, raw_b)
+        ]  # built untimed, as above
+        (ra, rb), t_ref = timed(nn_both_ways_ckdtree, raw_a, raw_b, *trees)
+        # the same point sets in another order: compare the sorted distances
+        diff = max(float(np.abs(np.sort(f) - np.sort(r)).max()) for f, r in ((fa, ra), (fb, rb)))
+        nn_rows.append(dict(pair=label, pykdtree_zorder_s=round(t_fast, 3), ckdtree_s=round(t_ref, 3),
+                            speedup=round(t_ref / t_fast, 2), max_distance_diff=diff))  # fmt: skip
+    print_table(nn_rows, "nearest neighbours both ways, 100k samples: evaluation path vs scipy cKDTree")
+
     gt = prepare_ground_truth(gts)
     once, t_once = timed(lambda: [score_sequence(p, gt) for p in preds])
     t_once += timed(prepare_ground_truth, gts)[1]
@@ -106,7 +141,9 @@ def main() -> None:
         ]
         one_rows = [dict(operation=label, seconds=round(timed(fn)[1], 3)) for label, fn in single]
     print_table(one_rows, "single metrics and exports")
-    write_json(args.json, dict(occupancy=occ_rows, sequence=seq_rows, single=one_rows, frames=T))
+    write_json(
+        args.json, dict(occupancy=occ_rows, nearest=nn_rows, sequence=seq_rows, single=one_rows, frames=T)
+    )
 
 
 if __name__ == "__main__":

@@ -79,7 +79,12 @@ def test_per_frame_batch_equals_the_model_run_on_each_frame_alone(exported, alph
     noise = shared_noise((1, T, vae.num_latents, vae.embed_dim), alpha, torch.Generator().manual_seed(5))
     for t in range(T):
         alone = EulerSampler(4).sample(
-            model, noise[:, t : t + 1], cond[:, t : t + 1], torch.zeros_like(cond[:, t : t + 1]), 3.0, progress=False
+            model,
+            noise[:, t : t + 1],
+            cond[:, t : t + 1],
+            torch.zeros_like(cond[:, t : t + 1]),
+            3.0,
+            progress=False,
         )
         torch.testing.assert_close(batched[:, t : t + 1], alone, atol=1e-5, rtol=1e-5)
     if alpha == 0.0:
@@ -112,7 +117,9 @@ def test_decode_min_resolution_comes_from_the_checkpoint(exported, tmp_path):
     # the shipped tiny export decodes 24 -> 48 -> 96; an export without the key gets the reference's 63
     from sculpt4d.inference import InferenceDefaults
 
-    shipped = InferenceDefaults.from_config(OmegaConf.load(ROOT / "data" / "checkpoints" / "tiny" / "config.yaml"))
+    shipped = InferenceDefaults.from_config(
+        OmegaConf.load(ROOT / "data" / "checkpoints" / "tiny" / "config.yaml")
+    )
     assert (shipped.octree_resolution, shipped.decode_min_resolution) == (96, 24)
     pipe = Sculpt4DPipeline.from_pretrained(exported)
     assert pipe.inference.decode_min_resolution == 63
@@ -384,7 +391,9 @@ def test_out_of_range_sampling_options_name_the_key(tmp_path, override, message)
     from sculpt4d.predict import sampling_kwargs
 
     assert sampling_kwargs(_cfg(tmp_path))["num_steps"] is None  # null: the checkpoint's
-    assert sampling_kwargs(_cfg(tmp_path))["min_resolution"] is None  # decode_min_resolution: the checkpoint's
+    assert (
+        sampling_kwargs(_cfg(tmp_path))["min_resolution"] is None
+    )  # decode_min_resolution: the checkpoint's
     assert sampling_kwargs(_cfg(tmp_path, "decode_min_resolution=48"))["min_resolution"] == 48
     with pytest.raises(InputError, match=message):
         sampling_kwargs(_cfg(tmp_path, override))

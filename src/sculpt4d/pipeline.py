@@ -330,7 +330,13 @@ class Sculpt4DPipeline:
             ).transpose(0, 1)
         else:
             latents = sampler.sample(
-                model_fn, noise, cond, uncond, guidance_scale=guidance_scale, progress=progress, callback=step_fn
+                model_fn,
+                noise,
+                cond,
+                uncond,
+                guidance_scale=guidance_scale,
+                progress=progress,
+                callback=step_fn,
             )
         self._release(model)
         return latents

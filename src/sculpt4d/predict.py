@@ -119,7 +119,13 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
     """
     from sculpt4d.models.vae.surface import ALGOS
 
-    nullable = ("num_steps", "octree_resolution", "decode_min_resolution", "guidance_scale", "noise_share_alpha")
+    nullable = (
+        "num_steps",
+        "octree_resolution",
+        "decode_min_resolution",
+        "guidance_scale",
+        "noise_share_alpha",
+    )
     n = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k)
          for k in ("num_steps", "seed", "octree_resolution", "decode_min_resolution", "num_chunks")}  # fmt: skip
     f = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k, float)

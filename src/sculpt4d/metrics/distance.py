@@ -51,7 +51,11 @@ def morton_order(points: np.ndarray) -> np.ndarray:
     """
     lo, hi = points.min(axis=0), points.max(axis=0)
     q = ((points - lo) / np.maximum(hi - lo, 1e-12) * 1023).astype(np.uint64)  # [n, 3] in 0..1023
-    code = _spread_bits(q[:, 0]) | (_spread_bits(q[:, 1]) << np.uint64(1)) | (_spread_bits(q[:, 2]) << np.uint64(2))
+    code = (
+        _spread_bits(q[:, 0])
+        | (_spread_bits(q[:, 1]) << np.uint64(1))
+        | (_spread_bits(q[:, 2]) << np.uint64(2))
+    )
     return np.argsort(code, kind="stable")
 
 

@@ -25,7 +25,9 @@ class QKNormAttention(nn.Module):
         self.q_norm = _qk_norm(head_dim, qk_norm)
         self.k_norm = _qk_norm(head_dim, qk_norm)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor, k_normed: bool = False, q_normed: bool = False) -> Tensor:
+    def forward(
+        self, q: Tensor, k: Tensor, v: Tensor, k_normed: bool = False, q_normed: bool = False
+    ) -> Tensor:
         # q: [B, H, Lq, hd]; k, v: [B, H, Lk, hd] -> [B, Lq, H*hd]; {q,k}_normed: the norm already applied
         q, k = (q if q_normed else self.q_norm(q)), (k if k_normed else self.k_norm(k))
         out = F.scaled_dot_product_attention(q, k, v)  # [B, H, Lq, hd]
