@@ -139,3 +139,30 @@ def test_shared_noise():
     with pytest.raises(ValueError):
         shared_noise(shape, 1.5)
     assert math.isfinite(float(shared_noise((1, 1, 1), 0.3).sum()))
+
+
+def test_cfg_pair_as_two_passes_gives_the_batched_result():
+    """``cfg_batch=False`` (low_vram): two half-size calls per step, the same latents as the doubled batch."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4 + 8, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    batches = []
+
+    def model(x, t, c):  # x [B, N, 4], c [B, 8]: a velocity that depends on x, t and the condition
+        batches.append(x.shape[0])
+        feat = torch.cat([x, (c + t[:, None])[:, None].expand(-1, x.shape[1], -1)], dim=-1)
+        return net(feat)
+
+    noise, cond = torch.randn(3, 7, 4), torch.randn(3, 8)
+    uncond = 0.3 * torch.randn(3, 8)
+    ref = EulerSampler(6).sample(model, noise, cond, uncond, guidance_scale=4.0, progress=False)
+    assert set(batches) == {6}
+    batches.clear()
+    out = EulerSampler(6, cfg_batch=False).sample(
+        model, noise, cond, uncond, guidance_scale=4.0, progress=False
+    )
+    assert batches == [3] * 12  # cond then uncond, at every step
+    assert torch.allclose(out, ref, atol=1e-5) and not torch.equal(out, noise)
+    # without CFG the option changes nothing: one call per step
+    batches.clear()
+    EulerSampler(6, cfg_batch=False).sample(model, noise, cond, guidance_scale=-1.0, progress=False)
+    assert batches == [3] * 6

@@ -235,3 +235,23 @@ def test_train_tiny_runs_each_stage_with_its_experiment_and_init(tmp_path, monke
     assert f"init_from={tmp_path / 'out' / 'dit' / 'tiny_dit3d_long' / 'export'}" in calls[1]
     assert (tmp_path / "out" / "tiny_dit3d_long.log").is_file() and (init / "model.safetensors").is_file()
     assert not (tmp_path / "ship").exists()  # no 4D export was written: nothing shipped
+
+
+def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
+    """The shipped tiny model's ``inference:`` node is the one ``experiment=tiny_4d_long`` writes (configs are
+    the source of truth: e.g. its noise_share_alpha 0.5 comes from the experiment, not from an edit)."""
+    from pathlib import Path
+
+    from conftest import compose_train
+    from omegaconf import OmegaConf
+
+    from sculpt4d.inference import SAMPLING_KEYS, InferenceDefaults, inference_node
+
+    cfg = compose_train(["experiment=tiny_4d_long"], tmp_path)
+    node = inference_node(OmegaConf.to_container(cfg.model, resolve=True), cfg.attention)
+    shipped = OmegaConf.load(
+        Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "tiny" / "config.yaml"
+    )
+    assert {k: node[k] for k in SAMPLING_KEYS} == {k: shipped.inference[k] for k in SAMPLING_KEYS}
+    assert InferenceDefaults.from_config(shipped).noise_share_alpha == node["noise_share_alpha"] == 0.5
+    assert node["preprocess"] == OmegaConf.to_container(shipped.inference.preprocess)

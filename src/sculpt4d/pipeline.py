@@ -35,6 +35,8 @@ DTYPES = {
     "float16": torch.float16,
 }
 Progress = Callable[[str, int, int], None]  # (stage, done, total): "sampling" steps, "decoding" frames
+#: ``low_vram``: tokens per chunk of the DiT's MLPs (paper model, bf16: a 268 MB hidden activation per chunk)
+LOW_VRAM_FF_TOKENS = 16384
 
 
 def list_demos(data_dir: str | Path = "data") -> list[str]:
@@ -142,9 +144,12 @@ class Sculpt4DPipeline:
         dtype: torch.dtype = torch.float32,
         offload: bool = False,
         inference: InferenceDefaults | None = None,
+        low_vram: bool = False,
     ) -> None:
         """``inference``: the checkpoint's defaults (:mod:`sculpt4d.inference`); ``preprocess`` and
-        ``sequence_length`` override them."""
+        ``sequence_length`` override them. ``low_vram``: sample with the CFG pair as two passes and the
+        DiT's MLPs over ``LOW_VRAM_FF_TOKENS`` tokens at a time (less activation memory, same latents up to
+        float rounding)."""
         self.components = components.eval()
         self.inference = (inference or InferenceDefaults()).override(
             preprocess=preprocess, sequence_length=sequence_length
@@ -152,6 +157,7 @@ class Sculpt4DPipeline:
         self.device = torch.device(device)
         self.dtype = dtype
         self.offload = offload
+        self.low_vram = low_vram
         if not offload:
             self.components.to(self.device)
 
@@ -174,6 +180,7 @@ class Sculpt4DPipeline:
         dtype: str | torch.dtype = "auto",
         offload: bool = False,
         sequence_length: int | None = None,
+        low_vram: bool = False,
     ) -> Sculpt4DPipeline:
         """Load from an exported folder (config.yaml + safetensors), a local checkpoint or ``hf://``.
 
@@ -208,6 +215,7 @@ class Sculpt4DPipeline:
             dtype=torch_dtype,
             offload=offload,
             inference=inference,
+            low_vram=low_vram,
         )
 
     def with_attention(self, variant: str, **mask_cfg: Any) -> Sculpt4DPipeline:
@@ -232,6 +240,7 @@ class Sculpt4DPipeline:
             dtype=self.dtype,
             offload=self.offload,
             inference=self.inference.override(attention=attention),
+            low_vram=self.low_vram,
         )
 
     # ---------------------------------------------------------------- stages
@@ -305,7 +314,9 @@ class Sculpt4DPipeline:
         N, C = vae.num_latents, vae.embed_dim
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         noise = shared_noise((1, T, N, C), alpha=noise_share_alpha, generator=gen).to(self.device)
-        sampler = EulerSampler(num_steps=num_steps)
+        sampler = EulerSampler(num_steps=num_steps, cfg_batch=not self.low_vram)
+        backbone = getattr(model, "backbone", model)
+        backbone.set_ff_chunk_tokens(LOW_VRAM_FF_TOKENS if self.low_vram else None)
         uncond = torch.zeros_like(cond)
 
         def model_fn(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -316,28 +327,31 @@ class Sculpt4DPipeline:
             if callback is not None:
                 callback("sampling", i + 1, num_steps)
 
-        if per_frame:
-            # The per-frame 3D baseline: the same model on each frame alone (T=1), the T frames as one batch
-            # [T, 1, N, C] (the same numbers as a loop over frames up to float rounding, ~1.3x sooner).
-            latents = sampler.sample(
-                model_fn,
-                noise.transpose(0, 1),
-                cond.transpose(0, 1),
-                uncond.transpose(0, 1),
-                guidance_scale=guidance_scale,
-                progress=progress,
-                callback=step_fn,
-            ).transpose(0, 1)
-        else:
-            latents = sampler.sample(
-                model_fn,
-                noise,
-                cond,
-                uncond,
-                guidance_scale=guidance_scale,
-                progress=progress,
-                callback=step_fn,
-            )
+        try:
+            if per_frame:
+                # The per-frame 3D baseline: the same model on each frame alone (T=1), the T frames as one batch
+                # [T, 1, N, C] (the same numbers as a loop over frames up to float rounding, ~1.3x sooner).
+                latents = sampler.sample(
+                    model_fn,
+                    noise.transpose(0, 1),
+                    cond.transpose(0, 1),
+                    uncond.transpose(0, 1),
+                    guidance_scale=guidance_scale,
+                    progress=progress,
+                    callback=step_fn,
+                ).transpose(0, 1)
+            else:
+                latents = sampler.sample(
+                    model_fn,
+                    noise,
+                    cond,
+                    uncond,
+                    guidance_scale=guidance_scale,
+                    progress=progress,
+                    callback=step_fn,
+                )
+        finally:
+            backbone.set_ff_chunk_tokens(None)
         self._release(model)
         return latents
 

@@ -9,7 +9,8 @@ one has dt = 0 (σ = 1 → 1): S − 1 effective steps of 1/(S − 1).
 CFG follows upstream: when ``guidance_scale >= 0`` (and a condition is given) the model sees the batch
 ``[cond; uncond]`` (unconditional context = zeros unless given) and ``v = v_u + w·(v_c − v_u)``; a negative
 scale disables CFG. ``skip_cfg_at_one=True`` additionally skips the doubled batch at w = 1 (then v = v_c;
-equal in exact arithmetic, not bitwise).
+equal in exact arithmetic, not bitwise). ``cfg_batch=False`` runs the pair as two calls (cond, then uncond):
+the same velocities up to float rounding at half the activation memory (the ``low_vram`` mode).
 """
 
 from __future__ import annotations
@@ -44,12 +45,19 @@ def _cat_tree(a: Any, b: Any) -> Any:
 class EulerSampler:
     """Deterministic Euler ODE integration from noise (t=0) to data (t=1)."""
 
-    def __init__(self, num_steps: int = 50, num_train_timesteps: int = 1000, skip_cfg_at_one: bool = False):
+    def __init__(
+        self,
+        num_steps: int = 50,
+        num_train_timesteps: int = 1000,
+        skip_cfg_at_one: bool = False,
+        cfg_batch: bool = True,
+    ):
         if num_steps < 2:
             raise ValueError(f"num_steps must be >= 2 (linspace(0, 1, steps)), got {num_steps}")
         self.num_steps = int(num_steps)
         self.num_train_timesteps = num_train_timesteps
         self.skip_cfg_at_one = skip_cfg_at_one
+        self.cfg_batch = cfg_batch
 
     def sigmas(self) -> torch.Tensor:
         """``[S+1]`` float32: linspace(0, 1, S) followed by 1.0."""
@@ -85,19 +93,20 @@ class EulerSampler:
         x = noise
         b = x.shape[0]
         cfg = self.uses_cfg(guidance_scale, cond)
-        ctx = cond
-        if cfg:
-            ctx = _cat_tree(cond, _zeros_like_tree(cond) if uncond is None else uncond)
+        if cfg and uncond is None:
+            uncond = _zeros_like_tree(cond)
+        batched = cfg and self.cfg_batch
+        ctx = _cat_tree(cond, uncond) if batched else cond
         sigmas = self.sigmas().to(x.device)
         timesteps = self.timesteps().to(x.device)
         with _progress(progress, self.num_steps) as advance:
             for i in range(self.num_steps):
                 raise_if_interrupted()
-                xin = torch.cat([x, x], dim=0) if cfg else x
+                xin = torch.cat([x, x], dim=0) if batched else x
                 t = timesteps[i].expand(xin.shape[0]).to(x.dtype) / self.num_train_timesteps  # [B] or [2B]
                 v = model_fn(xin, t, ctx)
                 if cfg:
-                    v_c, v_u = v[:b], v[b:]
+                    v_c, v_u = (v[:b], v[b:]) if batched else (v, model_fn(x, t, uncond))
                     v = v_u + guidance_scale * (v_c - v_u)
                 dt = sigmas[i + 1] - sigmas[i]
                 x = (x.float() + dt * v.float()).to(noise.dtype)

@@ -99,6 +99,13 @@ class HunyuanDiT(nn.Module):
                 skips.append(h)
         return h
 
+    def set_ff_chunk_tokens(self, tokens: int | None) -> None:
+        """Token-chunk every block's MLP / MoE at inference (see ``DiTBlock.ff_chunk_tokens``)."""
+        if tokens is not None and int(tokens) < 1:
+            raise ValueError(f"ff_chunk_tokens must be >= 1 or None, got {tokens}")
+        for _, block in self.iter_blocks():
+            block.ff_chunk_tokens = None if tokens is None else int(tokens)
+
     def iter_blocks(self) -> Iterator[tuple[int, DiTBlock]]:
         return enumerate(self.blocks)  # type: ignore[arg-type]
 

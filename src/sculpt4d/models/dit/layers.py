@@ -230,6 +230,9 @@ class DiTBlock(nn.Module):
             self.mlp = MLP(dim, dim * mlp_ratio)
         self.skip_linear = nn.Linear(2 * dim, dim) if skip else None
         self.skip_norm = nn.LayerNorm(dim, eps=1e-6) if skip else None
+        #: inference without gradients: the MLP / MoE residual runs over at most this many tokens at a time
+        #: (None: all at once). Its hidden activations (4x the width) then never exist for the whole batch.
+        self.ff_chunk_tokens: int | None = None
 
     def forward(
         self,
@@ -243,8 +246,24 @@ class DiTBlock(nn.Module):
             h = self.skip_norm(self.skip_linear(torch.cat([skip, h], dim=-1)))
         h = h + (self_attn or self.attn1)(self.norm1(h))
         h = h + self.attn2(self.norm2(h), cond)
-        h = h + (self.moe if self.is_moe else self.mlp)(self.norm3(h))
-        return h
+        return self.feed_forward_residual(h)
+
+    def feed_forward_residual(self, h: Tensor) -> Tensor:
+        """``h + ff(norm3(h))`` [B, L, D]; token-chunked (``ff_chunk_tokens``) when no gradient is needed.
+
+        Every op acts on each token alone (MoE routing included), so chunks give the same numbers up to
+        float rounding.
+        """
+        ff = self.moe if self.is_moe else self.mlp
+        n = self.ff_chunk_tokens
+        if n is None or torch.is_grad_enabled() or h.shape[0] * h.shape[1] <= n:
+            return h + ff(self.norm3(h))
+        flat = h.reshape(-1, h.shape[-1])  # [B*L, D]
+        out = torch.empty_like(flat)
+        for s in range(0, flat.shape[0], n):
+            chunk = flat[s : s + n]
+            out[s : s + n] = chunk + ff(self.norm3(chunk))
+        return out.view_as(h)
 
 
 class FinalLayer(nn.Module):
