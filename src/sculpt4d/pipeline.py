@@ -316,7 +316,8 @@ class Sculpt4DPipeline:
         noise = shared_noise((1, T, N, C), alpha=noise_share_alpha, generator=gen).to(self.device)
         sampler = EulerSampler(num_steps=num_steps, cfg_batch=not self.low_vram)
         backbone = getattr(model, "backbone", model)
-        backbone.set_ff_chunk_tokens(LOW_VRAM_FF_TOKENS if self.low_vram else None)
+        if self.low_vram:  # any velocity model samples; only the DiT needs to know how to chunk
+            backbone.set_ff_chunk_tokens(LOW_VRAM_FF_TOKENS)
         uncond = torch.zeros_like(cond)
 
         def model_fn(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -351,7 +352,8 @@ class Sculpt4DPipeline:
                     callback=step_fn,
                 )
         finally:
-            backbone.set_ff_chunk_tokens(None)
+            if self.low_vram:
+                backbone.set_ff_chunk_tokens(None)
         self._release(model)
         return latents
 
