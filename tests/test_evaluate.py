@@ -101,6 +101,28 @@ def test_plot_eval_tables_and_plot(tmp_path):
     assert png.stat().st_size > 10_000
 
 
+def test_per_category_table_reads_the_category_means(tmp_path):
+    """scripts/per_category.py: one markdown row per category from summary.json, and which metrics 4D wins."""
+    import subprocess
+    import sys
+
+    def scores(iou: float, chamfer: float) -> dict:
+        return dict(iou=iou, motion_iou=0.02, chamfer=chamfer, fscore=iou + 0.3)
+
+    categories = {
+        "box": {"4d": scores(0.37, 0.0346), "per_frame": scores(0.31, 0.0465)},
+        "door": {"4d": scores(0.18, 0.1291), "per_frame": scores(0.19, 0.1070)},
+    }
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"methods": {}, "categories": categories}))
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "per_category.py"), str(summary)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| box | 0.370 / 0.020 / 0.0346 / 0.670 | 0.310 / 0.020 / 0.0465 / 0.610 | – | – |" in res.stdout
+    assert "box: 4d better than per_frame on iou, fscore, chamfer" in res.stdout
+    assert "door: 4d better than per_frame on nothing" in res.stdout
+
+
 def test_vae_reconstruction_draws_its_point_pick_from_the_sequence_seed():
     """The encoder's FPS start is random: the ``vae_reconstruction`` row must depend on the sequence's seed only,
     not on what used the global RNG before it (it once did, so reruns of one sequence could differ)."""
