@@ -26,8 +26,18 @@ VARIANTS = ("full", "blockmask", "radial", "framepack", "rope", "temporal")
 
 def counted_small(variant: str, T: int = 4) -> tuple[float, float]:
     """(FlopCounterMode, analytic) FLOPs of a small DiT4D forward (gather backend)."""
-    cfg = dict(input_size=64, in_channels=8, hidden_size=64, context_dim=32, depth=5, num_heads=4,
-               num_moe_layers=2, num_experts=4, moe_top_k=2, mlp_ratio=4)
+    cfg = dict(
+        input_size=64,
+        in_channels=8,
+        hidden_size=64,
+        context_dim=32,
+        depth=5,
+        num_heads=4,
+        num_moe_layers=2,
+        num_experts=4,
+        moe_top_k=2,
+        mlp_ratio=4,
+    )
     torch.manual_seed(0)
     bb = HunyuanDiT(**cfg).eval()
     m = DiT4D(bb, {"variant": variant, "block_size": 16}, lora_rank=4, max_frames=T, backend="gather").eval()
@@ -52,8 +62,14 @@ def main() -> None:
     check = []
     for v in VARIANTS:
         counted, analytic = counted_small(v)
-        check.append(dict(variant=v, flop_counter=counted, analytic=analytic, rel_err=abs(counted - analytic) / counted))
-    print_table(check, "cross-check: FlopCounterMode vs analytic count (small DiT4D, T=4, N=64, block 16, gather)")
+        check.append(
+            dict(
+                variant=v, flop_counter=counted, analytic=analytic, rel_err=abs(counted - analytic) / counted
+            )
+        )
+    print_table(
+        check, "cross-check: FlopCounterMode vs analytic count (small DiT4D, T=4, N=64, block 16, gather)"
+    )
 
     rows, calls = [], args.steps * 2  # CFG: cond + uncond batch
     for T in args.frames:
@@ -64,20 +80,42 @@ def main() -> None:
             total = f["total"] * calls / 1e15
             full = total if v == "full" else full
             attn_full = forward_flops(PAPER, T, args.tokens, args.context, 1.0)["self_attn"]
-            rows.append(dict(T=T, variant=v, density=round(mask.block_density, 4),
-                             attn_vs_full=round(f["self_attn"] / attn_full, 4), PFLOPs=round(total, 1),
-                             reduction=f"{100 * (1 - total / full):.1f}%"))
-    print_table(rows, f"one sampling run: {args.steps} calls x CFG 2, N={args.tokens}, context {args.context}, "
-                      f"block {args.block_size} (paper: full 425.7 -> blockmask 186.3 PFLOPs, -56%; 35% per layer)")
+            rows.append(
+                dict(
+                    T=T,
+                    variant=v,
+                    density=round(mask.block_density, 4),
+                    attn_vs_full=round(f["self_attn"] / attn_full, 4),
+                    PFLOPs=round(total, 1),
+                    reduction=f"{100 * (1 - total / full):.1f}%",
+                )
+            )
+    print_table(
+        rows,
+        f"one sampling run: {args.steps} calls x CFG 2, N={args.tokens}, context {args.context}, "
+        f"block {args.block_size} (paper: full 425.7 -> blockmask 186.3 PFLOPs, -56%; 35% per layer)",
+    )
     fulls = [r for r in rows if r["variant"] == "full"]
     ours = [r for r in rows if r["variant"] == "blockmask"]
     best = min(fulls, key=lambda r: abs(r["PFLOPs"] - 425.7))
     red = min(ours, key=lambda r: abs(float(r["reduction"][:-1]) - 56.2))
     dens = min(ours, key=lambda r: abs(r["density"] - 0.35))
-    print(f"paper full 425.7 PFLOPs -> closest T={best['T']} ({best['PFLOPs']}); paper -56% -> closest "
-          f"T={red['T']} ({red['reduction']}); paper 35%/layer -> T={dens['T']} ({100 * dens['density']:.2f}%)")
-    write_json(args.json, dict(check=check, rows=rows, steps=args.steps, cfg_batch=2, tokens=args.tokens,
-                               context=args.context, block_size=args.block_size))
+    print(
+        f"paper full 425.7 PFLOPs -> closest T={best['T']} ({best['PFLOPs']}); paper -56% -> closest "
+        f"T={red['T']} ({red['reduction']}); paper 35%/layer -> T={dens['T']} ({100 * dens['density']:.2f}%)"
+    )
+    write_json(
+        args.json,
+        dict(
+            check=check,
+            rows=rows,
+            steps=args.steps,
+            cfg_batch=2,
+            tokens=args.tokens,
+            context=args.context,
+            block_size=args.block_size,
+        ),
+    )
 
 
 if __name__ == "__main__":
