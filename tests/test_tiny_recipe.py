@@ -254,4 +254,5 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
     )
     assert {k: node[k] for k in SAMPLING_KEYS} == {k: shipped.inference[k] for k in SAMPLING_KEYS}
     assert InferenceDefaults.from_config(shipped).noise_share_alpha == node["noise_share_alpha"] == 0.5
+    assert InferenceDefaults.from_config(shipped).num_steps == node["num_steps"] == 25  # the steps curve's knee
     assert node["preprocess"] == OmegaConf.to_container(shipped.inference.preprocess)
