@@ -124,6 +124,9 @@ def main() -> None:
                     for be in args.backends:
                         if be == "dense" and T * N > args.dense_max_tokens:
                             continue  # the token mask alone would be (T N)^2 booleans
+                        row = dict(
+                            T=T, N=N, dtype=dn, variant=variant, backend=be, density=round(mask.density, 4)
+                        )
                         try:
                             s = timeit(
                                 lambda q=q, k=k, v=v, mask=mask, be=be, pre=pre: sparse_attention(
@@ -133,30 +136,15 @@ def main() -> None:
                                 device,
                             )
                         except (ValueError, ImportError, RuntimeError) as e:  # e.g. kernel n/a for this case
-                            rows.append(
-                                dict(
-                                    T=T,
-                                    N=N,
-                                    dtype=dn,
-                                    variant=variant,
-                                    backend=be,
-                                    density=round(mask.density, 4),
-                                    seconds=f"n/a: {str(e)[:50]}",
-                                )
-                            )
+                            rows.append({**row, "seconds": f"n/a: {str(e)[:50]}"})
                             continue
                         rows.append(
-                            dict(
-                                T=T,
-                                N=N,
-                                dtype=dn,
-                                variant=variant,
-                                backend=be,
-                                density=round(mask.density, 4),
-                                seconds=round(s, 4),
-                                ratio=round(s / base, 4),
-                                ratio_over_density=round(s / base / mask.density, 3),
-                            )
+                            {
+                                **row,
+                                "seconds": round(s, 4),
+                                "ratio": round(s / base, 4),
+                                "ratio_over_density": round(s / base / mask.density, 3),
+                            }
                         )
                     print_table(
                         [r for r in rows if (r["T"], r["N"], r["dtype"], r["variant"]) == (T, N, dn, variant)]

@@ -26,31 +26,56 @@ def run_name(path: Path, summary: dict) -> str:
     return path.parent.name
 
 
-def category_table(per_sequence: Path) -> str | None:
-    """Mean IoU (/ motion IoU when recorded) / Chamfer per method and object category (objects named
-    ``<category>_<seed>``), markdown."""
+CATEGORY_METRICS = (("iou", "IoU", ".3f"), ("motion_iou", "motion IoU", ".3f"), ("chamfer", "CD", ".4f"),
+                    ("fscore", "F", ".3f"))  # fmt: skip
+HIGHER_IS_BETTER = {"iou": True, "fscore": True, "chamfer": False}
+
+
+def category_means(per_sequence: Path) -> dict[str, dict[str, dict[str, float]]] | None:
+    """``{category: {method: {metric: mean}}}`` over the sequences of each object category (objects named
+    ``<category>_<seed>``), for the metrics of ``CATEGORY_METRICS`` the CSV records; None if names do not fit."""
     rows = list(csv.DictReader(per_sequence.open()))
     if not rows or not all(re.fullmatch(r"[a-z]+_\d+", r["object"]) for r in rows):
         return None
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    cats = sorted({r["object"].split("_")[0] for r in rows})
-    motion = "motion_iou" in rows[0]
-    what = "IoU / motion IoU / CD" if motion else "IoU / CD"
+    metrics = [m for m, _, _ in CATEGORY_METRICS if m in rows[0]]
+    means: dict[str, dict[str, dict[str, float]]] = {}
+    for cat in sorted({r["object"].split("_")[0] for r in rows}):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            sel = [r for r in rows if r["method"] == method and r["object"].startswith(cat + "_")]
+            means.setdefault(cat, {})[method] = {m: sum(float(r[m]) for r in sel) / len(sel) for m in metrics}
+    return means
+
+
+def category_table(means: dict[str, dict[str, dict[str, float]]]) -> str:
+    """The per-category means as markdown: one row per category, ``IoU / motion IoU / CD / F`` per method
+    (the metrics that were recorded)."""
+    first = next(iter(means.values()))
+    methods = list(first)
+    shown = [(m, name, fmt) for m, name, fmt in CATEGORY_METRICS if m in next(iter(first.values()))]
+    what = " / ".join(name for _, name, _ in shown)
     lines = ["| category | " + " | ".join(f"{method_label(m)} {what}" for m in methods) + " |"]
     lines.append("|---" * (len(methods) + 1) + "|")
-    for cat in cats:
-        cells = []
-        for m in methods:
-            sel = [r for r in rows if r["method"] == m and r["object"].startswith(cat + "_")]
-            iou = sum(float(r["iou"]) for r in sel) / len(sel)
-            cd = sum(float(r["chamfer"]) for r in sel) / len(sel)
-            if motion:
-                mot = sum(float(r["motion_iou"]) for r in sel) / len(sel)
-                cells.append(f"{iou:.3f} / {mot:.3f} / {cd:.4f}")
-            else:
-                cells.append(f"{iou:.3f} / {cd:.4f}")
+    for cat, by_method in means.items():
+        cells = [" / ".join(format(by_method[m][k], fmt) for k, _, fmt in shown) for m in methods]
         lines.append(f"| {cat} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def category_wins(
+    means: dict[str, dict[str, dict[str, float]]], a: str = "4d", b: str = "per_frame"
+) -> list[str]:
+    """Per category, the metrics (IoU, F-score, Chamfer) on which method ``a`` is strictly better than ``b``."""
+    lines = []
+    for cat, by_method in means.items():
+        if a in by_method and b in by_method:
+            sa, sb = by_method[a], by_method[b]
+            better = [
+                k
+                for k, up in HIGHER_IS_BETTER.items()
+                if k in sa and (sa[k] > sb[k] if up else sa[k] < sb[k])
+            ]
+            lines.append(f"{cat}: {a} better than {b} on {', '.join(better) or 'nothing'}")
+    return lines
 
 
 def plot(summaries: list[tuple[str, dict]], path: Path) -> None:
@@ -97,9 +122,10 @@ def main() -> None:
         print(f"\n{name} ({summary['objects']} sequences, {summary['benchmark']}):\n")
         print(format_table(summary["methods"], markdown=True))
     for path, (name, _) in zip(args.summaries, loaded):
-        per_category = category_table(path.parent / "per_sequence.csv")
-        if per_category:
-            print(f"\n{name} per category:\n\n{per_category}")
+        means = category_means(path.parent / "per_sequence.csv")
+        if means:
+            print(f"\n{name} per category:\n\n{category_table(means)}\n")
+            print("\n".join(category_wins(means)))
     plot(loaded, args.plot)
     print(f"\nwrote {args.plot}")
 

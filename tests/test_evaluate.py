@@ -101,24 +101,30 @@ def test_plot_eval_tables_and_plot(tmp_path):
     assert png.stat().st_size > 10_000
 
 
-def test_per_category_table_reads_the_category_means(tmp_path):
-    """scripts/per_category.py: one markdown row per category from summary.json, and which metrics 4D wins."""
+def test_plot_eval_per_category_means_and_wins(tmp_path):
+    """scripts/plot_eval.py per category: IoU / motion IoU / CD / F means over each category's sequences, and
+    the metrics on which 4D beats per-frame there."""
     import subprocess
     import sys
 
-    def scores(iou: float, chamfer: float) -> dict:
-        return dict(iou=iou, motion_iou=0.02, chamfer=chamfer, fscore=iou + 0.3)
-
-    categories = {
-        "box": {"4d": scores(0.37, 0.0346), "per_frame": scores(0.31, 0.0465)},
-        "door": {"4d": scores(0.18, 0.1291), "per_frame": scores(0.19, 0.1070)},
-    }
-    summary = tmp_path / "summary.json"
-    summary.write_text(json.dumps({"methods": {}, "categories": categories}))
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "per_category.py"), str(summary)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = tmp_path / "benchmark"
+    run.mkdir()
+    row = dict(chamfer=0.05, iou=0.3, fscore=0.6, jitter=0.01, motion_iou=0.02, tflops=0.4, seconds=9.0,
+               memory_mb=900.0, sequences=4)  # fmt: skip
+    (run / "summary.json").write_text(
+        json.dumps({"objects": 4, "benchmark": "b", "methods": {"4d": row, "per_frame": row}})
+    )
+    (run / "per_sequence.csv").write_text(
+        "object,method,chamfer,iou,fscore,motion_iou\n"
+        "box_100000,4d,0.0300,0.34,0.62,0.01\nbox_100001,4d,0.0392,0.40,0.72,0.03\n"
+        "box_100000,per_frame,0.0465,0.31,0.61,0.02\nbox_100001,per_frame,0.0465,0.31,0.61,0.02\n"
+        "door_100000,4d,0.1291,0.18,0.48,0.02\ndoor_100001,4d,0.1291,0.18,0.48,0.02\n"
+        "door_100000,per_frame,0.1070,0.19,0.49,0.02\ndoor_100001,per_frame,0.1070,0.19,0.49,0.02\n"
+    )
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_eval.py"), str(run / "summary.json"),
+                          "--plot", str(tmp_path / "plot.png")], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "| box | 0.370 / 0.020 / 0.0346 / 0.670 | 0.310 / 0.020 / 0.0465 / 0.610 | – | – |" in res.stdout
+    assert "| box | 0.370 / 0.020 / 0.0346 / 0.670 | 0.310 / 0.020 / 0.0465 / 0.610 |" in res.stdout
     assert "box: 4d better than per_frame on iou, fscore, chamfer" in res.stdout
     assert "door: 4d better than per_frame on nothing" in res.stdout
 
