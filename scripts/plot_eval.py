@@ -31,6 +31,15 @@ CATEGORY_METRICS = (("iou", "IoU", ".3f"), ("motion_iou", "motion IoU", ".3f"), 
 HIGHER_IS_BETTER = {"iou": True, "fscore": True, "chamfer": False}
 
 
+def per_sequence_csv(summary: Path) -> Path | None:
+    """The per-sequence CSV beside a summary: ``<stem>_per_sequence.csv`` (how docs/results/ keeps them) or the
+    evaluation folder's ``per_sequence.csv``; None when neither exists."""
+    for candidate in (summary.with_name(f"{summary.stem}_per_sequence.csv"), summary.with_name("per_sequence.csv")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def category_means(per_sequence: Path) -> dict[str, dict[str, dict[str, float]]] | None:
     """``{category: {method: {metric: mean}}}`` over the sequences of each object category (objects named
     ``<category>_<seed>``), for the metrics of ``CATEGORY_METRICS`` the CSV records; None if names do not fit."""
@@ -122,8 +131,11 @@ def main() -> None:
         print(f"\n{name} ({summary['objects']} sequences, {summary['benchmark']}):\n")
         print(format_table(summary["methods"], markdown=True))
     for path, (name, _) in zip(args.summaries, loaded):
-        means = category_means(path.parent / "per_sequence.csv")
-        if means:
+        csv_path = per_sequence_csv(path)
+        means = category_means(csv_path) if csv_path is not None else None
+        if csv_path is None:
+            print(f"\n{name}: no per-sequence CSV beside {path}, so no per-category table")
+        elif means:
             print(f"\n{name} per category:\n\n{category_table(means)}\n")
             print("\n".join(category_wins(means)))
     plot(loaded, args.plot)

@@ -5,7 +5,9 @@ wall-clock budget (``trainer.max_time``) included, lives in ``conf/experiment/ti
 script only passes paths, the seed and the trainer. Each writes ``<out>/dit/tiny_<stage>/`` (checkpoints, CSV
 log, ``export/``); the next stage starts from the previous export (``init_from``). The VAE stage records the
 per-channel statistics of its posterior means in its export's ``config.yaml``. The 3D stage trains the
-conditioner jointly; the 4D stage freezes it. At the end the 4D export is shipped to ``--ship`` (default
+conditioner jointly; the 4D stage freezes it. The optional ``decoder`` stage (``tiny_vae_decoder``) trains the
+VAE decoder of the 4D export on, its encoder frozen, so the latent space stays the one the DiT learned. At the
+end the last export (the decoder stage's when it ran, else the 4D stage's) is shipped to ``--ship`` (default
 ``data/checkpoints/tiny``: ``model.safetensors`` + ``config.yaml`` + ``metrics.json``) and the loss curves
 are drawn to ``docs/images/tiny_loss_curves.png``.
 
@@ -29,8 +31,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("vae", "dit3d", "4d")
-EXPERIMENTS = {"vae": "tiny_vae", "dit3d": "tiny_dit3d", "4d": "tiny_4d"}
+STAGES = ("vae", "dit3d", "4d", "decoder")
+EXPERIMENTS = {"vae": "tiny_vae", "dit3d": "tiny_dit3d", "4d": "tiny_4d", "decoder": "tiny_vae_decoder"}
+RECIPE = ("vae", "dit3d", "4d")  # make train-tiny; the shipped model adds the decoder stage (make train-tiny-long)
 
 
 def _hms(minutes: float) -> str:
@@ -112,13 +115,19 @@ def plot_curves(stage_runs: dict[str, list[Path]], path: Path) -> None:
         if val:
             vx, vy = zip(*val)
             ax.plot(
-                vx, vy, "o-", color="C3", lw=1.2, label="val/loss" if stage != "vae" else "val/bce (mean z)"
+                vx,
+                vy,
+                "o-",
+                color="C3",
+                lw=1.2,
+                label="val/bce (mean z)" if stage in ("vae", "decoder") else "val/loss",
             )
         ax.set_title(
             {
                 "vae": "1. VAE (BCE + 1e-4 KL)",
                 "dit3d": "2. 3D DiT (flow matching)",
                 "4d": "3. 4D adapter (flow matching)",
+                "decoder": "4. VAE decoder (BCE, encoder frozen)",
             }[stage]
         )
         ax.set_xlabel("optimizer step")
@@ -188,18 +197,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--minutes",
         type=float,
-        nargs=3,
+        nargs="+",
         default=None,
-        metavar=("VAE", "DIT3D", "4D"),
-        help="override the experiments' wall-clock budgets (trainer.max_time), e.g. for a smoke run",
+        metavar="MIN",
+        help="override the experiments' wall-clock budgets (trainer.max_time) of the stages in order "
+        "(vae dit3d 4d [decoder]), e.g. for a smoke run",
     )
     p.add_argument(
         "--steps",
         type=int,
-        nargs=3,
+        nargs="+",
         default=None,
-        metavar=("VAE", "DIT3D", "4D"),
-        help="override the experiments' schedule bounds (training.steps)",
+        metavar="N",
+        help="override the experiments' schedule bounds (training.steps), stages in the same order",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -207,13 +217,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--experiments",
-        nargs=3,
+        nargs="+",
         default=[EXPERIMENTS[s] for s in STAGES],
-        metavar=("VAE", "DIT3D", "4D"),
-        help="the experiment (conf/experiment/) of each stage; the shipped model continues the 3D stage: "
-        "--only dit3d 4d --experiments tiny_vae tiny_dit3d_long tiny_4d_long --init <tiny_dit3d export>",
+        metavar="NAME",
+        help="the experiment (conf/experiment/) of each stage in order (vae dit3d 4d decoder; missing ones "
+        "keep their defaults); the shipped model continues the 3D stage: --only dit3d 4d decoder "
+        "--experiments tiny_vae tiny_dit3d_long tiny_4d_long tiny_vae_decoder --init <tiny_dit3d export>",
     )
-    p.add_argument("--only", choices=STAGES, nargs="+", default=list(STAGES), help="run only these stages")
+    p.add_argument(
+        "--only", choices=STAGES, nargs="+", default=list(RECIPE), help="run only these stages (in order)"
+    )
     p.add_argument("--resume", action="store_true", help="continue each stage from its last.ckpt")
     p.add_argument(
         "--init",
@@ -233,17 +246,25 @@ def main(argv: list[str] | None = None) -> None:
     args.data, args.out = args.data.resolve(), args.out.resolve()
     if not (args.data / "train").is_dir():
         raise SystemExit(f"{args.data}/train not found: make the tiny dataset first (make data-tiny)")
-    args.experiments = dict(zip(STAGES, args.experiments))
+    for name, values in (("--minutes", args.minutes), ("--steps", args.steps), ("--experiments", args.experiments)):
+        if values is not None and len(values) > len(STAGES):
+            p.error(f"{name} takes at most {len(STAGES)} values ({' '.join(STAGES)})")
+    args.experiments = {**EXPERIMENTS, **dict(zip(STAGES, args.experiments))}
     args.overrides = {}
     for o in args.override:
         stage, _, kv = o.partition(":")
         args.overrides.setdefault(stage, []).append(kv)
 
     stage_dirs = {stage: args.out / "dit" / args.experiments[stage] for stage in STAGES}
-    budgets = dict(zip(STAGES, args.minutes or (None,) * 3))
-    steps = dict(zip(STAGES, args.steps or (None,) * 3))
+    budgets: dict[str, float | None] = {s: None for s in STAGES} | dict(zip(STAGES, args.minutes or ()))
+    steps: dict[str, int | None] = {s: None for s in STAGES} | dict(zip(STAGES, args.steps or ()))
     times: dict[str, float] = {}
-    prev = {"vae": None, "dit3d": stage_dirs["vae"] / "export", "4d": stage_dirs["dit3d"] / "export"}
+    prev = {
+        "vae": None,
+        "dit3d": stage_dirs["vae"] / "export",
+        "4d": stage_dirs["dit3d"] / "export",
+        "decoder": stage_dirs["4d"] / "export",
+    }
     if args.init is not None:
         prev[args.only[0]] = args.init.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -260,15 +281,20 @@ def main(argv: list[str] | None = None) -> None:
             stage, args, budgets[stage], steps[stage], init, args.out / f"{args.experiments[stage]}.log"
         )
 
+    shown = STAGES[: max(STAGES.index(s) for s in args.only) + 1]  # this recipe's stages, not stale later ones
     summary: dict[str, object] = {
         "stages": {},
         "data": str(args.data),
-        "experiments": [args.experiments[s] for s in STAGES],
+        "experiments": [args.experiments[s] for s in shown],
         "init": None if args.init is None else str(args.init),
         "seed": args.seed,
     }
-    for stage in STAGES:
+    shipped = args.ship / "metrics.json"
+    before = json.loads(shipped.read_text()) if shipped.is_file() else {}
+    for stage in shown:
         m = summarise(read_csv_metrics(stage_dirs[stage]))
+        if not m and stage not in args.only and stage in before.get("stages", {}):
+            m = dict(before["stages"][stage])  # an earlier stage trained elsewhere: its shipped record stays
         if stage in times:
             m["minutes"] = round(times[stage] / 60, 2)
         m["max_steps_bound"] = steps[stage]
@@ -281,8 +307,11 @@ def main(argv: list[str] | None = None) -> None:
         summary["scale_factor"] = float(vae_node.scale_factor)
         if vae_node.get("latent_std") is not None:
             summary["latent_std"] = [round(float(x), 4) for x in vae_node.latent_std]
+    for key in ("scale_factor", "latent_std"):  # the latent space of a model whose VAE stage ran elsewhere
+        if key not in summary and key in before:
+            summary[key] = before[key]
     summary["total_minutes"] = round((time.monotonic() - t_total) / 60, 2)
-    final = stage_dirs["4d"] / "export"
+    final = stage_dirs["decoder" if "decoder" in args.only else "4d"] / "export"
     if (final / "model.safetensors").is_file():
         sys.path.insert(0, str(ROOT / "src"))
         from sculpt4d.utils.io import atomic_dir
@@ -294,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
                 os.chmod(tmp / f, 0o644)
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         print(f"[train_tiny] shipped {final} -> {args.ship}", flush=True)
-    stage_runs = {s: [d] for s, d in stage_dirs.items() if d.exists()}
+    stage_runs = {s: [stage_dirs[s]] for s in shown if stage_dirs[s].exists()}
     if args.init is not None and (args.init.parent / "csv").is_dir() and args.only[0] in stage_runs:
         stage_runs[args.only[0]].insert(0, args.init.parent)  # the run this stage continued
     plot_curves(stage_runs, args.plot)

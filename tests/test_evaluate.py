@@ -127,6 +127,17 @@ def test_plot_eval_per_category_means_and_wins(tmp_path):
     assert "| box | 0.370 / 0.020 / 0.0346 / 0.670 | 0.310 / 0.020 / 0.0465 / 0.610 |" in res.stdout
     assert "box: 4d better than per_frame on iou, fscore, chamfer" in res.stdout
     assert "door: 4d better than per_frame on nothing" in res.stdout
+    kept = tmp_path / "results"  # docs/results/ naming: <name>.json beside <name>_per_sequence.csv
+    kept.mkdir()
+    (kept / "eval_b.json").write_text((run / "summary.json").read_text())
+    (kept / "eval_b_per_sequence.csv").write_text((run / "per_sequence.csv").read_text())
+    (kept / "eval_c.json").write_text((run / "summary.json").read_text())  # no CSV beside it
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_eval.py"), str(kept / "eval_b.json"),
+                          str(kept / "eval_c.json"), "--plot", str(tmp_path / "plot2.png")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.count("box: 4d better than per_frame on iou, fscore, chamfer") == 1
+    assert "no per-sequence CSV beside" in res.stdout and "eval_c.json" in res.stdout
 
 
 def test_vae_reconstruction_draws_its_point_pick_from_the_sequence_seed():

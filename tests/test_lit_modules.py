@@ -166,6 +166,40 @@ def test_stage_chain_init_from(train_cfg, tmp_path: Path) -> None:
         instantiate(train_cfg("4d", f"init_from={vae_dir}").lit, _recursive_=False)
 
 
+def test_decoder_stage_refines_a_whole_model_and_keeps_its_latent_space(train_cfg, tmp_path: Path) -> None:
+    """``experiment=tiny_vae_decoder`` on a 4D export: only the decoder side trains; the export is that model
+    (its DiT, conditioner, config and latent statistics unchanged) with the new decoder."""
+    from sculpt4d.hub import load_state_dict
+    from sculpt4d.models.factory import load_exported
+
+    m4, _ = _fit(train_cfg("4d"), 1)
+    m4.vae.latent_mean, m4.vae.latent_std = [0.5] * 8, [2.0] * 8
+    whole = m4.export_checkpoint(tmp_path / "whole")
+    cfg = train_cfg("vae_decoder", f"init_from={whole}", "training.base_lr=3e-3")
+    module = instantiate(cfg.lit, _recursive_=False)
+    before = _snapshot(module)
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert trainable == {n for n in before if not n.startswith(("vae.encoder.", "vae.pre_kl."))}
+    _fit_module(cfg, module, 2)
+    changed = _changed(before, module)
+    assert changed and changed <= trainable and any(n.startswith("vae.geo_decoder.") for n in changed)
+    out = module.export_checkpoint(tmp_path / "refined")
+    init_cfg, new_cfg = OmegaConf.load(whole / "config.yaml"), OmegaConf.load(out / "config.yaml")
+    init_cfg.pop("export"), new_cfg.pop("export")
+    assert new_cfg == init_cfg and new_cfg.stage == "sculpt4d" and new_cfg.model.vae.latent_std == [2.0] * 8
+    old_sd, new_sd = load_state_dict(whole), load_state_dict(out)
+    assert set(new_sd) == set(old_sd)
+    for key, value in old_sd.items():
+        same = torch.equal(new_sd[key], value)
+        if key.startswith(("model.", "conditioner.", "vae.encoder.", "vae.pre_kl.")):
+            assert same, key
+    assert not all(torch.equal(new_sd[k], old_sd[k]) for k in old_sd if k.startswith("vae.geo_decoder."))
+    comps, _ = load_exported(out)  # a whole model again, loadable by predict.py
+    assert hasattr(comps.model, "adapter") and comps.vae.latent_std == [2.0] * 8
+    with pytest.raises(Exception, match="train_encoder=false refines the decoder of an existing VAE"):
+        instantiate(train_cfg("vae_decoder").lit, _recursive_=False)
+
+
 def test_validation_logs_the_condition_gap(train_cfg, monkeypatch) -> None:
     cfg = train_cfg("dit3d", "lit.val.num_samples=0")
     module = instantiate(cfg.lit, _recursive_=False)

@@ -237,6 +237,48 @@ def test_train_tiny_runs_each_stage_with_its_experiment_and_init(tmp_path, monke
     assert not (tmp_path / "ship").exists()  # no 4D export was written: nothing shipped
 
 
+def test_train_tiny_decoder_stage_ships_the_refined_model_and_keeps_earlier_records(tmp_path, monkeypatch):
+    """``--only decoder`` refines the 4D export in ``--out`` (tiny_vae_decoder from tiny_4d_long's export) and
+    ships its export; the stages trained elsewhere keep the records the shipped metrics.json had."""
+    import json
+    import subprocess
+
+    train_tiny = _train_tiny_module()
+    (tmp_path / "data" / "train").mkdir(parents=True)
+    four_d = tmp_path / "out" / "dit" / "tiny_4d_long" / "export"
+    four_d.mkdir(parents=True)
+    (four_d / "model.safetensors").write_bytes(b"4d")
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    old = {"stages": {"vae": {"val/iou": 0.75}, "4d": {"val/loss": 0.27}}, "scale_factor": 0.35}
+    (ship / "metrics.json").write_text(json.dumps(old))
+    calls: list[list[str]] = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        export = tmp_path / "out" / "dit" / cmd[2].split("=")[1] / "export"
+        export.mkdir(parents=True)
+        (export / "model.safetensors").write_bytes(b"refined")
+        (export / "config.yaml").write_text("stage: sculpt4d\n")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(train_tiny.subprocess, "run", fake_run)
+    monkeypatch.setattr(train_tiny, "plot_curves", lambda *a, **k: None)
+    train_tiny.main(
+        ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--ship", str(ship), "--only", "decoder"]
+        + ["--experiments", "tiny_vae", "tiny_dit3d_long", "tiny_4d_long"]  # the decoder stage keeps its default
+    )
+    assert [c[2] for c in calls] == ["experiment=tiny_vae_decoder"]
+    assert f"init_from={four_d}" in calls[0]
+    assert (ship / "model.safetensors").read_bytes() == b"refined"
+    shipped = json.loads((ship / "metrics.json").read_text())
+    assert shipped["stages"]["vae"] == {"val/iou": 0.75, "max_steps_bound": None}
+    assert shipped["stages"]["4d"]["val/loss"] == 0.27 and shipped["scale_factor"] == 0.35
+    assert shipped["experiments"] == ["tiny_vae", "tiny_dit3d_long", "tiny_4d_long", "tiny_vae_decoder"]
+    with pytest.raises(SystemExit):  # five experiments for four stages
+        train_tiny.main(["--data", str(tmp_path / "data"), "--experiments", "a", "b", "c", "d", "e"])
+
+
 def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
     """The shipped tiny model's ``inference:`` node is the one ``experiment=tiny_4d_long`` writes (configs are
     the source of truth: e.g. its noise_share_alpha 0.5 comes from the experiment, not from an edit)."""

@@ -243,7 +243,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
             )  # e.g. after max_time
     metrics = {k: v for k, v in trainer.callback_metrics.items()}
 
-    if cfg.stage == "vae" and cfg.training.get("scale_factor_batches", 0) and not trainer.fast_dev_run:
+    if (
+        cfg.stage == "vae"
+        and cfg.training.get("scale_factor_batches", 0)
+        and getattr(model, "train_encoder", True)  # a frozen encoder keeps init_from's statistics
+        and not trainer.fast_dev_run
+    ):
         from sculpt4d.lit.init import estimate_latent_stats
 
         datamodule.setup("fit")

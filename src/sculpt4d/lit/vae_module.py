@@ -1,7 +1,9 @@
-"""``VAEModule``: point-cloud autoencoding with occupancy BCE + KL (the tiny model's first stage)."""
+"""``VAEModule``: point-cloud autoencoding with occupancy BCE + KL (the tiny model's first stage), and the
+same loss refining only the decoder of an exported model (``train_encoder: false``)."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -27,6 +29,12 @@ class VAEModule(BaseLitModule):
     are encoded independently. The logvar clamp is the VAE's own (``logvar_max``: 0 for tiny = std ≤ 1, so
     the posterior mean stays decodable; with an unbounded logvar the tiny VAE's decoder learned to rely on the
     noise and decoded its posterior means to empty volumes).
+
+    ``train_encoder=False`` freezes the encoder side (``encoder``, ``pre_kl``), so the latent space, and with it
+    everything trained on it, stays as it is while the decoder (``post_kl``, ``transformer``, ``geo_decoder``)
+    trains on. ``init_from`` is then required; its latent statistics are kept, and when it is a whole model its
+    other parts (DiT, conditioner) and its ``config.yaml`` are carried unchanged into the export, which is that
+    model with the refined decoder.
     """
 
     stage = "vae"
@@ -37,30 +45,66 @@ class VAEModule(BaseLitModule):
         kl_weight: float = 1e-3,
         init_from: str | None = None,
         root_dir: str | None = None,
+        train_encoder: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, **kwargs)
         self.kl_weight = float(kl_weight)
+        self.train_encoder = bool(train_encoder)
         comps = build_components(self.net_cfg, four_d=False, order=("vae",))
         self.vae = comps.vae
+        self._carried: dict[str, dict[str, torch.Tensor]] = {}  # other parts of init_from, exported unchanged
+        self._carried_cfg: dict[str, Any] = {}  # init_from's config.yaml when it is a whole model
+        if not self.train_encoder and not init_from:
+            raise ValueError(
+                "lit.train_encoder=false refines the decoder of an existing VAE: set init_from=<export>"
+            )
         if init_from:
             from sculpt4d.checkpoints.load import load_components, read_parts
 
-            parts, _ = read_parts(init_from, root_dir)
+            parts, init_cfg = read_parts(init_from, root_dir)
             load_components(comps, parts, f"init_from {init_from}", require=("vae",))
+            if not self.train_encoder:
+                self._keep_latent_space(parts, init_cfg)
+        if not self.train_encoder:
+            self.frozen = [self.vae.encoder, self.vae.pre_kl]
         self._finish_init()
 
+    def _keep_latent_space(self, parts: dict[str, dict[str, torch.Tensor]], init_cfg: dict[str, Any]) -> None:
+        """Keep ``init_from``'s latent statistics, and its other parts and config when it is a whole model."""
+        from sculpt4d.lit.init import init_latent_stats
+
+        for key, value in init_latent_stats(init_cfg).items():
+            setattr(self.vae, key, value)
+            self.net_cfg["vae"][key] = value
+        self._carried = {name: dict(sd) for name, sd in parts.items() if name != "vae" and sd}
+        if self._carried:
+            self._carried_cfg = copy.deepcopy(init_cfg)
+            self._carried_cfg.pop("export", None)
+
     def extra_hparams(self) -> dict[str, Any]:
-        return {"kl_weight": self.kl_weight}
+        return {"kl_weight": self.kl_weight, "train_encoder": self.train_encoder}
 
     def export_components(self) -> dict[str, torch.nn.Module]:
         return {"vae": self.vae}
+
+    def export_config(self) -> dict[str, Any]:
+        """A VAE's config; a refined whole model's is its own, unchanged (same architecture and statistics)."""
+        return copy.deepcopy(self._carried_cfg) if self._carried_cfg else super().export_config()
+
+    @torch.no_grad()
+    def export_state_dict(self, use_ema: bool = True) -> dict[str, torch.Tensor]:
+        out = super().export_state_dict(use_ema)
+        for name, sd in self._carried.items():
+            out.update({f"{name}.{key}": value.clone().contiguous() for key, value in sd.items()})
+        return out
 
     def _forward(self, batch: dict[str, Any], generator: torch.Generator, sample: bool = True):
         surface = batch["surface"].flatten(0, 1)  # [B*T, P, 7]
         pts = batch["vol_points"].flatten(0, 1)  # [B*T, M, 3]
         occ = batch["vol_occ"].flatten(0, 1)  # [B*T, M]
-        posterior, _ = self.vae.encode_posterior(surface, generator=generator)
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            posterior, _ = self.vae.encode_posterior(surface, generator=generator)
         z = posterior.sample(generator) if sample else posterior.mode()  # [B*T, N, C]
         logits = self.vae.query(self.vae.decode(z), pts).float()  # [B*T, M]
         bce = F.binary_cross_entropy_with_logits(logits, occ)
