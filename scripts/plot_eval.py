@@ -34,7 +34,10 @@ HIGHER_IS_BETTER = {"iou": True, "fscore": True, "chamfer": False}
 def per_sequence_csv(summary: Path) -> Path | None:
     """The per-sequence CSV beside a summary: ``<stem>_per_sequence.csv`` (how docs/results/ keeps them) or the
     evaluation folder's ``per_sequence.csv``; None when neither exists."""
-    for candidate in (summary.with_name(f"{summary.stem}_per_sequence.csv"), summary.with_name("per_sequence.csv")):
+    for candidate in (
+        summary.with_name(f"{summary.stem}_per_sequence.csv"),
+        summary.with_name("per_sequence.csv"),
+    ):
         if candidate.is_file():
             return candidate
     return None

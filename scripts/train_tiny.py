@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("vae", "dit3d", "4d", "decoder")
 EXPERIMENTS = {"vae": "tiny_vae", "dit3d": "tiny_dit3d", "4d": "tiny_4d", "decoder": "tiny_vae_decoder"}
-RECIPE = ("vae", "dit3d", "4d")  # make train-tiny; the shipped model adds the decoder stage (make train-tiny-long)
+# make train-tiny's stages; the shipped model adds the decoder stage (make train-tiny-long)
+RECIPE = ("vae", "dit3d", "4d")
 
 
 def _hms(minutes: float) -> str:
@@ -246,7 +247,11 @@ def main(argv: list[str] | None = None) -> None:
     args.data, args.out = args.data.resolve(), args.out.resolve()
     if not (args.data / "train").is_dir():
         raise SystemExit(f"{args.data}/train not found: make the tiny dataset first (make data-tiny)")
-    for name, values in (("--minutes", args.minutes), ("--steps", args.steps), ("--experiments", args.experiments)):
+    for name, values in (
+        ("--minutes", args.minutes),
+        ("--steps", args.steps),
+        ("--experiments", args.experiments),
+    ):
         if values is not None and len(values) > len(STAGES):
             p.error(f"{name} takes at most {len(STAGES)} values ({' '.join(STAGES)})")
     args.experiments = {**EXPERIMENTS, **dict(zip(STAGES, args.experiments))}
@@ -281,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
             stage, args, budgets[stage], steps[stage], init, args.out / f"{args.experiments[stage]}.log"
         )
 
-    shown = STAGES[: max(STAGES.index(s) for s in args.only) + 1]  # this recipe's stages, not stale later ones
+    last = max(STAGES.index(s) for s in args.only)
+    shown = STAGES[: last + 1]  # this recipe's stages, not stale later ones
     summary: dict[str, object] = {
         "stages": {},
         "data": str(args.data),

@@ -264,10 +264,9 @@ def test_train_tiny_decoder_stage_ships_the_refined_model_and_keeps_earlier_reco
 
     monkeypatch.setattr(train_tiny.subprocess, "run", fake_run)
     monkeypatch.setattr(train_tiny, "plot_curves", lambda *a, **k: None)
-    train_tiny.main(
-        ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--ship", str(ship), "--only", "decoder"]
-        + ["--experiments", "tiny_vae", "tiny_dit3d_long", "tiny_4d_long"]  # the decoder stage keeps its default
-    )
+    paths = ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--ship", str(ship)]
+    experiments = ["tiny_vae", "tiny_dit3d_long", "tiny_4d_long"]  # the decoder stage keeps its default
+    train_tiny.main([*paths, "--only", "decoder", "--experiments", *experiments])
     assert [c[2] for c in calls] == ["experiment=tiny_vae_decoder"]
     assert f"init_from={four_d}" in calls[0]
     assert (ship / "model.safetensors").read_bytes() == b"refined"
