@@ -38,12 +38,12 @@ test-full: ## all tests including slow ones
 	$(PYTHON) -m pytest -q
 
 lint: ## ruff lint + format check
-	$(PYTHON) -m ruff check src tests benchmarks train.py predict.py app.py
-	$(PYTHON) -m ruff format --check src tests benchmarks train.py predict.py app.py
+	$(PYTHON) -m ruff check src tests benchmarks scripts train.py predict.py app.py
+	$(PYTHON) -m ruff format --check src tests benchmarks scripts train.py predict.py app.py
 
 format: ## ruff autofix + format
-	$(PYTHON) -m ruff check --fix src tests benchmarks train.py predict.py app.py
-	$(PYTHON) -m ruff format src tests benchmarks train.py predict.py app.py
+	$(PYTHON) -m ruff check --fix src tests benchmarks scripts train.py predict.py app.py
+	$(PYTHON) -m ruff format src tests benchmarks scripts train.py predict.py app.py
 
 demo: ## run predict.py on the bundled box demo with the shipped tiny model
 	$(PYTHON) predict.py input=demos/box output_dir=outputs/demo/box

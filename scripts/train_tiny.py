@@ -96,8 +96,8 @@ def plot_curves(stage_runs: dict[str, list[Path]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(stage_runs), figsize=(5 * len(stage_runs), 3.6))
-    for ax, (stage, runs) in zip(axes, stage_runs.items()):
+    fig, axes = plt.subplots(1, len(stage_runs), figsize=(5 * len(stage_runs), 3.6), squeeze=False)
+    for ax, (stage, runs) in zip(axes[0], stage_runs.items()):
         rows, starts = continued_rows(runs)
         for x0 in starts:
             ax.axvline(x0, color="0.5", ls="--", lw=0.8)
@@ -329,10 +329,11 @@ def main(argv: list[str] | None = None) -> None:
                 os.chmod(tmp / f, 0o644)
             (tmp / "metrics.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
         print(f"[train_tiny] shipped {final} -> {args.ship}", flush=True)
-    stage_runs = {s: [stage_dirs[s]] for s in shown if stage_dirs[s].exists()}
+    stage_runs = {s: [stage_dirs[s]] for s in shown if (stage_dirs[s] / "csv").is_dir()}  # runs with a log
     if args.init is not None and (args.init.parent / "csv").is_dir() and args.only[0] in stage_runs:
         stage_runs[args.only[0]].insert(0, args.init.parent)  # the run this stage continued
-    plot_curves(stage_runs, args.plot)
+    if stage_runs:
+        plot_curves(stage_runs, args.plot)
     print(json.dumps(summary, indent=2, default=_json_default), flush=True)
 
 
