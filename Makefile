@@ -61,7 +61,7 @@ train-tiny: ## train the tiny model: VAE -> 3D DiT -> 4D adapter (< 60 min on CP
 	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA)
 
 train-tiny-long: ## the shipped model: train-tiny's 3D stage continued 35 min, then the 4D stage on it (conf/experiment/tiny_*_long.yaml)
-	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA) --only dit3d 4d decoder --experiments tiny_vae tiny_dit3d_long tiny_4d_long tiny_vae_decoder --init outputs/train_tiny/dit/tiny_dit3d/export
+	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA) --only dit3d 4d --experiments tiny_vae tiny_dit3d_long tiny_4d_long --init outputs/train_tiny/dit/tiny_dit3d/export
 
 evaluate: ## evaluate the shipped model on the held-out benchmark (tables in README)
 	$(PYTHON) -m sculpt4d.evaluate
