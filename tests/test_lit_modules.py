@@ -200,6 +200,28 @@ def test_decoder_stage_refines_a_whole_model_and_keeps_its_latent_space(train_cf
         instantiate(train_cfg("vae_decoder").lit, _recursive_=False)
 
 
+def test_latent_noise_perturbs_training_latents_in_the_dit_space_only(train_cfg, tiny_dataset) -> None:
+    """``lit.latent_noise`` changes what the training step decodes (by that std in standardised units), never
+    the validation's mean decoding."""
+    cfg = train_cfg("vae")
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    plain = instantiate(cfg.lit, _recursive_=False)
+    noisy = instantiate(train_cfg("vae", "lit.latent_noise=0.5").lit, _recursive_=False)
+    noisy.load_state_dict(plain.state_dict())
+    noisy.vae.latent_mean, noisy.vae.latent_std = [0.0] * 8, [4.0] * 8
+    decoded: list[torch.Tensor] = []
+    for module in (plain, noisy):
+        module.vae.decode = lambda z, _decode=module.vae.decode: decoded.append(z) or _decode(z)
+    for sample in (True, False):
+        for module in (plain, noisy):
+            module._forward(batch, torch.Generator().manual_seed(0), sample=sample)
+    (z_plain, z_noisy), (m_plain, m_noisy) = decoded[:2], decoded[2:]
+    assert (z_noisy - z_plain).std().item() == pytest.approx(0.5 * 4.0, rel=0.1)  # 0.5 std in DiT units
+    torch.testing.assert_close(m_plain, m_noisy)  # the mean decoding is untouched
+
+
 def test_validation_logs_the_condition_gap(train_cfg, monkeypatch) -> None:
     cfg = train_cfg("dit3d", "lit.val.num_samples=0")
     module = instantiate(cfg.lit, _recursive_=False)

@@ -34,7 +34,8 @@ class VAEModule(BaseLitModule):
     everything trained on it, stays as it is while the decoder (``post_kl``, ``transformer``, ``geo_decoder``)
     trains on. ``init_from`` is then required; its latent statistics are kept, and when it is a whole model its
     other parts (DiT, conditioner) and its ``config.yaml`` are carried unchanged into the export, which is that
-    model with the refined decoder.
+    model with the refined decoder. ``latent_noise`` adds Gaussian noise of that std, in the DiT's standardised
+    units (:meth:`ShapeVAE.to_dit`), to the training latents before decoding (validation decodes the mean).
     """
 
     stage = "vae"
@@ -46,11 +47,13 @@ class VAEModule(BaseLitModule):
         init_from: str | None = None,
         root_dir: str | None = None,
         train_encoder: bool = True,
+        latent_noise: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, **kwargs)
         self.kl_weight = float(kl_weight)
         self.train_encoder = bool(train_encoder)
+        self.latent_noise = float(latent_noise)
         comps = build_components(self.net_cfg, four_d=False, order=("vae",))
         self.vae = comps.vae
         self._carried: dict[str, dict[str, torch.Tensor]] = {}  # other parts of init_from, exported unchanged
@@ -83,7 +86,11 @@ class VAEModule(BaseLitModule):
             self._carried_cfg.pop("export", None)
 
     def extra_hparams(self) -> dict[str, Any]:
-        return {"kl_weight": self.kl_weight, "train_encoder": self.train_encoder}
+        return {
+            "kl_weight": self.kl_weight,
+            "train_encoder": self.train_encoder,
+            "latent_noise": self.latent_noise,
+        }
 
     def export_components(self) -> dict[str, torch.nn.Module]:
         return {"vae": self.vae}
@@ -106,6 +113,9 @@ class VAEModule(BaseLitModule):
         with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
             posterior, _ = self.vae.encode_posterior(surface, generator=generator)
         z = posterior.sample(generator) if sample else posterior.mode()  # [B*T, N, C]
+        if sample and self.latent_noise > 0:  # the decoder learns to read latents as imprecise as a DiT's
+            noise = torch.randn(z.shape, generator=generator, device=generator.device).to(z)
+            z = self.vae.from_dit(self.vae.to_dit(z) + self.latent_noise * noise)
         logits = self.vae.query(self.vae.decode(z), pts).float()  # [B*T, M]
         bce = F.binary_cross_entropy_with_logits(logits, occ)
         kl = posterior.kl().float().mean()
