@@ -95,9 +95,10 @@ def check_resume_checkpoint(path: str | Path) -> None:
 
 
 def fit_resumable(trainer: Any, model: Any, datamodule: Any, ckpt_path: str | None) -> None:
-    """``trainer.fit``; a resume checkpoint loads with ``weights_only=True`` and :data:`RESUME_SAFE_GLOBALS`."""
+    """``trainer.fit``; a resume checkpoint loads with ``weights_only=True`` and :data:`RESUME_SAFE_GLOBALS` (a
+    fresh run says ``weights_only`` too, so Lightning never falls back to unpickling)."""
     if ckpt_path is None:
-        trainer.fit(model=model, datamodule=datamodule)
+        trainer.fit(model=model, datamodule=datamodule, weights_only=True)
         return
     with torch.serialization.safe_globals(RESUME_SAFE_GLOBALS):
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
