@@ -56,15 +56,12 @@ class _FlowModule(BaseLitModule):
         self._init_cfg: dict = {}
         if init_from:
             from sculpt4d.checkpoints.load import load_components, read_parts
-            from sculpt4d.lit.init import init_latent_stats
+            from sculpt4d.lit.init import adopt_latent_stats
 
             parts, self._init_cfg = read_parts(init_from, root_dir)
             load_components(comps, parts, f"init_from {init_from}", require=require)
-            stats = init_latent_stats(self._init_cfg)
-            for key, value in stats.items():
-                if key != "scale_factor" or scale_factor is None:
-                    setattr(self.vae, key, value)
-                    self.net_cfg["vae"][key] = value
+            skip = ("scale_factor",) if scale_factor is not None else ()  # an explicit scale_factor wins
+            adopt_latent_stats(self.vae, self.net_cfg["vae"], self._init_cfg, skip=skip)
         if scale_factor is not None:
             self.vae.scale_factor = float(scale_factor)
         self.net_cfg["vae"]["scale_factor"] = float(self.vae.scale_factor)

@@ -24,6 +24,15 @@ def init_latent_stats(cfg: dict) -> dict:
     return {k: vae[k] for k in LATENT_KEYS if isinstance(vae, dict) and vae.get(k) is not None}
 
 
+def adopt_latent_stats(vae: nn.Module, vae_cfg: dict, cfg: dict, skip: tuple[str, ...] = ()) -> None:
+    """Set an export's latent statistics (its ``config.yaml`` ``cfg``) on ``vae`` and in the module's ``vae``
+    config node ``vae_cfg``, so the next export records them again; keys in ``skip`` are left as they are."""
+    for key, value in init_latent_stats(cfg).items():
+        if key not in skip:
+            setattr(vae, key, value)
+            vae_cfg[key] = value
+
+
 @torch.no_grad()
 def estimate_latent_stats(vae: nn.Module, batches, max_batches: int = 16) -> dict:
     """Statistics of the VAE posterior means over training batches.

@@ -75,11 +75,9 @@ class VAEModule(BaseLitModule):
 
     def _keep_latent_space(self, parts: dict[str, dict[str, torch.Tensor]], init_cfg: dict[str, Any]) -> None:
         """Keep ``init_from``'s latent statistics, and its other parts and config when it is a whole model."""
-        from sculpt4d.lit.init import init_latent_stats
+        from sculpt4d.lit.init import adopt_latent_stats
 
-        for key, value in init_latent_stats(init_cfg).items():
-            setattr(self.vae, key, value)
-            self.net_cfg["vae"][key] = value
+        adopt_latent_stats(self.vae, self.net_cfg["vae"], init_cfg)
         self._carried = {name: dict(sd) for name, sd in parts.items() if name != "vae" and sd}
         if self._carried:
             self._carried_cfg = copy.deepcopy(init_cfg)
