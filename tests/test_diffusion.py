@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sculpt4d.diffusion import EulerSampler, FlowMatching, sample_timesteps, shared_noise
+from sculpt4d.diffusion import EulerSampler, FlowMatching, motion_loss, sample_timesteps, shared_noise
 
 
 def test_flow_path_and_target():
@@ -166,3 +166,18 @@ def test_cfg_pair_as_two_passes_gives_the_batched_result():
     batches.clear()
     EulerSampler(6, cfg_batch=False).sample(model, noise, cond, guidance_scale=-1.0, progress=False)
     assert batches == [3] * 6
+
+
+def test_motion_loss_charges_what_differs_between_frames_only():
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(2, 5, 6, 4, generator=g)  # [B, T, N, C] data latents
+    x0 = shared_noise(x1.shape, 1.0, g)  # one noise per sequence, as at inference
+    target = FlowMatching.target(x0, x1)
+    assert motion_loss(target, target) == 0
+    # an error every frame shares costs flow loss but no motion loss
+    common = target + torch.randn(2, 1, 6, 4, generator=g)
+    assert motion_loss(common, target) < 1e-10 < float((common - target).pow(2).mean())
+    # a model that copies its anchor frame pays the whole motion of the data
+    copy = target[:, :1].expand_as(target)
+    expected = (x1[:, 1:] - x1[:, :1]).pow(2).mean()
+    assert torch.allclose(motion_loss(copy, target), expected)

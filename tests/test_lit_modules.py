@@ -97,6 +97,49 @@ def test_sculpt4d_step_trains_only_the_adapter(train_cfg) -> None:
     assert "parameters:" in module.parameter_summary() and "trainable" in module.parameter_summary()
 
 
+def test_sculpt4d_can_train_the_conditioner_at_the_backbone_rate(train_cfg) -> None:
+    cfg = train_cfg(
+        "4d", "lit.train_conditioner=true", "lit.train_backbone=false", "lit.backbone_lr_scale=0.5"
+    )
+    module = instantiate(cfg.lit, _recursive_=False)
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert {n.split(".")[0] for n in trainable} == {"model", "conditioner"}
+    assert all(n.startswith(("model.adapter.", "conditioner.")) for n in trainable)
+    groups = module.param_groups([p for p in module.parameters() if p.requires_grad])
+    cond_ids = {id(p) for p in module.conditioner.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == cond_ids and groups[1]["lr"] == 0.5 * module.optimizer_cfg[
+        "lr"
+    ]
+    before = _snapshot(module)
+    _fit_module(cfg, module, 2)
+    changed = _changed(before, module)
+    assert any(n.startswith("conditioner.") for n in changed)
+    assert not any(n.startswith(("vae.", "model.backbone.")) for n in changed)
+
+
+@pytest.mark.parametrize("weight", [0.0, 2.0])
+def test_sculpt4d_objective_adds_the_weighted_motion_loss(train_cfg, weight: float) -> None:
+    from sculpt4d.diffusion import motion_loss
+
+    cfg = train_cfg("4d", f"lit.motion_loss_weight={weight}")
+    module = instantiate(cfg.lit, _recursive_=False)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        x1, cond = (
+            module.encode_latents(batch, g),
+            module.encode_condition(batch),
+        )  # [B, T, N, C], [B, T, L, D]
+    t, noise = torch.tensor([0.3, 0.8]), torch.randn(x1.shape, generator=g)
+    terms = module.loss_terms(x1, cond, t, noise)
+    pred, target = module.flow.velocities(module.model_fn, x1, cond, t=t, noise=noise)
+    assert torch.allclose(terms["loss"], module.flow.loss(module.model_fn, x1, cond, t=t, noise=noise))
+    assert torch.allclose(terms["motion_loss"], motion_loss(pred, target)) and terms["motion_loss"] > 0
+    assert torch.allclose(module.objective(terms), terms["loss"] + weight * terms["motion_loss"])
+
+
 class _Losses(Callback):
     def __init__(self) -> None:
         self.values: list[float] = []

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from sculpt4d.diffusion import EulerSampler, FlowMatching, shared_noise
+from sculpt4d.diffusion import EulerSampler, FlowMatching, motion_loss, shared_noise
 from sculpt4d.lit.base import BaseLitModule, to_plain
 from sculpt4d.lit.vae_module import occupancy_iou
 from sculpt4d.models.attention import AttentionConfig
@@ -109,9 +109,20 @@ class _FlowModule(BaseLitModule):
             x1 = self.encode_latents(batch, gen)
         cond = self.drop_condition(self.encode_condition(batch), gen)
         t = self.flow.sample_timesteps(x1.shape[0], gen, device=gen.device).to(x1.device)
-        loss = self.flow.loss(self.model_fn, x1, cond, t=t, noise=self.noise(x1, gen))
-        self.log("train/loss", loss, prog_bar=True, batch_size=x1.shape[0])
-        return loss
+        terms = self.loss_terms(x1, cond, t, self.noise(x1, gen))
+        self.log("train/loss", terms["loss"], prog_bar=True, batch_size=x1.shape[0])
+        self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"}, batch_size=x1.shape[0])
+        return self.objective(terms)
+
+    def loss_terms(
+        self, x1: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The logged loss terms at (t, noise); ``loss`` is the flow-matching MSE."""
+        return {"loss": self.flow.loss(self.model_fn, x1, cond, t=t, noise=noise)}
+
+    def objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """What the optimiser minimises, from :meth:`loss_terms`."""
+        return terms["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         gen = self.step_generator(batch_idx, salt=1)  # the same noise/timesteps at every validation
@@ -120,10 +131,11 @@ class _FlowModule(BaseLitModule):
         b = x1.shape[0]
         t = (torch.arange(b, device=x1.device, dtype=torch.float32) + 0.5) / b  # stratified, fixed
         noise = self.noise(x1, gen)
-        loss = self.flow.loss(self.model_fn, x1, cond, t=t, noise=noise)
+        terms = self.loss_terms(x1, cond, t, noise)
         null_loss = self.flow.loss(self.model_fn, x1, torch.zeros_like(cond), t=t, noise=noise)
         # how much the image is worth: the loss with CFG's null context minus the loss with the image
-        self.log_dict({"val/loss": loss, "val/cond_gap": null_loss - loss}, batch_size=b, sync_dist=True)
+        terms["cond_gap"] = null_loss - terms["loss"]
+        self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=b, sync_dist=True)
         n = int(self.val_cfg.get("num_samples", 0))
         if n > 0 and batch_idx == 0 and "vol_points" in batch:
             self._validate_samples(batch, cond[:n], gen)
@@ -206,7 +218,10 @@ class Sculpt4DModule(_FlowModule):
     (``flow_noise_share_alpha``, as at inference), or with a sharing drawn per sequence from U[0, 1]
     (``"uniform"``) so that the model serves any inference alpha; one timestep per sequence.
     ``train_backbone`` also trains the 3D backbone, at ``backbone_lr_scale`` × the adapter's learning rate
-    (the paper freezes its 3 B-parameter backbone; a small one trained from scratch can adapt with it).
+    (the paper freezes its 3 B-parameter backbone; a small one trained from scratch can adapt with it);
+    ``train_conditioner`` the image encoder, at the same rate (the paper's DINOv2 stays frozen; the tiny
+    one was trained with the 3D stage, on single frames only). ``motion_loss_weight`` adds the weighted
+    :func:`~sculpt4d.diffusion.motion_loss` (each frame's velocity change from frame 0) to the flow loss.
     """
 
     stage = "sculpt4d"
@@ -219,9 +234,14 @@ class Sculpt4DModule(_FlowModule):
         flow_noise_share_alpha: float | str | None = None,
         train_backbone: bool = False,
         backbone_lr_scale: float = 1.0,
+        train_conditioner: bool = False,
+        motion_loss_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(net, attention=attention, four_d=True, require=COMPONENTS, **kwargs)
+        if motion_loss_weight < 0:
+            raise ValueError(f"motion_loss_weight must be >= 0, got {motion_loss_weight}")
+        self.motion_loss_weight = float(motion_loss_weight)
         self.noise_share_alpha = float(noise_share_alpha)
         if flow_noise_share_alpha is None:
             flow_noise_share_alpha = noise_share_alpha
@@ -234,10 +254,13 @@ class Sculpt4DModule(_FlowModule):
         )
         self.train_backbone = bool(train_backbone)
         self.backbone_lr_scale = float(backbone_lr_scale)
-        self.conditioner.set_trainable(False)
+        self.train_conditioner = bool(train_conditioner)
+        self.conditioner.set_trainable(self.train_conditioner)
         for name, p in self.model.named_parameters():
             p.requires_grad_(train_backbone or name.startswith("adapter."))
-        self.frozen = [self.vae, self.conditioner] + ([] if train_backbone else [self.model.backbone])
+        self.frozen = [self.vae]
+        self.frozen += [] if train_backbone else [self.model.backbone]
+        self.frozen += [] if self.train_conditioner else [self.conditioner]
         self._finish_init()
 
     def extra_hparams(self) -> dict[str, Any]:
@@ -248,16 +271,32 @@ class Sculpt4DModule(_FlowModule):
             "flow_noise_share_alpha": self.flow_noise_share_alpha,
             "train_backbone": self.train_backbone,
             "backbone_lr_scale": self.backbone_lr_scale,
+            "train_conditioner": self.train_conditioner,
+            "motion_loss_weight": self.motion_loss_weight,
         }
 
+    def loss_terms(
+        self, x1: torch.Tensor, cond: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The flow loss and ``motion_loss``: the error in each frame's change from frame 0 (x1 ``[B, T, N, C]``)."""
+        pred, target = self.flow.velocities(self.model_fn, x1, cond, t=t, noise=noise)
+        flow = (pred.float() - target.float()).pow(2).mean()
+        return {"loss": flow, "motion_loss": motion_loss(pred, target)}
+
+    def objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Flow loss + ``motion_loss_weight`` × motion loss."""
+        if self.motion_loss_weight == 0:
+            return terms["loss"]
+        return terms["loss"] + self.motion_loss_weight * terms["motion_loss"]
+
     def param_groups(self, params: list[nn.Parameter]) -> list[dict[str, Any]]:
-        """The adapter at the base rate; a trained backbone at ``backbone_lr_scale`` × it."""
-        backbone = {id(p) for p in self.model.backbone.parameters()}
-        slow = [p for p in params if id(p) in backbone]
+        """The adapter at the base rate; a trained backbone and conditioner at ``backbone_lr_scale`` × it."""
+        pretrained = {id(p) for m in (self.model.backbone, self.conditioner) for p in m.parameters()}
+        slow = [p for p in params if id(p) in pretrained]
         if not slow or self.backbone_lr_scale == 1.0:
             return super().param_groups(params)
         base_lr = float(self.optimizer_cfg["lr"])
-        fast = [p for p in params if id(p) not in backbone]
+        fast = [p for p in params if id(p) not in pretrained]
         return [{"params": fast}, {"params": slow, "lr": base_lr * self.backbone_lr_scale}]
 
     def export_config(self) -> dict[str, Any]:
@@ -275,7 +314,7 @@ class Sculpt4DModule(_FlowModule):
         return self.vae.to_dit(z)  # [B, T, N, C]
 
     def encode_condition(self, batch: dict[str, Any]) -> torch.Tensor:
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.train_conditioner and torch.is_grad_enabled()):
             return self.conditioner(batch["images"])  # [B, T, L, D]
 
     def noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
