@@ -161,6 +161,7 @@ def test_vae_reconstruction_draws_its_point_pick_from_the_sequence_seed():
         "hierarchical",
         "largest_component",
         "min_resolution",
+        "decode_dtype",
     )
     kwargs = {**dict.fromkeys(keys), "seed": 3}
     outs = []

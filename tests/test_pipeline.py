@@ -503,3 +503,19 @@ def test_predict_benchmark_reads_the_checkpoint_defaults(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["row"] for r in rows] == ["base"] and rows[0]["steps"] == 2 and rows[0]["total_s"] > 0
+
+
+def test_decode_dtype_auto_follows_the_hardware(monkeypatch) -> None:
+    from sculpt4d.errors import InputError
+    from sculpt4d.pipeline import resolve_decode_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_decode_dtype("fp32", cpu) == torch.float32
+    assert resolve_decode_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native)
+        assert resolve_decode_dtype("auto", cpu) == expected  # emulated bf16 would be slower: fp32
+        assert resolve_decode_dtype("auto", cuda) == torch.bfloat16
+    with pytest.raises(InputError, match="decode_dtype must be auto, fp32 or bf16"):
+        resolve_decode_dtype("fp16", cpu)

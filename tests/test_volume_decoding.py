@@ -158,6 +158,19 @@ def test_vae_decode_volume_dense_and_hierarchical():
         assert int(r.evaluated.sum()) <= r.num_queries <= 4**3 + 7**3 + 13**3
 
 
+def test_bf16_decoder_queries_stay_close_to_fp32():
+    vae = tiny_vae()
+    with torch.no_grad():
+        vae.geo_decoder.output_proj.weight.mul_(200.0)  # logits of order ±10, as a trained decoder's
+    z = torch.randn(1, 16, 8, generator=torch.Generator().manual_seed(2))
+    fp32 = vae.decode_volume(z, resolution=16, hierarchical=False)
+    bf16 = vae.decode_volume(z, resolution=16, hierarchical=False, query_dtype=torch.bfloat16)
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)  # another path, float32 out
+    scale = float(fp32.abs().mean())
+    assert float((bf16 - fp32).abs().max()) < 0.05 * scale  # bf16 keeps ~3 significant digits
+    assert float(((bf16 > 0) != (fp32 > 0)).float().mean()) < 0.01  # the surface barely moves
+
+
 # ---- surface extraction ---------------------------------------------------------------------------------
 def test_mc_backends_agree_outward_and_vertex_convention():
     R = 48

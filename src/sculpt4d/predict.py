@@ -157,6 +157,10 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
             str(cfg.mc_algo) in ALGOS,
             f"is not a surface extractor; choose one of {', '.join(ALGOS)}",
         ),
+        "decode_dtype": (
+            str(cfg.get("decode_dtype", "auto")) in ("auto", "fp32", "bf16"),
+            "must be auto, fp32 or bf16 (the VAE decoder's queries)",
+        ),
     }
     for key, (ok, rule) in checks.items():
         if not ok:
@@ -173,6 +177,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         largest_component=bool(cfg.largest_component),
         progress=bool(cfg.progress),
         min_resolution=n["decode_min_resolution"],
+        decode_dtype=str(cfg.get("decode_dtype", "auto")),
     )
 
 
