@@ -104,8 +104,8 @@ def row_settings(name: str) -> tuple[list[str], dict[str, Any]]:
         return [], {"backend": name}
     if name == "flat":
         return ["hierarchical=false"], {}
-    if name == "bf16decode":
-        return ["decode_dtype=bf16"], {}
+    if name in ("bf16decode", "fp32decode"):
+        return [f"decode_dtype={name[:4]}"], {}
     for prefix, key in (("steps", "num_steps"), ("res", "octree_resolution"), ("chunks", "num_chunks")):
         if name.startswith(prefix) and name[len(prefix) :].isdigit():
             return [f"{key}={name[len(prefix) :]}"], {}

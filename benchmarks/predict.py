@@ -11,8 +11,8 @@ Every row runs the real ``run_predict`` (frames read, pipeline, every export) wi
 ``export`` (obj, glb, strip png/video). ``ratio`` = total / total of ``base`` in the same run.
 Row names: ``base``; ``<backend>`` (dense, gather, ...: the attention backend); ``steps<K>``; ``flat`` (no
 hierarchical decoding); ``res<R>`` (octree resolution); ``threads<n>``; ``chunks<n>`` (query points per
-decoder call); ``minres<R>`` (coarsest hierarchical level, a speed/quality trade-off); ``bf16decode`` (the
-decoder's queries under bf16 autocast, ``decode_dtype=bf16``). ``mesh_vs_base``: the
+decoder call); ``minres<R>`` (coarsest hierarchical level, a speed/quality trade-off); ``fp32decode`` /
+``bf16decode`` (the decoder's queries in fp32 / under bf16 autocast, ``decode_dtype``; base: ``auto``). ``mesh_vs_base``: the
 largest per-frame vertex Chamfer distance to base's meshes (0 = identical; only rows with base's steps compare).
 """
 
@@ -32,9 +32,9 @@ import torch
 from _common import ROOT, add_json_arg, print_table, row_settings, timing, write_json
 
 DEFAULT_ROWS = (
-    "base,dense,gather,steps10,steps25,flat,res64,res128,minres48,minres24,chunks32000,threads1,bf16decode"
+    "base,dense,gather,steps10,steps25,flat,res64,res128,minres48,minres24,chunks32000,threads1,fp32decode,bf16decode"
 )
-QUICK_ROWS = "base,dense,gather,flat,minres16,chunks4000,bf16decode"
+QUICK_ROWS = "base,dense,gather,flat,minres16,chunks4000,fp32decode"
 
 
 def random_export(out: Path, seed: int = 0) -> Path:
