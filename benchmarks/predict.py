@@ -31,9 +31,7 @@ import numpy as np
 import torch
 from _common import ROOT, add_json_arg, print_table, row_settings, timing, write_json
 
-DEFAULT_ROWS = (
-    "base,dense,gather,steps10,steps25,flat,res64,res128,minres48,minres24,chunks32000,threads1,fp32decode,bf16decode"
-)
+DEFAULT_ROWS = "base,dense,gather,steps10,steps25,flat,res64,res128,minres48,minres24,chunks32000,threads1,fp32decode,bf16decode"
 QUICK_ROWS = "base,dense,gather,flat,minres16,chunks4000,fp32decode"
 
 
