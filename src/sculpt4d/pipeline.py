@@ -124,6 +124,10 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
+DECODE_DTYPES = ("auto", "fp32", "bf16")  # the `decode_dtype` choices
+DECODE_DTYPE_CHOICES = f"{', '.join(DECODE_DTYPES[:-1])} or {DECODE_DTYPES[-1]}"  # for messages
+
+
 def resolve_decode_dtype(name: str, device: torch.device) -> torch.dtype:
     """The VAE decoder's query dtype: ``auto`` = bf16 on CUDA and on CPUs with bf16 dot products
     (AVX512-BF16 or AMX), where it decodes the same benchmark scores faster; fp32 elsewhere (emulated bf16
@@ -131,8 +135,8 @@ def resolve_decode_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         return torch.bfloat16 if device.type == "cuda" or native else torch.float32
-    if name not in ("fp32", "bf16"):
-        raise InputError(f"decode_dtype must be auto, fp32 or bf16 (got '{name}')")
+    if name not in DECODE_DTYPES:
+        raise InputError(f"decode_dtype must be {DECODE_DTYPE_CHOICES} (got '{name}')")
     return DTYPES[name]
 
 

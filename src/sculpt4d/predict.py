@@ -119,6 +119,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
     ``null`` inference keys stay ``None``: the pipeline then uses the checkpoint's value.
     """
     from sculpt4d.models.vae.surface import ALGOS
+    from sculpt4d.pipeline import DECODE_DTYPE_CHOICES, DECODE_DTYPES
 
     nullable = (
         "num_steps",
@@ -131,6 +132,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
          for k in ("num_steps", "seed", "octree_resolution", "decode_min_resolution", "num_chunks")}  # fmt: skip
     f = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k, float)
          for k in ("guidance_scale", "noise_share_alpha")}  # fmt: skip
+    decode_dtype = str(cfg.get("decode_dtype", "auto"))
     checks = {
         "num_steps": (
             n["num_steps"] is None or n["num_steps"] >= 2,
@@ -158,8 +160,8 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
             f"is not a surface extractor; choose one of {', '.join(ALGOS)}",
         ),
         "decode_dtype": (
-            str(cfg.get("decode_dtype", "auto")) in ("auto", "fp32", "bf16"),
-            "must be auto, fp32 or bf16 (the VAE decoder's queries)",
+            decode_dtype in DECODE_DTYPES,
+            f"must be {DECODE_DTYPE_CHOICES} (the VAE decoder's queries)",
         ),
     }
     for key, (ok, rule) in checks.items():
@@ -177,7 +179,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         largest_component=bool(cfg.largest_component),
         progress=bool(cfg.progress),
         min_resolution=n["decode_min_resolution"],
-        decode_dtype=str(cfg.get("decode_dtype", "auto")),
+        decode_dtype=decode_dtype,
     )
 
 
