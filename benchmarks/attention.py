@@ -4,6 +4,8 @@ Ratio = time / time(dense SDPA without mask); compare it with the mask density (
 
     python benchmarks/attention.py --quick                      # T=16, N=1024, fp32, blockmask, gather
     python benchmarks/attention.py --device cuda --sizes 16x4096 --dtypes bf16 --json out.json
+    python benchmarks/attention.py --device cuda --sizes 16x4096 --dtypes bf16 --variants blockmask \
+        --backends flex --flex-options BLOCK_M=64,BLOCK_N=64,num_warps=4,num_stages=3 BLOCK_M=128,BLOCK_N=64
     python benchmarks/attention.py --crossover --json crossover.json   # CPU: where ``auto`` switches dense -> gather
 """
 
@@ -26,6 +28,14 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def q_probe(device: torch.device) -> torch.Tensor:
     return torch.zeros(1, 1, 1, 8, device=device)
+
+
+def parse_backend(name: str) -> tuple[str, dict[str, int] | None]:
+    """``flex[BLOCK_M=64,num_warps=8]`` -> ("flex", {"BLOCK_M": 64, "num_warps": 8}); others as given."""
+    if not name.endswith("]"):
+        return name, None
+    kernel, _, opts = name[:-1].partition("[")
+    return kernel, {k: int(v) for k, v in (kv.split("=") for kv in opts.split(",") if kv)}
 
 
 def timeit(fn: Callable[[], torch.Tensor], repeats: int, device: torch.device) -> float:
@@ -52,7 +62,14 @@ def main() -> None:
         "--backends",
         nargs="+",
         default=None,
-        help="default: gather (+flex, +block_sparse_attn on CUDA); dense = SDPA with the token mask",
+        help="default: gather (+flex, varlen, +block_sparse_attn on CUDA); dense = SDPA with the token mask",
+    )
+    ap.add_argument(
+        "--flex-options",
+        nargs="+",
+        default=[],
+        metavar="K=V,K=V",
+        help="extra flex rows, one per FlexAttention kernel_options setting (e.g. BLOCK_M=64,num_warps=8)",
     )
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--head-dim", type=int, default=128)
@@ -80,7 +97,7 @@ def main() -> None:
         args.backends = args.backends or ["gather"]
     if args.backends is None:
         args.backends = ["gather"] + (
-            ["flex"] + (["block_sparse_attn"] if _block_sparse_func() else [])
+            ["flex", "varlen"] + (["block_sparse_attn"] if _block_sparse_func() else [])
             if device.type == "cuda"
             else []
         )
@@ -121,16 +138,17 @@ def main() -> None:
                 )
                 for variant in args.variants:
                     mask = build_block_mask(variant, T, N, args.block_size)
-                    for be in args.backends:
+                    for be in args.backends + [f"flex[{o}]" for o in args.flex_options]:
                         if be == "dense" and T * N > args.dense_max_tokens:
                             continue  # the token mask alone would be (T N)^2 booleans
                         row = dict(
                             T=T, N=N, dtype=dn, variant=variant, backend=be, density=round(mask.density, 4)
                         )
+                        kernel, options = parse_backend(be)
                         try:
                             s = timeit(
-                                lambda q=q, k=k, v=v, mask=mask, be=be, pre=pre: sparse_attention(
-                                    q, k, v, mask, be, pre
+                                lambda q=q, k=k, v=v, mask=mask, kernel=kernel, pre=pre, o=options: (
+                                    sparse_attention(q, k, v, mask, kernel, pre, flex_options=o)
                                 ),
                                 args.repeats,
                                 device,

@@ -227,6 +227,80 @@ def test_cuda_backends_equal_dense_forward_backward(variant, dtype):
                 torch.testing.assert_close(g.float(), r, **{k_: 5 * v_ for k_, v_ in tol.items()})
 
 
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "temporal"])
+def test_cuda_varlen_equals_dense_forward(variant):
+    T, N, b = 6, 256, 128
+    m = build_block_mask(variant, T, N, block_size=b)
+    q, k, v, pre = (
+        x.cuda() if not isinstance(x, tuple) else tuple(y.cuda() for y in x)
+        for x in _inputs(T, N, B=2, H=4, D=64, dtype=torch.bfloat16)
+    )
+    for p in (None, pre):
+        ref = sparse_attention(q.float(), k.float(), v.float(), m, "dense", p and tuple(x.float() for x in p))
+        out = sparse_attention(q, k, v, m, "varlen", p)
+        torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=2e-2)
+
+
+VARLEN_VARIANTS = [v for v in VARIANTS if v != "temporal"]
+
+
+@pytest.mark.parametrize("variant", VARLEN_VARIANTS)
+@pytest.mark.parametrize("T,N,b", [(1, 32, 8), (7, 64, 8), (10, 32, 4), (16, 256, 32)])
+@pytest.mark.parametrize("prefix", [False, True])
+def test_varlen_equals_dense_forward(variant, T, N, b, prefix):
+    m = build_block_mask(variant, T, N, block_size=b)
+    q, k, v, pre = _inputs(T, N)
+    p = pre if prefix else None
+    ref = sparse_attention(q, k, v, m, "dense", prefix_kv=p)
+    torch.testing.assert_close(
+        sparse_attention(q, k, v, m, "varlen", prefix_kv=p), ref, atol=1e-10, rtol=1e-10
+    )
+
+
+def test_varlen_chunks_merge_exactly(monkeypatch):
+    from sculpt4d.models.attention import varlen
+
+    m = build_block_mask("blockmask", 12, 64, block_size=8)
+    q, k, v, pre = _inputs(12, 64, B=3)
+    ref = sparse_attention(q, k, v, m, "varlen", prefix_kv=pre)  # one chunk
+    monkeypatch.setattr(varlen, "VARLEN_CHUNK_BYTES", 1 << 20)
+    plan = varlen.varlen_plan(m, 1)
+    n_chunks = len(varlen._chunks(plan, 3, 3 * 2 * 8 * 8))  # about the bytes per token of these inputs
+    assert 1 < n_chunks < plan.num_sequences  # several chunks, several sequences in some
+    out = sparse_attention(q, k, v, m, "varlen", prefix_kv=pre)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(
+        out, sparse_attention(q, k, v, m, "dense", prefix_kv=pre), atol=1e-10, rtol=1e-10
+    )
+
+
+@pytest.mark.parametrize("variant", VARLEN_VARIANTS)
+def test_varlen_plan_covers_each_kept_token_pair_once(variant):
+    from sculpt4d.models.attention.varlen import varlen_plan
+
+    T, N, b, P = 9, 64, 8, 1
+    m = build_block_mask(variant, T, N, block_size=b)
+    plan = varlen_plan(m, P)
+    count = torch.zeros(T * N, T * N + T * P, dtype=torch.int64)
+    for s in range(plan.num_sequences):
+        qi = plan.q_index[plan.q_cu[s] : plan.q_cu[s + 1]]
+        ki = plan.k_index[plan.k_cu[s] : plan.k_cu[s + 1]]
+        count[qi[:, None], ki[None]] += 1
+    frame_q = torch.arange(T * N) // N
+    expected = torch.cat([m.dense_bool(), frame_q[:, None] == torch.arange(T * P)[None] // P], 1)
+    assert torch.equal(count, expected.long())
+
+
+def test_varlen_is_forward_only_and_has_no_token_diagonal_blocks():
+    q, k, v, _ = _inputs(4, 32)
+    with pytest.raises(ValueError, match="forward-only"):
+        sparse_attention(q.requires_grad_(True), k, v, build_block_mask("blockmask", 4, 32, 8), "varlen")
+    with torch.no_grad(), pytest.raises(ValueError, match="token-diagonal"):
+        sparse_attention(q, k, v, build_block_mask("temporal", 4, 32, 8), "varlen")
+
+
 def _fwd_bwd(m, backend, leaves, prefix):
     out = sparse_attention(*leaves[:3], m, backend, prefix_kv=tuple(leaves[3:]) if prefix else None)
     w = torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)

@@ -254,3 +254,26 @@ def test_token_chunked_feed_forward_matches_the_whole_batch(chunk):
     assert calls == [torch.Size([B * 3, 1 + N, TINY["hidden_size"]])]
     with pytest.raises(ValueError, match="ff_chunk_tokens"):
         bb.set_ff_chunk_tokens(0)
+
+
+def test_compiled_regions_equal_eager_and_can_be_undone():
+    """Regional torch.compile (skip fusion + norm, cross-attention, MLP residuals; self-attention and MoE
+    eager) gives the eager velocities up to float rounding; mode None restores the eager path exactly."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    bb, m = make()
+    with torch.no_grad():
+        for p in m.adapter.parameters():
+            p.normal_(0.0, 0.05)  # a non-trivial adapter
+    x, t, c = data(3)
+    with torch.no_grad():
+        eager = m(x, t, c)
+        bb.compile_regions("default")
+        compiled = m(x, t, c)
+        assert all(len(b._compiled) == (2 if b.is_moe else 3) for b in bb.blocks)
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+        bb.compile_regions(None)
+        assert torch.equal(m(x, t, c), eager)
+    with pytest.raises(ValueError, match="compile mode 'fast'"):
+        bb.compile_regions("fast")

@@ -94,6 +94,8 @@ def test_predict_refuses_an_output_dir_that_would_cost_files(tmp_path: Path, kin
         ("output_dir=/proc/sculpt4d_out", "cannot write"),
         ("rgb_mode=foo", "rgb_mode=foo"),
         ("decode_dtype=fp16", "decode_dtype=fp16 must be auto, fp32 or bf16"),
+        ("compile=fast", "compile=fast is not one of default, reduce-overhead"),
+        ("attention_backend=sparse", "attention_backend=sparse is not one of auto"),
     ],
 )
 def test_predict_validates_every_key_before_loading_the_model(

@@ -32,11 +32,15 @@ def resolve_device(name: str) -> torch.device:
 def build_pipeline(cfg: DictConfig):
     """The pipeline a predict/evaluate config describes."""
     from sculpt4d.models.attention.backends import BACKENDS
+    from sculpt4d.models.dit.backbone import COMPILE_MODES
     from sculpt4d.pipeline import Sculpt4DPipeline
 
     backend = cfg.get("attention_backend")
     if backend is not None and str(backend) not in BACKENDS:
         raise InputError(f"attention_backend={backend} is not one of {', '.join(BACKENDS)} (or null)")
+    compile_mode = cfg.get("compile")
+    if compile_mode is not None and str(compile_mode) not in COMPILE_MODES:
+        raise InputError(f"compile={compile_mode} is not one of {', '.join(COMPILE_MODES)} (or null)")
     device = resolve_device(str(cfg.device))
     pipe = Sculpt4DPipeline.from_pretrained(
         str(cfg.ckpt),
@@ -53,6 +57,8 @@ def build_pipeline(cfg: DictConfig):
     )
     if backend is not None:  # same mask, another kernel: equal results up to float rounding
         pipe.components.model.backend = str(backend)
+    if compile_mode is not None:
+        pipe.compile(str(compile_mode))
     return pipe
 
 

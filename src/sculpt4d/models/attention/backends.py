@@ -9,6 +9,8 @@ for the per-frame time token. Backends:
 - ``gather``: any device, autograd-safe. CPU: ``gather.py`` (strided views of the kept key runs, no key copies,
   parts merged by log-sum-exp, custom backward). Elsewhere: query blocks grouped by their number of kept key
   blocks, kept key blocks gathered, one SDPA per group (chunked). Cost and memory scale with the kept blocks.
+- ``varlen``: forward only. The gather plan's key runs as the sequences of one variable-length flash call on
+  CUDA (fp16/bf16), merged by log-sum-exp (``varlen.py``); one CPU flash call per sequence elsewhere.
 - ``dense``: SDPA with the full token mask (the O((TN)^2) reference).
 ``auto``: block_sparse_attn on CUDA when importable and applicable, else flex on CUDA, else gather. On a CPU
 gather also wins at the tiny model's sizes (T x N = 8 x 128 .. 16 x 512, 4 heads x 48, block 32: 0.5-0.85x the
@@ -28,8 +30,9 @@ from sculpt4d.errors import MissingDependencyError
 
 from .gather import gather_attention_cpu
 from .masks import BlockMask4D
+from .varlen import varlen_attention
 
-BACKENDS = ("auto", "block_sparse_attn", "flex", "gather", "dense")
+BACKENDS = ("auto", "block_sparse_attn", "flex", "gather", "varlen", "dense")
 GATHER_CHUNK_BYTES = 256 * 2**20  # bound on the gathered k+v of one SDPA call
 DENSE_MASK_CACHE_ELEMENTS = 2**24  # dense: token masks up to 16 MiB stay cached with their BlockMask4D
 
@@ -41,8 +44,12 @@ def sparse_attention(
     mask: BlockMask4D,
     backend: str = "auto",
     prefix_kv: tuple[Tensor, Tensor] | None = None,
+    flex_options: dict[str, Any] | None = None,
 ) -> Tensor:
-    """Attention of q over k, v restricted to ``mask`` (+ per-frame prefix keys) -> ``[B, H, T*N, D]``."""
+    """Attention of q over k, v restricted to ``mask`` (+ per-frame prefix keys) -> ``[B, H, T*N, D]``.
+
+    ``flex_options``: FlexAttention ``kernel_options`` (e.g. BLOCK_M, BLOCK_N, num_warps, num_stages) for the
+    flex backend; None = its own choice. ``benchmarks/attention.py --flex-options`` sweeps them."""
     B, H, L, D = q.shape
     if L != mask.T * mask.N or k.shape[2] != L:
         raise ValueError(f"q/k have {L}/{k.shape[2]} tokens but the mask is for T={mask.T} x N={mask.N}")
@@ -52,8 +59,10 @@ def sparse_attention(
         return gather_attention(q, k, v, mask, prefix_kv)
     if backend == "dense":
         return dense_attention(q, k, v, mask, prefix_kv)
+    if backend == "varlen":
+        return varlen_attention(q, k, v, mask, prefix_kv)
     if backend == "flex":
-        return flex_attention(q, k, v, mask, prefix_kv)
+        return flex_attention(q, k, v, mask, prefix_kv, flex_options)
     if backend == "block_sparse_attn":
         if prefix_kv is not None:
             raise ValueError("block_sparse_attn cannot add per-frame prefix keys; use backend flex or gather")
@@ -224,9 +233,15 @@ def flex_block_mask(mask: BlockMask4D, P: int, device: torch.device) -> Any:
 
 
 def flex_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: BlockMask4D, prefix_kv: tuple[Tensor, Tensor] | None = None
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    mask: BlockMask4D,
+    prefix_kv: tuple[Tensor, Tensor] | None = None,
+    kernel_options: dict[str, Any] | None = None,
 ) -> Tensor:
-    """FlexAttention (compiled). On CPU there is no backward: inference only."""
+    """FlexAttention (compiled; ``kernel_options`` passed to the kernel). On CPU there is no backward:
+    inference only."""
     if not q.is_cuda and torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
         raise ValueError("flex attention has no backward on CPU; use backend='gather' for training")
     P = 0
@@ -234,7 +249,13 @@ def flex_attention(
         P = prefix_kv[0].shape[3]
         k = torch.cat([k, prefix_kv[0].flatten(2, 3)], dim=2)  # [B, H, T*N + T*P, D]
         v = torch.cat([v, prefix_kv[1].flatten(2, 3)], dim=2)
-    return _compiled_flex()(q, k, v, block_mask=flex_block_mask(mask, P, q.device))
+    return _compiled_flex()(
+        q,
+        k,
+        v,
+        block_mask=flex_block_mask(mask, P, q.device),
+        kernel_options=dict(kernel_options or {}) or None,
+    )
 
 
 # ------------------------------------------------------------------------------ block_sparse_attn

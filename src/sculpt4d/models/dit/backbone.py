@@ -9,6 +9,9 @@ from torch import Tensor, nn
 
 from .layers import DiTBlock, FinalLayer, TimestepEmbedder
 
+#: torch.compile modes for ``compile_regions``: ``reduce-overhead`` adds CUDA graphs on a GPU
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 class HunyuanDiT(nn.Module):
     """Velocity network ``v = dit(x [B,N,C], t [B] in [0,1], cond [B,L,Dc]) -> [B,N,C]``.
@@ -105,6 +108,14 @@ class HunyuanDiT(nn.Module):
             raise ValueError(f"ff_chunk_tokens must be >= 1 or None, got {tokens}")
         for _, block in self.iter_blocks():
             block.ff_chunk_tokens = None if tokens is None else int(tokens)
+
+    def compile_regions(self, mode: str | None) -> None:
+        """Regional torch.compile of every block's non-attention parts (``DiTBlock.compile_regions``); the
+        blocks share one compiled graph per region and input shape. None: back to eager."""
+        if mode is not None and mode not in COMPILE_MODES:
+            raise ValueError(f"compile mode {mode!r} is not one of {', '.join(COMPILE_MODES)} (or null)")
+        for _, block in self.iter_blocks():
+            block.compile_regions(mode)
 
     def iter_blocks(self) -> Iterator[tuple[int, DiTBlock]]:
         return enumerate(self.blocks)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -233,6 +234,8 @@ class DiTBlock(nn.Module):
         #: inference without gradients: the MLP / MoE residual runs over at most this many tokens at a time
         #: (None: all at once). Its hidden activations (4x the width) then never exist for the whole batch.
         self.ff_chunk_tokens: int | None = None
+        #: ``compile_regions``: torch.compile'd versions of the regions below (empty: eager)
+        self._compiled: dict[str, Callable[..., Tensor]] = {}
 
     def forward(
         self,
@@ -242,11 +245,41 @@ class DiTBlock(nn.Module):
         self_attn: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor:
         """h [B, L, D], cond [B, M, Dc] -> [B, L, D]. ``self_attn`` replaces ``attn1`` (used by DiT4D)."""
+        h, x = self._region("pre_attention")(h, skip)
+        h = h + (self_attn or self.attn1)(x)
+        h = self._region("cross_attention_residual")(h, cond)
+        return self.feed_forward_residual(h)
+
+    # ---------------------------------------------------------------- regions (compiled together)
+    def pre_attention(self, h: Tensor, skip: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The long skip fused in (``skip_norm(skip_linear([skip, h]))`` where the block has one), then the
+        self-attention's input ``norm1(h)``: (h, x), both [B, L, D]."""
         if self.skip_linear is not None:
             h = self.skip_norm(self.skip_linear(torch.cat([skip, h], dim=-1)))
-        h = h + (self_attn or self.attn1)(self.norm1(h))
-        h = h + self.attn2(self.norm2(h), cond)
-        return self.feed_forward_residual(h)
+        return h, self.norm1(h)
+
+    def cross_attention_residual(self, h: Tensor, cond: Tensor) -> Tensor:
+        """``h + attn2(norm2(h), cond)`` [B, L, D]."""
+        return h + self.attn2(self.norm2(h), cond)
+
+    def mlp_residual(self, h: Tensor) -> Tensor:
+        """``h + ff(norm3(h))`` [B, L, D] over all tokens at once."""
+        return h + (self.moe if self.is_moe else self.mlp)(self.norm3(h))
+
+    def compile_regions(self, mode: str | None) -> None:
+        """torch.compile the block's regions around self-attention (``mode``: a torch.compile mode, e.g.
+        ``default`` or ``reduce-overhead`` = CUDA graphs; None: eager again). Self-attention (block-sparse
+        kernels with their own plans) and the MoE (data-dependent routing) stay eager."""
+        self._compiled = {}
+        if mode is None:
+            return
+        names = ["pre_attention", "cross_attention_residual"] + ([] if self.is_moe else ["mlp_residual"])
+        for name in names:
+            fn = getattr(self, name)
+            self._compiled[name] = torch.compile(fn, mode=None if mode == "default" else mode, dynamic=False)
+
+    def _region(self, name: str) -> Callable[..., Any]:
+        return self._compiled[name] if name in self._compiled else getattr(self, name)
 
     def feed_forward_residual(self, h: Tensor) -> Tensor:
         """``h + ff(norm3(h))`` [B, L, D]; token-chunked (``ff_chunk_tokens``) when no gradient is needed.
@@ -254,15 +287,13 @@ class DiTBlock(nn.Module):
         Every op acts on each token alone (MoE routing included), so chunks give the same numbers up to
         float rounding.
         """
-        ff = self.moe if self.is_moe else self.mlp
         n = self.ff_chunk_tokens
         if n is None or torch.is_grad_enabled() or h.shape[0] * h.shape[1] <= n:
-            return h + ff(self.norm3(h))
+            return self._region("mlp_residual")(h)
         flat = h.reshape(-1, h.shape[-1])  # [B*L, D]
         out = torch.empty_like(flat)
         for s in range(0, flat.shape[0], n):
-            chunk = flat[s : s + n]
-            out[s : s + n] = chunk + ff(self.norm3(chunk))
+            out[s : s + n] = self._region("mlp_residual")(flat[s : s + n])
         return out.view_as(h)
 
 
