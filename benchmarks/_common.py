@@ -104,6 +104,10 @@ def row_settings(name: str) -> tuple[list[str], dict[str, Any]]:
         return [], {"backend": name}
     if name == "flat":
         return ["hierarchical=false"], {}
+    if name == "lowvram":
+        return [], {"low_vram": True}
+    if name.startswith("compile"):  # compile = torch.compile's default mode, compile-<mode> another one
+        return [], {"compile": name.partition("-")[2] or "default"}
     if name in ("bf16decode", "fp32decode"):
         return [f"decode_dtype={name[:4]}"], {}
     for prefix, key in (("steps", "num_steps"), ("res", "octree_resolution"), ("chunks", "num_chunks")):

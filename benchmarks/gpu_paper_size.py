@@ -1,9 +1,13 @@
 """Paper-size forward passes on a CUDA GPU: time and peak memory (random weights, bf16).
 
 1. The 3D DiT (Hunyuan3D-2.1 size, 3.05 B params): one forward at B=2 (one CFG pair), N=4096.
-2. DiT4D at T frames: one forward with CFG (B=2), ``blockmask`` vs ``full`` through the chosen backend.
+2. DiT4D at T frames: one forward with CFG (B=2), ``blockmask`` vs ``full``, per attention backend and per
+   torch.compile mode of the blocks' regions around self-attention (``none`` = eager; ``reduce-overhead`` adds
+   CUDA graphs). ``time_vs_full``: over the eager ``full`` row of the first backend at the same T.
 
     python benchmarks/gpu_paper_size.py --frames 8 16 --json out.json
+    python benchmarks/gpu_paper_size.py --frames 16 --variants blockmask full --backends flex varlen \
+        --compile none default reduce-overhead --json out.json
 """
 
 from __future__ import annotations
@@ -66,7 +70,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--variants", nargs="+", default=["blockmask", "full"])
-    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--backends", nargs="+", default=["auto"])
+    parser.add_argument(
+        "--compile", nargs="+", default=["none"], help="none | default | reduce-overhead | max-autotune ..."
+    )
     parser.add_argument("--repeats", type=int, default=3)
     add_json_arg(parser)
     args = parser.parse_args()
@@ -87,6 +94,7 @@ def main() -> None:
             "T": 1,
             "variant": "-",
             "backend": "sdpa",
+            "compile": "none",
             "density": 1.0,
             "seconds": sec,
             "peak_GiB": mem,
@@ -97,29 +105,40 @@ def main() -> None:
         xs = torch.randn(2, T, 4096, 64, device=dev, dtype=dtype)
         cs = torch.randn(2, T, 1370, 1024, device=dev, dtype=dtype)
         for variant in args.variants:
-            m4d = (
-                DiT4D(dit, {"variant": variant, "block_size": 128, "backend": args.backend})
-                .to(dev, dtype)
-                .eval()
-            )
-            with torch.no_grad():
-                sec, mem = timed(lambda m=m4d, a=xs, c=cs: m(a, t, c), args.repeats)
-            rows.append(
-                {
-                    "model": "DiT4D",
-                    "T": T,
-                    "variant": variant,
-                    "backend": args.backend,
-                    "density": m4d.mask(T, 4096).density,
-                    "seconds": sec,
-                    "peak_GiB": mem,
-                    "params_B": params / 1e9,
-                }
-            )
-            del m4d
-            torch.cuda.empty_cache()
+            for backend in args.backends:
+                for mode in args.compile:
+                    if variant == "full" and (backend != args.backends[0] or mode != "none"):
+                        continue  # the reference row only
+                    m4d = (
+                        DiT4D(dit, {"variant": variant, "block_size": 128, "backend": backend})
+                        .to(dev, dtype)
+                        .eval()
+                    )
+                    dit.compile_regions(None if mode == "none" else mode)
+                    try:
+                        with torch.no_grad():
+                            sec, mem = timed(lambda m=m4d, a=xs, c=cs: m(a, t, c), args.repeats)
+                    except (RuntimeError, ValueError) as e:  # a kernel that does not apply here
+                        sec, mem = float("nan"), float("nan")
+                        print(f"T={T} {variant} {backend} compile={mode}: {str(e)[:200]}")
+                    rows.append(
+                        {
+                            "model": "DiT4D",
+                            "T": T,
+                            "variant": variant,
+                            "backend": backend,
+                            "compile": mode,
+                            "density": m4d.mask(T, 4096).density,
+                            "seconds": sec,
+                            "peak_GiB": mem,
+                            "params_B": params / 1e9,
+                        }
+                    )
+                    del m4d
+                    dit.compile_regions(None)
+                    torch.cuda.empty_cache()
     for T in args.frames:
-        base = next(r for r in rows if r["T"] == T and r["variant"] == "full")["seconds"]
+        base = next((r["seconds"] for r in rows if r["T"] == T and r["variant"] == "full"), float("nan"))
         for r in rows:
             if r["T"] == T:
                 r["time_vs_full"] = r["seconds"] / base

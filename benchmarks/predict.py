@@ -12,8 +12,16 @@ Every row runs the real ``run_predict`` (frames read, pipeline, every export) wi
 Row names: ``base``; ``<backend>`` (dense, gather, ...: the attention backend); ``steps<K>``; ``flat`` (no
 hierarchical decoding); ``res<R>`` (octree resolution); ``threads<n>``; ``chunks<n>`` (query points per
 decoder call); ``minres<R>`` (coarsest hierarchical level, a speed/quality trade-off); ``fp32decode`` /
-``bf16decode`` (the decoder's queries in fp32 / under bf16 autocast, ``decode_dtype``; base: ``auto``). ``mesh_vs_base``: the
-largest per-frame vertex Chamfer distance to base's meshes (0 = identical; only rows with base's steps compare).
+``bf16decode`` (the decoder's queries in fp32 / under bf16 autocast, ``decode_dtype``; base: ``auto``); ``lowvram``
+(``low_vram=true``); ``compile`` / ``compile-<mode>`` (``compile=<mode>``: regional torch.compile of the DiT; give
+``--repeats 2``, the first run pays the compilation). ``mesh_vs_base``: the largest per-frame vertex Chamfer distance
+to base's meshes (0 = identical; only rows with base's steps compare). ``peak_GiB``: CUDA peak memory of the row.
+
+The paper model end to end on a GPU, random weights written in the release's sharded format (DINOv2-L, 50 steps
+x CFG, 16 frames decoded at 256^3):
+
+    python benchmarks/predict.py --random-weights sculpt4d --rows base,compile-reduce-overhead,lowvram --repeats 2 \
+        sequence_length=16 device=cuda
 """
 
 from __future__ import annotations
@@ -35,16 +43,23 @@ DEFAULT_ROWS = "base,dense,gather,steps10,steps25,flat,res64,res128,minres48,min
 QUICK_ROWS = "base,dense,gather,flat,minres16,chunks4000,fp32decode"
 
 
-def random_export(out: Path, seed: int = 0) -> Path:
-    """A random-weights export of ``conf/model/tiny.yaml`` with the tiny experiment's attention."""
+def random_export(out: Path, model_name: str = "tiny", seed: int = 0) -> Path:
+    """A random-weights export of ``conf/model/<model_name>.yaml`` with the blockmask attention: the tiny
+    experiment's (block 32) for ``tiny``; for the paper model (``sculpt4d``) block 128, bf16 weights in 5 GB
+    shards (``model-0000X-of-0000N.safetensors`` + index, as the release ships them)."""
     from omegaconf import OmegaConf
 
     from sculpt4d.hub import save_safetensors
     from sculpt4d.models.factory import build_components
 
-    model = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"), resolve=True)
+    model = OmegaConf.to_container(
+        OmegaConf.load(ROOT / "conf" / "model" / f"{model_name}.yaml"), resolve=True
+    )
     attention = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "attention" / "blockmask.yaml"))
-    attention.update(block_size=32, backend="dense")
+    paper = model_name != "tiny"
+    attention.update(block_size=128, backend="auto") if paper else attention.update(
+        block_size=32, backend="dense"
+    )
     torch.manual_seed(seed)
     comps = build_components(model, attention)
     with torch.no_grad():
@@ -52,7 +67,10 @@ def random_export(out: Path, seed: int = 0) -> Path:
             if "adapter" in name and p.is_floating_point():
                 p.normal_(0, 0.05)
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(comps.state_dict(), out / "model.safetensors")
+    sd = comps.state_dict()
+    if paper:
+        sd = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()}
+    save_safetensors(sd, out / "model.safetensors", shard_size="5GB" if paper else None)
     (out / "config.yaml").write_text(OmegaConf.to_yaml({"model": model, "attention": attention}))
     return out
 
@@ -86,6 +104,11 @@ def run_row(base: list[str], name: str, out_dir: Path, pipe_cache: dict[str, Any
         pipe_cache["backend"] = pipe_cache["pipe"].components.model.backend
     pipe = pipe_cache["pipe"]
     pipe.components.model.backend = extra.get("backend", pipe_cache["backend"])
+    pipe.low_vram = extra.get("low_vram", bool(cfg.get("low_vram", False)))
+    pipe.compile(extra.get("compile", cfg.get("compile")))
+    cuda = pipe.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     threads = torch.get_num_threads()
     torch.set_num_threads(extra.get("threads", threads))
     t: dict[str, float] = defaultdict(float)
@@ -122,6 +145,7 @@ def run_row(base: list[str], name: str, out_dir: Path, pipe_cache: dict[str, Any
         "export_s": total - t["read"] - pipeline_s,
         "total_s": total,
         "faces": sum(len(m.faces) for m in meshes),
+        "peak_GiB": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
         "mesh_vs_base": mesh_difference(meshes, pipe_cache["base_meshes"]),
     }
 
@@ -148,7 +172,13 @@ def main() -> None:
     ap.add_argument("--input", default="demos/box")
     ap.add_argument("--rows", default=None, help=f"comma list (default: {DEFAULT_ROWS})")
     ap.add_argument("--repeats", type=int, default=1, help="runs per row; the fastest is kept")
-    ap.add_argument("--random-weights", action="store_true", help="a random export of conf/model/tiny.yaml")
+    ap.add_argument(
+        "--random-weights",
+        nargs="?",
+        const="tiny",
+        choices=["tiny", "sculpt4d"],
+        help="a random export of conf/model/<tiny|sculpt4d>.yaml (default tiny)",
+    )
     ap.add_argument("--quick", action="store_true", help="2 steps, R=32, a few rows: checks that it runs")
     ap.add_argument("overrides", nargs="*", help="extra predict overrides for every row, e.g. num_steps=25")
     args = ap.parse_args()
@@ -158,8 +188,12 @@ def main() -> None:
         names.insert(0, "base")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        ckpt = str(random_export(tmp_path / "ckpt")) if args.random_weights else args.ckpt
+        ckpt = (
+            str(random_export(tmp_path / "ckpt", args.random_weights)) if args.random_weights else args.ckpt
+        )
         base = [f"input={args.input}", f"paths.log_dir={tmp_path / 'logs'}", *args.overrides]
+        if args.random_weights == "sculpt4d":
+            base.append("model=sculpt4d")
         if ckpt:
             base.append(f"ckpt={ckpt}")
         if args.quick:
