@@ -2,11 +2,12 @@
 
 The plan is the ``gather`` backend's (``gather.cpu_plan``): key runs kept by whole query frames (the anchor, the
 dense neighbours), banded key runs of one query block row stacked over the frames that keep them, and the
-per-frame prefix keys. Each becomes a *sequence*: a list of query tokens against one run of keys. On CUDA all
-sequences run in one ``aten._flash_attention_forward`` call with cumulative lengths (chunked so that the
-packed copies of q/k/v stay under :data:`VARLEN_CHUNK_BYTES`), so a layer is a handful of kernels however many
-runs the mask has; elsewhere each sequence is one CPU flash call (the same plan and merge, the reference the
-tests check). A query token appears in several sequences; its partial results merge exactly:
+per-frame prefix keys. Each becomes a *sequence*: a list of query tokens against one contiguous run of keys. On
+CUDA all sequences run in one ``aten._flash_attention_forward`` call: the queries packed (cumulative lengths,
+chunked so that the packed queries and outputs stay under :data:`VARLEN_CHUNK_BYTES`), the keys read in place
+(each sequence's key start as its ``cu_seqlens_k`` entry and its length in ``seqused_k``: runs may overlap and
+nothing is copied but one token-major layout of k and v). A layer is a handful of kernels however many runs the
+mask has. Elsewhere each sequence is one CPU flash call (the same plan and merge: the reference the tests check). A query token appears in several sequences; its partial results merge exactly:
 ``lse = logsumexp_s lse_s``, ``out = sum_s exp(lse_s - lse) out_s``.
 
 Forward only (sampling): training uses ``gather`` on CPU and ``flex`` on CUDA. Token-diagonal blocks
@@ -29,16 +30,16 @@ VARLEN_CHUNK_BYTES = 1 << 30
 
 @dataclass(frozen=True)
 class VarlenPlan:
-    """Sequences of one mask: query tokens ``q_index[q_cu[s]:q_cu[s+1]]`` attend keys ``k_index[k_cu[s]:k_cu[s+1]]``.
+    """Sequences of one mask: query tokens ``q_index[q_cu[s]:q_cu[s+1]]`` attend keys ``k_start[s] + [0, k_len[s])``.
 
-    Query indices are latent tokens (0 .. T*N-1); key indices run over the latents then the prefix keys
-    (T*N + f*P + p). All on the CPU, int64; offsets are moved to the device per call.
+    Query indices are latent tokens (0 .. T*N-1); key positions run over the latents then the prefix keys
+    (T*N + f*P + p). On the CPU, int64.
     """
 
     q_index: Tensor  # [Q]
-    k_index: Tensor  # [K]
     q_cu: list[int]  # S + 1 cumulative query counts
-    k_cu: list[int]  # S + 1 cumulative key counts
+    k_start: Tensor  # [S]
+    k_len: Tensor  # [S]
 
     @property
     def num_sequences(self) -> int:
@@ -61,32 +62,32 @@ def varlen_plan(mask: BlockMask4D, P: int) -> VarlenPlan:
         )
     parts, stacks, _ = cpu_plan(mask, P)
     TN, b = mask.T * mask.N, mask.block_size
-    qs: list[Tensor] = []
-    ks: list[Tensor] = []
+    queries: list[Tensor] = []
+    keys: list[tuple[int, int]] = []  # (start, length)
     for src, G, qo, q_stride, Lq, ko, k_stride, Lk, _ in parts:
         k_base = 0 if src == 0 else TN  # prefix keys follow the latents
         if k_stride == 0:  # every group attends the same keys: one sequence
-            qs.append(_span(qo, q_stride, G, Lq))
-            ks.append(_span(k_base + ko, 0, 1, Lk))
+            queries.append(_span(qo, q_stride, G, Lq))
+            keys.append((k_base + ko, Lk))
             continue
         for g in range(G):
-            qs.append(_span(qo + g * q_stride, 0, 1, Lq))
-            ks.append(_span(k_base + ko + g * k_stride, 0, 1, Lk))
+            queries.append(_span(qo + g * q_stride, 0, 1, Lq))
+            keys.append((k_base + ko + g * k_stride, Lk))
     for segs, ko, Lk in stacks:
-        qs.append(torch.cat([_span(o, s, G, b) for o, s, G in segs]))
-        ks.append(_span(ko, 0, 1, Lk))
-    cum = lambda xs: [0] + torch.tensor([len(x) for x in xs]).cumsum(0).tolist()
-    plan = VarlenPlan(torch.cat(qs), torch.cat(ks), cum(qs), cum(ks))
+        queries.append(torch.cat([_span(o, s, G, b) for o, s, G in segs]))
+        keys.append((ko, Lk))
+    q_cu = [0] + torch.tensor([len(x) for x in queries]).cumsum(0).tolist()
+    k = torch.tensor(keys, dtype=torch.int64)
+    plan = VarlenPlan(torch.cat(queries), q_cu, k[:, 0].contiguous(), k[:, 1].contiguous())
     mask._plans[key] = plan
     return plan
 
 
-def _chunks(plan: VarlenPlan, B: int, bytes_per_token: int) -> list[tuple[int, int]]:
-    """Sequence ranges [s0, s1) whose packed tokens (all B items) stay under ``VARLEN_CHUNK_BYTES``."""
+def _chunks(plan: VarlenPlan, B: int, bytes_per_query: int) -> list[tuple[int, int]]:
+    """Sequence ranges [s0, s1) whose packed queries and outputs (all B items) stay under ``VARLEN_CHUNK_BYTES``."""
     out, s0 = [], 0
     for s in range(plan.num_sequences):
-        size = B * bytes_per_token * (plan.q_cu[s + 1] - plan.q_cu[s0] + plan.k_cu[s + 1] - plan.k_cu[s0])
-        if s > s0 and size > VARLEN_CHUNK_BYTES:
+        if s > s0 and B * bytes_per_query * (plan.q_cu[s + 1] - plan.q_cu[s0]) > VARLEN_CHUNK_BYTES:
             out.append((s0, s))
             s0 = s
     out.append((s0, plan.num_sequences))
@@ -94,16 +95,17 @@ def _chunks(plan: VarlenPlan, B: int, bytes_per_token: int) -> list[tuple[int, i
 
 
 def _run_sequences(
-    q: Tensor, k: Tensor, v: Tensor, q_cu: list[int], k_cu: list[int]
+    q: Tensor, k: Tensor, v: Tensor, q_cu: list[int], k_start: Tensor, k_len: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Packed attention: q [Q, H, D], k/v [K, H, D] -> (out [Q, H, D], lse [H, Q])."""
+    """Sequence s: queries q[q_cu[s]:q_cu[s+1]] ([Q, H, D] packed) against k/v[k_start[s] + [0, k_len[s])) ([K, H, D],
+    in place) -> (out [Q, H, D], lse [H, Q])."""
     if q.is_cuda:
-        return _flash_varlen_cuda(q, k, v, q_cu, k_cu)
-    heads_first = lambda x, a, b: x[a:b].transpose(0, 1)[None]  # [L, H, D] -> [1, H, L, D]
+        return _flash_varlen_cuda(q, k, v, q_cu, k_start, k_len)
+    heads_first = lambda x, a, n: x[a : a + n].transpose(0, 1)[None]  # [L, H, D] -> [1, H, L, D]
     outs, lses = [], []
-    for (qa, qb), (ka, kb) in zip(zip(q_cu, q_cu[1:]), zip(k_cu, k_cu[1:])):
+    for qa, qb, ka, n in zip(q_cu, q_cu[1:], k_start.tolist(), k_len.tolist()):
         o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            heads_first(q, qa, qb), heads_first(k, ka, kb), heads_first(v, ka, kb)
+            heads_first(q, qa, qb - qa), heads_first(k, ka, n), heads_first(v, ka, n)
         )  # [1, H, Lq, D], [1, H, Lq]
         outs.append(o[0].transpose(0, 1))
         lses.append(lse[0])
@@ -111,23 +113,28 @@ def _run_sequences(
 
 
 def _flash_varlen_cuda(
-    q: Tensor, k: Tensor, v: Tensor, q_cu: list[int], k_cu: list[int]
+    q: Tensor, k: Tensor, v: Tensor, q_cu: list[int], k_start: Tensor, k_len: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """One variable-length flash call on CUDA; its log-sum-exp normalised to [H, Q]."""
+    """One variable-length flash call on CUDA, keys read in place; its log-sum-exp normalised to [H, Q]."""
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"the varlen backend on CUDA needs fp16 or bf16 inputs, got {q.dtype}")
-    cq = torch.tensor(q_cu, dtype=torch.int32, device=q.device)
-    ck = torch.tensor(k_cu, dtype=torch.int32, device=q.device)
+    dev = q.device
+    cq = torch.tensor(q_cu, dtype=torch.int32, device=dev)
+    # sequence s reads k[ck[s] : ck[s] + seqused_k[s]]; the last entry only closes the list
+    ck = torch.cat([k_start, k_start.new_tensor([k.shape[0]])]).to(dev, torch.int32)
+    used = k_len.to(dev, torch.int32)
     lens_q = torch.tensor(q_cu).diff()
-    max_q, max_k = int(lens_q.max()), int(torch.tensor(k_cu).diff().max())
-    out, lse = torch.ops.aten._flash_attention_forward(q, k, v, cq, ck, max_q, max_k, 0.0, False, False)[:2]
+    max_q, max_k = int(lens_q.max()), int(k_len.max())
+    out, lse = torch.ops.aten._flash_attention_forward(
+        q, k, v, cq, ck, max_q, max_k, 0.0, False, False, seqused_k=used
+    )[:2]
     H, Q = q.shape[1], q.shape[0]
     if lse.shape == (H, Q):
-        return out, lse.float()
+        return out, lse
     if lse.dim() == 3 and lse.shape[1] == H:  # padded [S, H, max_q] layout
-        seq = torch.repeat_interleave(torch.arange(len(lens_q)), lens_q).to(q.device)
-        pos = torch.arange(Q, device=q.device) - cq[:-1].long()[seq]
-        return out, lse[seq, :, pos].T.float()
+        seq = torch.repeat_interleave(torch.arange(len(lens_q)), lens_q).to(dev)
+        pos = torch.arange(Q, device=dev) - cq[:-1].long()[seq]
+        return out, lse[seq, :, pos].T
     raise RuntimeError(
         f"unexpected log-sum-exp shape {tuple(lse.shape)} from the flash kernel (H={H}, Q={Q})"
     )
@@ -180,15 +187,15 @@ def varlen_attention(
         ).flatten(0, 1)
     Lk = L + mask.T * P  # keys per item
     acc = _Accumulator(B * L, H, D, torch.float64 if q.dtype == torch.float64 else torch.float32, q.device)
-    per_token = 3 * H * D * q.element_size() + 4 * H * (D + 1)
-    for s0, s1 in _chunks(plan, B, per_token):
-        qa, qb, ka, kb = plan.q_cu[s0], plan.q_cu[s1], plan.k_cu[s0], plan.k_cu[s1]
-        items = torch.arange(B)[:, None]
+    bytes_per_query = H * D * (q.element_size() + 4)  # the packed query and its output
+    items = torch.arange(B)[:, None]
+    for s0, s1 in _chunks(plan, B, bytes_per_query):
+        qa, qb = plan.q_cu[s0], plan.q_cu[s1]
         qi = (plan.q_index[None, qa:qb] + items * L).flatten().to(q.device)  # [B*Qc]
-        ki = (plan.k_index[None, ka:kb] + items * Lk).flatten().to(q.device)  # [B*Kc]
-        # every item repeats the chunk's sequences; item i's packed tokens start at i * (chunk's tokens)
+        # every item repeats the chunk's sequences; item i's packed queries start at i * (chunk's queries)
         q_cu = [i * (qb - qa) + c - qa for i in range(B) for c in plan.q_cu[s0:s1]] + [B * (qb - qa)]
-        k_cu = [i * (kb - ka) + c - ka for i in range(B) for c in plan.k_cu[s0:s1]] + [B * (kb - ka)]
-        out, lse = _run_sequences(qt[qi], kt[ki], vt[ki], q_cu, k_cu)
+        k_start = (plan.k_start[None, s0:s1] + items * Lk).flatten()
+        k_len = plan.k_len[s0:s1].repeat(B)
+        out, lse = _run_sequences(qt[qi], kt, vt, q_cu, k_start, k_len)
         acc.add(qi, out, lse)
     return acc.result().to(q.dtype).view(B, L, H, D).transpose(1, 2)
