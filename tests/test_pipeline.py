@@ -133,7 +133,12 @@ def test_first_frame_repeat_reusing_per_frame_equals_running_it_alone(exported, 
     # fp32 decoding: the claim is about sampling; bf16 decoder queries (decode_dtype auto on a CPU with AMX) can
     # round the 1e-5 latent differences of a batch to 7e-4 in a vertex
     cfg = _cfg(
-        tmp_path, "num_steps=3", "octree_resolution=24", "progress=false", "decode_dtype=fp32", f"ckpt={exported}"
+        tmp_path,
+        "num_steps=3",
+        "octree_resolution=24",
+        "progress=false",
+        "decode_dtype=fp32",
+        f"ckpt={exported}",
     )
     cfg = with_checkpoint_defaults(cfg, pipe.inference)
     frames = sorted(DEMO.glob("*.png"))[:T]
