@@ -24,7 +24,7 @@ from torch import Tensor
 from .gather import cpu_plan
 from .masks import BlockMask4D
 
-#: bound on the packed q, k, v and output of one variable-length call (bytes)
+#: bound on the packed queries and outputs of one variable-length call (bytes; keys are read in place)
 VARLEN_CHUNK_BYTES = 1 << 30
 
 
@@ -94,16 +94,59 @@ def _chunks(plan: VarlenPlan, B: int, bytes_per_query: int) -> list[tuple[int, i
     return out
 
 
-def _run_sequences(
-    q: Tensor, k: Tensor, v: Tensor, q_cu: list[int], k_start: Tensor, k_len: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Sequence s: queries q[q_cu[s]:q_cu[s+1]] ([Q, H, D] packed) against k/v[k_start[s] + [0, k_len[s])) ([K, H, D],
-    in place) -> (out [Q, H, D], lse [H, Q])."""
+@dataclass(frozen=True)
+class _Call:
+    """One variable-length call: a chunk's sequences repeated for every batch item, as the kernel takes them."""
+
+    q_index: Tensor  # [Qc] packed query tokens, indices into the B*L token-major queries (on the device)
+    cu_q: Tensor  # [Sc + 1] int32 cumulative query counts (on the device)
+    cu_k: (
+        Tensor  # [Sc + 1] int32: each sequence's first key in the B*Lk token-major keys, then a closing entry
+    )
+    used_k: Tensor  # [Sc] int32 keys per sequence
+    max_q: int
+    max_k: int
+
+
+def _calls(mask: BlockMask4D, P: int, B: int, bytes_per_query: int, device: torch.device) -> list[_Call]:
+    """The calls of ``varlen_plan(mask, P)`` for B items (cached on the mask: built once, reused every step)."""
+    key = ("varlen-calls", P, B, bytes_per_query, str(device))
+    if key in mask._plans:
+        return mask._plans[key]
+    plan = varlen_plan(mask, P)
+    L = mask.T * mask.N
+    Lk = L + mask.T * P  # keys per item: the latents, then the prefix keys
+    calls = []
+    items = torch.arange(B)[:, None]
+    for s0, s1 in _chunks(plan, B, bytes_per_query):
+        qa, qb = plan.q_cu[s0], plan.q_cu[s1]
+        lens_q = torch.tensor(plan.q_cu[s0 : s1 + 1]).diff().repeat(B)  # item i's sequences follow item i-1's
+        k_start = (plan.k_start[None, s0:s1] + items * Lk).flatten()
+        k_len = plan.k_len[s0:s1].repeat(B)
+        as_int32 = lambda x: x.to(device, torch.int32)
+        calls.append(
+            _Call(
+                q_index=(plan.q_index[None, qa:qb] + items * L).flatten().to(device),
+                cu_q=as_int32(torch.cat([lens_q.new_zeros(1), lens_q.cumsum(0)])),
+                cu_k=as_int32(torch.cat([k_start, k_start.new_tensor([B * Lk])])),
+                used_k=as_int32(k_len),
+                max_q=int(lens_q.max()),
+                max_k=int(k_len.max()),
+            )
+        )
+    mask._plans[key] = calls
+    return calls
+
+
+def _run_sequences(q: Tensor, k: Tensor, v: Tensor, call: _Call) -> tuple[Tensor, Tensor]:
+    """Sequence s of ``call``: packed queries q[cu_q[s]:cu_q[s+1]] ([Q, H, D]) against k/v[cu_k[s] + [0, used_k[s]))
+    ([K, H, D], read in place) -> (out [Q, H, D], lse [H, Q])."""
     if q.is_cuda:
-        return _flash_varlen_cuda(q, k, v, q_cu, k_start, k_len)
+        return _flash_varlen_cuda(q, k, v, call)
     heads_first = lambda x, a, n: x[a : a + n].transpose(0, 1)[None]  # [L, H, D] -> [1, H, L, D]
+    cu_q, cu_k, used = call.cu_q.tolist(), call.cu_k.tolist(), call.used_k.tolist()
     outs, lses = [], []
-    for qa, qb, ka, n in zip(q_cu, q_cu[1:], k_start.tolist(), k_len.tolist()):
+    for qa, qb, ka, n in zip(cu_q, cu_q[1:], cu_k, used):
         o, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             heads_first(q, qa, qb - qa), heads_first(k, ka, n), heads_first(v, ka, n)
         )  # [1, H, Lq, D], [1, H, Lq]
@@ -112,28 +155,21 @@ def _run_sequences(
     return torch.cat(outs), torch.cat(lses, 1)
 
 
-def _flash_varlen_cuda(
-    q: Tensor, k: Tensor, v: Tensor, q_cu: list[int], k_start: Tensor, k_len: Tensor
-) -> tuple[Tensor, Tensor]:
+def _flash_varlen_cuda(q: Tensor, k: Tensor, v: Tensor, call: _Call) -> tuple[Tensor, Tensor]:
     """One variable-length flash call on CUDA, keys read in place; its log-sum-exp normalised to [H, Q]."""
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"the varlen backend on CUDA needs fp16 or bf16 inputs, got {q.dtype}")
-    dev = q.device
-    cq = torch.tensor(q_cu, dtype=torch.int32, device=dev)
-    # sequence s reads k[ck[s] : ck[s] + seqused_k[s]]; the last entry only closes the list
-    ck = torch.cat([k_start, k_start.new_tensor([k.shape[0]])]).to(dev, torch.int32)
-    used = k_len.to(dev, torch.int32)
-    lens_q = torch.tensor(q_cu).diff()
-    max_q, max_k = int(lens_q.max()), int(k_len.max())
+    # sequence s reads k[cu_k[s] : cu_k[s] + used_k[s]]; the last entry of cu_k only closes the list
     out, lse = torch.ops.aten._flash_attention_forward(
-        q, k, v, cq, ck, max_q, max_k, 0.0, False, False, seqused_k=used
+        q, k, v, call.cu_q, call.cu_k, call.max_q, call.max_k, 0.0, False, False, seqused_k=call.used_k
     )[:2]
     H, Q = q.shape[1], q.shape[0]
     if lse.shape == (H, Q):
         return out, lse
     if lse.dim() == 3 and lse.shape[1] == H:  # padded [S, H, max_q] layout
-        seq = torch.repeat_interleave(torch.arange(len(lens_q)), lens_q).to(dev)
-        pos = torch.arange(Q, device=dev) - cq[:-1].long()[seq]
+        lens_q = call.cu_q.diff().long()
+        seq = torch.repeat_interleave(torch.arange(len(lens_q), device=q.device), lens_q)
+        pos = torch.arange(Q, device=q.device) - call.cu_q[:-1].long()[seq]
         return out, lse[seq, :, pos].T
     raise RuntimeError(
         f"unexpected log-sum-exp shape {tuple(lse.shape)} from the flash kernel (H={H}, Q={Q})"
@@ -174,28 +210,14 @@ def varlen_attention(
         )
     B, H, L, D = q.shape
     P = 0 if prefix_kv is None else prefix_kv[0].shape[3]
-    plan = varlen_plan(mask, P)
-    tokens = lambda x: x.transpose(1, 2).reshape(-1, H, D)  # [B, H, S, D] -> [B*S, H, D]
-    qt = tokens(q)
-    kt, vt = tokens(k), tokens(v)
-    if P:
-        kt = torch.cat(
-            [kt.view(B, L, H, D), tokens(prefix_kv[0].flatten(2, 3)).view(B, -1, H, D)], 1
-        ).flatten(0, 1)
-        vt = torch.cat(
-            [vt.view(B, L, H, D), tokens(prefix_kv[1].flatten(2, 3)).view(B, -1, H, D)], 1
-        ).flatten(0, 1)
-    Lk = L + mask.T * P  # keys per item
-    acc = _Accumulator(B * L, H, D, torch.float64 if q.dtype == torch.float64 else torch.float32, q.device)
     bytes_per_query = H * D * (q.element_size() + 4)  # the packed query and its output
-    items = torch.arange(B)[:, None]
-    for s0, s1 in _chunks(plan, B, bytes_per_query):
-        qa, qb = plan.q_cu[s0], plan.q_cu[s1]
-        qi = (plan.q_index[None, qa:qb] + items * L).flatten().to(q.device)  # [B*Qc]
-        # every item repeats the chunk's sequences; item i's packed queries start at i * (chunk's queries)
-        q_cu = [i * (qb - qa) + c - qa for i in range(B) for c in plan.q_cu[s0:s1]] + [B * (qb - qa)]
-        k_start = (plan.k_start[None, s0:s1] + items * Lk).flatten()
-        k_len = plan.k_len[s0:s1].repeat(B)
-        out, lse = _run_sequences(qt[qi], kt, vt, q_cu, k_start, k_len)
-        acc.add(qi, out, lse)
+    calls = _calls(mask, P, B, bytes_per_query, q.device)  # raises for token-diagonal masks
+    tokens = lambda x: x.transpose(1, 2).reshape(-1, H, D)  # [B, H, S, D] -> [B*S, H, D]
+    if P:  # each frame's prefix keys after all latents: key position T*N + f*P + p
+        k, v = (torch.cat([x, p.flatten(2, 3)], dim=2) for x, p in zip((k, v), prefix_kv))
+    qt, kt, vt = tokens(q), tokens(k), tokens(v)
+    acc = _Accumulator(B * L, H, D, torch.float64 if q.dtype == torch.float64 else torch.float32, q.device)
+    for call in calls:
+        out, lse = _run_sequences(qt[call.q_index], kt, vt, call)
+        acc.add(call.q_index, out, lse)
     return acc.result().to(q.dtype).view(B, L, H, D).transpose(1, 2)
