@@ -57,9 +57,7 @@ def random_export(out: Path, model_name: str = "tiny", seed: int = 0) -> Path:
     )
     attention = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "attention" / "blockmask.yaml"))
     paper = model_name != "tiny"
-    attention.update(block_size=128, backend="auto") if paper else attention.update(
-        block_size=32, backend="dense"
-    )
+    attention.update(block_size=128 if paper else 32, backend="auto" if paper else "dense")
     torch.manual_seed(seed)
     comps = build_components(model, attention)
     with torch.no_grad():

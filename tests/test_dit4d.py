@@ -258,12 +258,10 @@ def test_token_chunked_feed_forward_matches_the_whole_batch(chunk):
 
 COMPILE_CHECK = """
 import json, sys, torch
-from sculpt4d.models.dit import DiT4D, HunyuanDiT
-torch.manual_seed(0)
-bb = HunyuanDiT(**json.loads(sys.argv[1])).eval()
-m = DiT4D(bb, {"variant": "blockmask", "block_size": 4}, lora_rank=4, max_frames=8, backend="gather").eval()
-g = torch.Generator().manual_seed(1)
-x, t, c = torch.randn(2, 3, 16, 8, generator=g), torch.rand(2, 3, generator=g), torch.randn(2, 3, 5, 32, generator=g)
+sys.path.insert(0, sys.argv[1])
+from test_dit4d import data, make
+bb, m = make()
+x, t, c = data(3)
 with torch.no_grad():
     for p in m.adapter.parameters():
         p.normal_(0.0, 0.05)  # a non-trivial adapter
@@ -285,9 +283,13 @@ def test_compiled_regions_equal_eager_and_can_be_undone():
     import json
     import subprocess
     import sys
+    from pathlib import Path
 
     proc = subprocess.run(
-        [sys.executable, "-c", COMPILE_CHECK, json.dumps(TINY)], capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", COMPILE_CHECK, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
