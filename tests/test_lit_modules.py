@@ -209,6 +209,49 @@ def test_stage_chain_init_from(train_cfg, tmp_path: Path) -> None:
         instantiate(train_cfg("4d", f"init_from={vae_dir}").lit, _recursive_=False)
 
 
+def test_vae_from_swaps_the_vae_and_its_statistics_and_keeps_the_dit(train_cfg, tmp_path: Path) -> None:
+    """``lit.vae_from``: the DiT and conditioner continue from ``init_from`` while the VAE (weights and
+    per-channel statistics) is another export's, e.g. a VAE trained on after the DiT; the 4D stage reads it on."""
+    m4, _ = _fit(train_cfg("4d"), 1)
+    m4.vae.latent_mean, m4.vae.latent_std = [0.5] * 8, [2.0] * 8
+    whole = m4.export_checkpoint(tmp_path / "whole")
+    vae_mod, _ = _fit(train_cfg("vae", "seed=3"), 1)
+    vae_mod.vae.latent_mean, vae_mod.vae.latent_std = [-1.0] * 8, [3.0] * 8
+    vae_dir = vae_mod.export_checkpoint(tmp_path / "vae")
+    d3 = instantiate(
+        train_cfg("dit3d", f"init_from={whole}", f"lit.vae_from={vae_dir}", "lit.train_conditioner=true").lit,
+        _recursive_=False,
+    )
+    assert d3.vae.latent_mean == [-1.0] * 8 and d3.vae.latent_std == [3.0] * 8
+    with vae_mod.ema_scope():
+        vae_sd = {k: v.clone() for k, v in vae_mod.vae.state_dict().items()}
+    assert any(not torch.equal(v, m4.vae.state_dict()[k]) for k, v in vae_sd.items())  # two different VAEs
+    for k, v in vae_sd.items():
+        torch.testing.assert_close(d3.vae.state_dict()[k], v)
+    with m4.ema_scope():
+        for k, v in m4.model.backbone.state_dict().items():
+            torch.testing.assert_close(d3.model.state_dict()[k], v)
+        for k, v in m4.conditioner.state_dict().items():
+            torch.testing.assert_close(d3.conditioner.state_dict()[k], v)
+    d3_dir = d3.export_checkpoint(tmp_path / "d3")
+    assert OmegaConf.load(d3_dir / "config.yaml").model.vae.latent_std == [3.0] * 8
+    m4b = instantiate(train_cfg("4d", f"init_from={d3_dir}").lit, _recursive_=False)
+    assert m4b.vae.latent_mean == [-1.0] * 8
+    for k, v in vae_sd.items():
+        torch.testing.assert_close(m4b.vae.state_dict()[k], v)
+    from sculpt4d.hub import load_state_dict, save_safetensors
+
+    no_vae = tmp_path / "no_vae"  # an export without vae.* weights is named, not half-loaded
+    no_vae.mkdir()
+    save_safetensors(
+        {k: v for k, v in load_state_dict(whole).items() if k.startswith("model.")},
+        no_vae / "model.safetensors",
+    )
+    overrides = (f"init_from={whole}", f"lit.vae_from={no_vae}", "lit.train_conditioner=true")
+    with pytest.raises(Exception, match=r"vae_from .*no 'vae\.\*' weights"):
+        instantiate(train_cfg("dit3d", *overrides).lit, _recursive_=False)
+
+
 def test_decoder_stage_refines_a_whole_model_and_keeps_its_latent_space(train_cfg, tmp_path: Path) -> None:
     """``experiment=tiny_vae_decoder`` on a 4D export: only the decoder side trains; the export is that model
     (its DiT, conditioner, config and latent statistics unchanged) with the new decoder."""

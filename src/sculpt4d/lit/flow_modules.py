@@ -33,6 +33,7 @@ class _FlowModule(BaseLitModule):
         net: DictConfig | dict,
         init_from: str | None = None,
         root_dir: str | None = None,
+        vae_from: str | None = None,
         scale_factor: float | None = None,
         cond_drop_prob: float = 0.1,
         timestep_sampling: str = "uniform",
@@ -42,7 +43,10 @@ class _FlowModule(BaseLitModule):
         require: tuple[str, ...] = ("vae",),
         **kwargs: Any,
     ) -> None:
-        """``require``: the parts ``init_from`` must provide (others are loaded when present)."""
+        """``require``: the parts ``init_from`` must provide (others are loaded when present).
+
+        ``vae_from``: an export whose VAE (weights and latent statistics) replaces ``init_from``'s, e.g. a VAE
+        trained on after the DiT: the DiT and conditioner then continue from ``init_from`` on the new latents."""
         super().__init__(net, **kwargs)
         self.init_from = init_from
         self.sample_posterior = bool(sample_posterior)
@@ -62,9 +66,27 @@ class _FlowModule(BaseLitModule):
             load_components(comps, parts, f"init_from {init_from}", require=require)
             skip = ("scale_factor",) if scale_factor is not None else ()  # an explicit scale_factor wins
             adopt_latent_stats(self.vae, self.net_cfg["vae"], self._init_cfg, skip=skip)
+        self.vae_from = vae_from
+        if vae_from:
+            self._load_vae(vae_from, root_dir, skip=("scale_factor",) if scale_factor is not None else ())
         if scale_factor is not None:
             self.vae.scale_factor = float(scale_factor)
         self.net_cfg["vae"]["scale_factor"] = float(self.vae.scale_factor)
+
+    def _load_vae(self, spec: str, root_dir: str | None, skip: tuple[str, ...]) -> None:
+        """The VAE of export ``spec`` (weights and latent statistics) in place of ``init_from``'s."""
+        from sculpt4d.checkpoints.load import load_part, read_parts
+        from sculpt4d.lit.init import adopt_latent_stats
+
+        parts, cfg = read_parts(spec, root_dir)
+        load_part(self.vae, parts, "vae", f"vae_from {spec}")
+        for key in (
+            "latent_mean",
+            "latent_std",
+        ):  # a VAE without per-channel statistics uses scale_factor alone
+            self.net_cfg["vae"][key] = None
+            setattr(self.vae, key, None)
+        adopt_latent_stats(self.vae, self.net_cfg["vae"], cfg, skip=skip)
 
     @property
     def scale_factor(self) -> float:
@@ -73,6 +95,7 @@ class _FlowModule(BaseLitModule):
     def extra_hparams(self) -> dict[str, Any]:
         return {
             "init_from": self.init_from,
+            "vae_from": self.vae_from,
             "cond_drop_prob": self.cond_drop_prob,
             "scale_factor": self.scale_factor,
             "sample_posterior": self.sample_posterior,

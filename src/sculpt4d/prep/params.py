@@ -9,6 +9,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+# How exact-label sampling drops points buried in another part (prep.sampling._on_outer_surface): "offset
+# winding" takes the winding number just off the surface; the first test, on the surface itself, starved thin
+# moving parts of samples. Part of the sample stage's marker, so existing data is resampled by `make data-tiny`.
+OUTER_SURFACE_TEST = "offset_winding"
+
 
 @dataclass
 class PrepParams:
@@ -86,7 +91,12 @@ class PrepParams:
         if stage == "frames" and self.allow_static:  # only when set, so earlier markers stay valid
             keys = [*keys, "allow_static"]
         d = asdict(self)
-        return json.loads(json.dumps({k: d[k] for k in keys}))  # tuples -> lists, comparable with JSON
+        out = {k: d[k] for k in keys}
+        if (
+            stage == "sample" and self.labels == "exact"
+        ):  # samples of the earlier buried-point test are redone
+            out["outer_surface_test"] = OUTER_SURFACE_TEST
+        return json.loads(json.dumps(out))  # tuples -> lists, comparable with JSON
 
 
 def object_seed(name: str, seed: int) -> int:

@@ -204,17 +204,20 @@ def _face_normals(vertices: np.ndarray, faces: np.ndarray, face: np.ndarray) -> 
 
 
 def _on_outer_surface(samples: SurfaceSamples, frames: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Samples that lie on the outer surface of every frame (winding number < 0.75: not buried inside
-    another closed part of the same mesh, where a point on a part's own surface scores 0.5 + 1).  # [N] bool"""
+    """Samples that lie on the outer surface of every frame: not buried inside another closed part of the same
+    mesh, nor on a face in contact with one.
+
+    The winding number is taken a hair (1e-5 of the extent) off the surface along the outward face normal: 0 there
+    for a point on the outer surface, 1 when another part encloses it. On the surface itself the fast (far-field)
+    winding number errs by far more than a whole-mesh threshold tolerates (0.5 on the own surface, 1.5 buried), and
+    a thin part that swings past another one (a door panel, a lid) lost most of its samples over a clip.  # [N] bool"""
     keep = np.ones(len(samples.face), bool)
     for v, f in frames:
-        pts = samples.points(v, f)
-        w = igl.fast_winding_number(
-            np.ascontiguousarray(v, dtype=np.float64),
-            np.ascontiguousarray(f, dtype=np.int64),
-            np.ascontiguousarray(pts, dtype=np.float64),
-        )
-        keep &= np.asarray(w) < 0.75
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        f = np.ascontiguousarray(f, dtype=np.int64)
+        eps = 1e-5 * (float(np.ptp(v, axis=0).max()) or 1.0)
+        pts = samples.points(v, f) + eps * _face_normals(v, f, samples.face)
+        keep &= np.abs(np.asarray(igl.fast_winding_number(v, f, np.ascontiguousarray(pts)))) < 0.5
     return keep
 
 
