@@ -171,3 +171,47 @@ def test_vae_reconstruction_draws_its_point_pick_from_the_sequence_seed():
     assert torch.equal(outs[0], outs[1])
     other = vae_reconstruction(pipeline, surface, {**kwargs, "seed": 4})
     assert not torch.equal(outs[0], other)
+
+
+def _grid_script():
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("vae_grid_iou", root / "scripts" / "vae_grid_iou.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_vae_grid_error_split_says_where_the_wrong_voxels_are():
+    """scripts/vae_grid_iou.py: a surface in a slightly wrong place costs near voxels, a missing part far ones."""
+    split = _grid_script().error_split
+    truth = np.zeros((24, 24, 24), bool)
+    truth[4:12, 4:20, 4:20] = True  # a slab
+    truth[16:20, 4:20, 4:20] = True  # and a second, separate part
+    assert split(truth, truth, 2.0) == {
+        "iou": 1.0, "volume_ratio": 1.0, "false_pos_near": 0.0, "false_pos_far": 0.0,
+        "false_neg_near": 0.0, "false_neg_far": 0.0,
+    }  # fmt: skip
+    grown = np.zeros_like(truth)
+    grown[3:13, 4:20, 4:20] = True
+    grown[15:21, 4:20, 4:20] = True  # both parts one voxel thicker on each side
+    s = split(grown, truth, 2.0)
+    assert s["false_pos_near"] > 0 and s["false_pos_far"] == s["false_neg_near"] == s["false_neg_far"] == 0.0
+    missing = truth.copy()
+    missing[16:20] = False  # the second part is not there at all
+    s = split(missing, truth, 1.0)
+    assert s["false_neg_far"] > 0 and s["false_neg_near"] > 0 and s["false_pos_near"] == s["false_pos_far"] == 0.0
+    assert s["volume_ratio"] == pytest.approx(8 / 12) and s["iou"] == pytest.approx(8 / 12)
+
+
+def test_vae_grid_iou_runs_on_an_export_and_a_prepared_split(tmp_path, micro_checkpoint, tiny_dataset):
+    module = _grid_script()
+    out = tmp_path / "grid.json"
+    args = ["--ckpt", str(micro_checkpoint), "--benchmark", str(tiny_dataset), "--resolution", "12"]
+    assert module.main([*args, "--frames", "2", "--stride", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    n_objects = len([p for p in tiny_dataset.iterdir() if (p / "render_cond").is_dir()])
+    assert res["frames"] == 2 * n_objects and 0.0 <= res["all"]["iou"] <= 1.0
+    assert set(res["per_category"]) and all(0.0 <= r["iou"] <= 1.0 for r in res["per_category"].values())
+    assert module.main([*args[:2], "--benchmark", str(tmp_path / "nowhere")]) == 2
