@@ -201,7 +201,11 @@ def test_vae_grid_error_split_says_where_the_wrong_voxels_are():
     missing = truth.copy()
     missing[16:20] = False  # the second part is not there at all
     s = split(missing, truth, 1.0)
-    assert s["false_neg_far"] > 0 and s["false_neg_near"] > 0 and s["false_pos_near"] == s["false_pos_far"] == 0.0
+    assert (
+        s["false_neg_far"] > 0
+        and s["false_neg_near"] > 0
+        and s["false_pos_near"] == s["false_pos_far"] == 0.0
+    )
     assert s["volume_ratio"] == pytest.approx(8 / 12) and s["iou"] == pytest.approx(8 / 12)
 
 
