@@ -275,14 +275,9 @@ def test_study_bad_checkpoint_is_one_message_and_exit_2(tmp_path, tiny_dataset):
 
 # ------------------------------------------------------------------------------ the study script
 def _script():
-    import importlib.util
-    import sys
+    from conftest import load_script
 
-    spec = importlib.util.spec_from_file_location("ablation_script", ROOT / "scripts" / "ablation.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("ablation")
 
 
 def _fake_export(run) -> None:

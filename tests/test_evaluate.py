@@ -174,13 +174,9 @@ def test_vae_reconstruction_draws_its_point_pick_from_the_sequence_seed():
 
 
 def _grid_script():
-    import importlib.util
+    from conftest import load_script
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("vae_grid_iou", root / "scripts" / "vae_grid_iou.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("vae_grid_iou")
 
 
 def test_vae_grid_error_split_says_where_the_wrong_voxels_are():

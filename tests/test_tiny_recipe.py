@@ -205,14 +205,9 @@ def test_motion_iou_static_is_zero_truth_is_one():
 
 
 def _train_tiny_module():
-    import importlib.util
-    from pathlib import Path
+    from conftest import load_script
 
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("train_tiny", root / "scripts" / "train_tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_tiny")
 
 
 def test_a_continued_stage_is_one_curve_with_consecutive_steps(tmp_path):
