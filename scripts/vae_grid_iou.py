@@ -64,12 +64,10 @@ def measure(ckpt: str, benchmark: Path, resolution: int, frames: int, stride: in
     rows = []
     for i, obj in enumerate(find_objects(benchmark)):
         input_frames, truths = load_object(obj, frames, 0, stride)
-        surface = surface_samples(
-            obj, [f.parent for f in input_frames], int(vae.encoder.pc_size)
-        )  # [1, T, P, 7]
-        z = vae.encode_sequence(surface, sample_posterior=False, generator=torch.Generator().manual_seed(i))[
-            0
-        ]
+        frame_dirs = [f.parent for f in input_frames]
+        surface = surface_samples(obj, frame_dirs, int(vae.encoder.pc_size))  # [1, T, P, 7]
+        gen = torch.Generator().manual_seed(i)
+        z = vae.encode_sequence(surface, sample_posterior=False, generator=gen)[0]  # [T, N, C]
         for t, truth in enumerate(truths):
             pred = decoded_occupancy(vae, z[t], points)
             row = error_split(pred, occupancy_grid(truth, bounds, resolution), near)

@@ -57,36 +57,26 @@ class _FlowModule(BaseLitModule):
             self.net_cfg, self.attention_cfg, four_d=four_d, order=("vae", "conditioner", "model")
         )
         self.vae, self.conditioner, self.model = comps.vae, comps.conditioner, comps.model
-        self._init_cfg: dict = {}
-        if init_from:
-            from sculpt4d.checkpoints.load import load_components, read_parts
-            from sculpt4d.lit.init import adopt_latent_stats
-
-            parts, self._init_cfg = read_parts(init_from, root_dir)
-            load_components(comps, parts, f"init_from {init_from}", require=require)
-            skip = ("scale_factor",) if scale_factor is not None else ()  # an explicit scale_factor wins
-            adopt_latent_stats(self.vae, self.net_cfg["vae"], self._init_cfg, skip=skip)
         self.vae_from = vae_from
+        stats_cfg: dict = {}  # the export whose latent statistics the VAE takes: vae_from's, else init_from's
+        from sculpt4d.checkpoints.load import load_components, load_part, read_parts
+        from sculpt4d.lit.init import adopt_latent_stats
+
+        if init_from:
+            parts, stats_cfg = read_parts(init_from, root_dir)
+            if vae_from:  # its VAE is replaced below
+                parts = {k: v for k, v in parts.items() if k != "vae"}
+                require = tuple(r for r in require if r != "vae")
+            load_components(comps, parts, f"init_from {init_from}", require=require)
         if vae_from:
-            self._load_vae(vae_from, root_dir, skip=("scale_factor",) if scale_factor is not None else ())
+            vae_parts, stats_cfg = read_parts(vae_from, root_dir)
+            load_part(self.vae, vae_parts, "vae", f"vae_from {vae_from}")
+        if stats_cfg:
+            skip = ("scale_factor",) if scale_factor is not None else ()  # an explicit scale_factor wins
+            adopt_latent_stats(self.vae, self.net_cfg["vae"], stats_cfg, skip=skip)
         if scale_factor is not None:
             self.vae.scale_factor = float(scale_factor)
         self.net_cfg["vae"]["scale_factor"] = float(self.vae.scale_factor)
-
-    def _load_vae(self, spec: str, root_dir: str | None, skip: tuple[str, ...]) -> None:
-        """The VAE of export ``spec`` (weights and latent statistics) in place of ``init_from``'s."""
-        from sculpt4d.checkpoints.load import load_part, read_parts
-        from sculpt4d.lit.init import adopt_latent_stats
-
-        parts, cfg = read_parts(spec, root_dir)
-        load_part(self.vae, parts, "vae", f"vae_from {spec}")
-        for key in (
-            "latent_mean",
-            "latent_std",
-        ):  # a VAE without per-channel statistics uses scale_factor alone
-            self.net_cfg["vae"][key] = None
-            setattr(self.vae, key, None)
-        adopt_latent_stats(self.vae, self.net_cfg["vae"], cfg, skip=skip)
 
     @property
     def scale_factor(self) -> float:

@@ -92,9 +92,7 @@ class PrepParams:
             keys = [*keys, "allow_static"]
         d = asdict(self)
         out = {k: d[k] for k in keys}
-        if (
-            stage == "sample" and self.labels == "exact"
-        ):  # samples of the earlier buried-point test are redone
+        if stage == "sample" and self.labels == "exact":  # so samples of the earlier test are redone
             out["outer_surface_test"] = OUTER_SURFACE_TEST
         return json.loads(json.dumps(out))  # tuples -> lists, comparable with JSON
 
