@@ -60,14 +60,26 @@ class FitScheduleToTime(Callback):
     :class:`~sculpt4d.lit.schedule.WarmupCosine` schedule, so the cosine ends when the time budget does
     (machines shared with other jobs change speed). Set ``training.steps`` to an upper bound. Without
     ``max_time`` it does nothing.
+
+    A time budget trains fewer steps on a slower machine, so a recipe's scores hold only near the speed
+    they were measured at: with ``reference_steps_per_s`` (the rate of the run behind the recipe's
+    published numbers) it warns once, at the first refit after calibration, when this machine runs below
+    ``slow_fraction`` of it, naming both rates and the steps the budget now allows.
     """
 
     def __init__(
-        self, calibration_steps: int = 20, refit_every_n_steps: int = 100, safety: float = 0.95
+        self,
+        calibration_steps: int = 20,
+        refit_every_n_steps: int = 100,
+        safety: float = 0.95,
+        reference_steps_per_s: float | None = None,
+        slow_fraction: float = 0.5,
     ) -> None:
         self.calibration_steps = int(calibration_steps)
         self.refit_every_n_steps = int(refit_every_n_steps)
         self.safety = float(safety)
+        self.reference_steps_per_s = None if reference_steps_per_s is None else float(reference_steps_per_s)
+        self.slow_fraction = float(slow_fraction)
         self._t0 = 0.0
         self._step0 = 0
         self._upper = -1
@@ -110,4 +122,16 @@ class FitScheduleToTime(Callback):
         log.info(
             f"time budget: {rate:.3f} steps/s, {remaining / 60:.1f} min left -> max_steps = "
             f"{trainer.max_steps} (LR schedule fitted to the budget)"
+        )
+        if self.fits == 2:  # the calibration window includes warm-up; the first refit is representative
+            self._check_speed(rate, trainer.max_steps)
+
+    def _check_speed(self, rate: float, max_steps: int) -> None:
+        ref = self.reference_steps_per_s
+        if ref is None or rate >= self.slow_fraction * ref:
+            return
+        log.warning(
+            f"this machine trains at {rate:.3f} steps/s, {rate / ref:.2f}x the {ref:.3f} steps/s of the run "
+            f"behind this recipe's published numbers: the time budget allows {max_steps} steps, so expect "
+            "lower scores (set training.steps and trainer.max_time=null to train a fixed number of steps)"
         )
