@@ -27,6 +27,16 @@ install-sweep: ## optional: SLURM (submitit) launcher and Optuna sweeper for Hyd
 install-gpu: ## optional (CUDA machines): DeepSpeed; the MIT block-sparse kernel is a source build, see README
 	DS_BUILD_OPS=0 $(PIP) install --no-build-isolation "deepspeed>=0.15,<0.17"
 
+GPU_WHEELS := hydra-core==1.3.8 omegaconf==2.3.1 trimesh==5.2.0 PyMCubes==0.1.6 libigl==2.6.3 embreex==4.4.0.post1 \
+	pykdtree==1.4.3 pygltflib==1.16.5 dataclasses-json==0.6.7 marshmallow==3.26.2 Deprecated==1.3.1
+GPU_PLATFORMS := $(foreach n,17 24 27 28 31 34 35,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+
+gpu-wheels: ## wheels (CPython 3.12, x86-64) a GPU machine without package access needs for scripts/train_tiny_gpu.sh -> .whl/
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	$(PYTHON) -m pip wheel -q --no-deps -w .whl antlr4-python3-runtime==4.9.3   # sdist only: a pure-Python wheel
+	@du -sh .whl
+
 install-blender: ## optional: Blender (bpy 4.5, numpy<2) in its own venv for the Blender prep backend
 	$(PYTHON) -m venv $(BLENDER_VENV)
 	PIP_CONSTRAINT= $(BLENDER_VENV)/bin/pip install "bpy==4.5.15"
@@ -81,4 +91,4 @@ bench: ## run every benchmark (prints side-by-side ratios; JSON under outputs/be
 clean: ## remove caches and run outputs
 	rm -rf outputs multirun logs .pytest_cache .ruff_cache
 
-.PHONY: help install install-browser install-rembg app install-sweep install-gpu install-blender test test-full lint format demo demos data-tiny train-tiny train-tiny-long evaluate ablation bench clean
+.PHONY: help install install-browser install-rembg app install-sweep install-gpu gpu-wheels install-blender test test-full lint format demo demos data-tiny train-tiny train-tiny-long evaluate ablation bench clean

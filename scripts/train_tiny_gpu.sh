@@ -1,35 +1,43 @@
 #!/bin/bash
-# The shipped tiny model's GPU stages, as run on one H100 (2026-11-25), in the repository root of a copy that
-# holds data/tiny_pack (scripts/pack_dataset.py) and, on a machine without package access, a folder of wheels
-# (hydra-core, omegaconf, antlr4-python3-runtime, lightning, trimesh, PyMCubes, rich: `pip download`).
-#   bash scripts/train_tiny_gpu.sh 1.9 4.0 1.7                         # VAE / 3D DiT / 4D minutes
-#   bash scripts/train_tiny_gpu.sh 1.9 9.0 4.7 --resume --only dit3d 4d  # continue (budgets are cumulative)
-# Extra arguments go to scripts/train_tiny.py. Outputs: /tmp/tt (stages), /tmp/ship (export), $OUT/ (plot, split
-# export, logs) when $OUT is set.
+# The tiny recipe on one GPU: data (made here, on every core) -> experiment=tiny_gpu_vae -> tiny_gpu_dit3d ->
+# tiny_gpu_4d (every hyper-parameter in conf/experiment/tiny_gpu_*.yaml; 8 minutes of training) -> the held-out
+# benchmark. Written 2026-12-02 and smoke-tested on a CPU; not yet run on a GPU.
+# Run in the repository root. On a machine without package access, carry the wheels `make gpu-wheels` puts in
+# .whl/ (Python 3.12: hydra, omegaconf, trimesh, PyMCubes, libigl, embreex, ...): they are installed to /tmp/site.
+#   bash scripts/train_tiny_gpu.sh                      # everything
+#   bash scripts/train_tiny_gpu.sh --only 4d --resume   # extra arguments go to scripts/train_tiny.py
+# Environment: OUT (results: curves, evaluation, the export split in 15 MB parts; default /tmp/tiny_gpu_out),
+# RUNS (stage runs; /tmp/tt), DATA (the dataset; data/tiny), EVAL=0 skips the benchmark.
 set -e
-WHEELS=${WHEELS:-.gpuwheels}
-if [ -d "$WHEELS" ]; then python3 -m pip install -q --no-index --no-deps "$WHEELS"/*.whl 2>&1 | tail -3 || true; fi
-export PYTHONPATH=$PWD/src WANDB_MODE=offline
-OUT=${OUT:-/tmp/tiny_gpu_out}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-O=()
-for s in vae dit3d 4d; do
-  O+=(--override "$s:data.num_workers=10" --override "$s:trainer.precision=32-true" --override "$s:training.ema_decay=0.995")
-done
-O+=(--override vae:training.batch_size=32 --override vae:training.val_every=400 --override vae:data.val_batch_size=32)
-O+=(--override dit3d:training.batch_size=64 --override dit3d:training.base_lr=1e-3 --override dit3d:training.val_every=400)
-O+=(--override dit3d:data.val_batch_size=16)
-O+=(--override 4d:training.batch_size=16 --override 4d:training.val_every=300 --override 4d:attention.backend=dense)
-set +e
-python3 scripts/train_tiny.py --data data/tiny_pack --out /tmp/tt --ship /tmp/ship --plot "$OUT/tiny_loss_curves.png" \
-  --trainer gpu --minutes "$1" "$2" "$3" "${O[@]}" "${@:4}"
-rc=$?
-if [ -f /tmp/ship/model.safetensors ]; then  # the device tool returns files <= 16 MB: split the export
-  mkdir -p "$OUT/ship"
-  cp /tmp/ship/config.yaml /tmp/ship/metrics.json "$OUT/ship/"
-  split -b 15m /tmp/ship/model.safetensors "$OUT/ship/model.part-"
-  sha256sum /tmp/ship/model.safetensors
+export PYTHONPATH=$PWD/src WANDB_MODE=offline PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PYTHONPATH
 fi
-(cd /tmp/tt && tar czf "$OUT/logs.tgz" ./*.log dit/*/csv dit/*/export/config.yaml 2>/dev/null)
+OUT=${OUT:-/tmp/tiny_gpu_out}
+RUNS=${RUNS:-/tmp/tt}
+DATA=${DATA:-data/tiny}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+if [ ! -f "$DATA/.complete" ]; then
+  start=$(date +%s)
+  python3 scripts/make_tiny_data.py --out "$DATA" --workers "$(nproc)"
+  touch "$DATA/.complete"
+  echo "[train_tiny_gpu] data: $(($(date +%s) - start)) s on $(nproc) cores"
+fi
+set +e
+python3 scripts/train_tiny.py --data "$DATA" --out "$RUNS" --ship "$RUNS/ship" --plot "$OUT/tiny_loss_curves.png" \
+  --trainer gpu --experiments tiny_gpu_vae tiny_gpu_dit3d tiny_gpu_4d "$@"
+rc=$?
+if [ $rc = 0 ] && [ "${EVAL:-1}" = 1 ]; then
+  python3 -m sculpt4d.evaluate ckpt="$RUNS/ship" output_dir="$OUT/eval" gallery.objects=5
+  rc=$?
+fi
+if [ -f "$RUNS/ship/model.safetensors" ]; then  # the device tool returns files of at most 16 MB
+  mkdir -p "$OUT/ship"
+  cp "$RUNS/ship/config.yaml" "$RUNS/ship/metrics.json" "$OUT/ship/"
+  split -b 15m "$RUNS/ship/model.safetensors" "$OUT/ship/model.part-"
+  sha256sum "$RUNS/ship/model.safetensors"
+fi
+(cd "$RUNS" && tar czf "$OUT/logs.tgz" ./*.log dit/*/csv dit/*/export/config.yaml 2>/dev/null)
 exit $rc

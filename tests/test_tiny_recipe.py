@@ -320,3 +320,45 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
     assert defaults.noise_share_alpha == node["noise_share_alpha"] == 0.5
     assert defaults.num_steps == node["num_steps"] == 25  # the knee of the steps curve
     assert node["preprocess"] == OmegaConf.to_container(shipped.inference.preprocess)
+
+
+# what a GPU recipe stage may change against its CPU stage: scale, precision, budget, where it starts
+_GPU_SCALE_KEYS = {
+    "training": {"batch_size", "base_lr", "val_every", "ckpt_every", "ema_decay"},
+    "trainer": {"max_time", "precision", "val_check_interval"},
+    "data": {"num_workers", "val_batch_size", "batch_size"},
+    "lit": {
+        "ema_decay",
+        "optimizer",
+        "scheduler",
+        "init_from",
+    },  # the training node's, as the stage reads them
+}
+
+
+@pytest.mark.parametrize(
+    "cpu, gpu",
+    [("tiny_vae", "tiny_gpu_vae"), ("tiny_dit3d", "tiny_gpu_dit3d"), ("tiny_4d_long", "tiny_gpu_4d")],
+)
+def test_gpu_recipe_is_the_cpu_recipe_at_another_scale(cpu, gpu, tmp_path):
+    """Model, posterior, latent targets, crop, windows, noise sharing and losses are the CPU recipe's; only the
+    batch, learning rate, precision, EMA, loaders and time budget change. The 4D stage is compared with
+    tiny_4d_long, the shipped model's, so its export samples with the shipped defaults."""
+    from conftest import compose_train
+    from omegaconf import OmegaConf
+
+    def nodes(experiment: str) -> dict:
+        cfg = compose_train([f"experiment={experiment}"], tmp_path)
+        keys = ("model", "attention", "stage", "sequence_length", "pc_size", *_GPU_SCALE_KEYS)
+        return {
+            k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+            for k in keys
+        }
+
+    a, b = nodes(cpu), nodes(gpu)
+    for key in ("model", "attention", "stage", "sequence_length", "pc_size"):
+        assert a[key] == b[key], key
+    for key, scale in _GPU_SCALE_KEYS.items():
+        assert {k: v for k, v in a[key].items() if k not in scale} == {
+            k: v for k, v in b[key].items() if k not in scale
+        }, key
