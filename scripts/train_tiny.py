@@ -14,7 +14,7 @@ are drawn to ``docs/images/tiny_loss_curves.png``.
     python scripts/train_tiny.py --data data/tiny                    # 57 min of training on 2 cores
     python scripts/train_tiny.py --data data/tiny --minutes 2 2 2    # a smoke run (overrides the budgets)
     python scripts/train_tiny.py --data data/tiny --only 4d          # redo a stage from the existing exports
-    python scripts/train_tiny.py --data data/tiny_pack --trainer gpu ...  # on a GPU: scripts/train_tiny_gpu.sh
+    python scripts/train_tiny.py --trainer gpu --experiments tiny_gpu_vae tiny_gpu_dit3d tiny_gpu_4d  # on a GPU
 """
 
 from __future__ import annotations
