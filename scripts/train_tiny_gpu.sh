@@ -1,7 +1,7 @@
 #!/bin/bash
 # The tiny recipe on one GPU: data (made here, on every core) -> experiment=tiny_gpu_vae -> tiny_gpu_dit3d ->
 # tiny_gpu_4d (every hyper-parameter in conf/experiment/tiny_gpu_*.yaml; 8 minutes of training) -> the held-out
-# benchmark. Written 2026-12-02; its experiments are tested to compose as the CPU recipe at another scale; not yet run.
+# benchmark. Written 2026-12-02; its experiments are tested to be the CPU recipe at another scale; not yet run.
 # Run in the repository root. On a machine without package access, carry the wheels `make gpu-wheels` puts in
 # .whl/ (Python 3.12: hydra, omegaconf, trimesh, PyMCubes, libigl, embreex, ...): they are installed to /tmp/site.
 #   bash scripts/train_tiny_gpu.sh                      # everything
