@@ -75,12 +75,10 @@ def test_no_warning_at_or_above_the_reference_speed(tmp_path, caplog) -> None:
 
 
 @pytest.mark.parametrize("experiment", ["tiny_vae", "tiny_dit3d", "tiny_4d"])
-def test_recipe_stages_carry_their_reference_speed(experiment: str) -> None:
-    from conftest import CONF_DIR
-    from hydra import compose, initialize_config_dir
+def test_recipe_stages_carry_their_reference_speed(experiment: str, tmp_path) -> None:
+    from conftest import compose_train
     from hydra.utils import instantiate
 
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}"])
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
     callback = instantiate(cfg.callbacks.fit_to_time)
     assert callback.reference_steps_per_s is not None and callback.reference_steps_per_s > 0

@@ -327,12 +327,8 @@ _GPU_SCALE_KEYS = {
     "training": {"batch_size", "base_lr", "val_every", "ckpt_every", "ema_decay"},
     "trainer": {"max_time", "precision", "val_check_interval"},
     "data": {"num_workers", "val_batch_size", "batch_size"},
-    "lit": {
-        "ema_decay",
-        "optimizer",
-        "scheduler",
-        "init_from",
-    },  # the training node's, as the stage reads them
+    # the training node's values, as the stage module reads them
+    "lit": {"ema_decay", "optimizer", "scheduler", "init_from"},
 }
 
 
