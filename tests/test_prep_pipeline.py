@@ -114,6 +114,16 @@ def test_renders_agree_with_transforms(prepared, name):
             assert mask[uv[:, 1].astype(int), uv[:, 0].astype(int)].mean() > 0.97
 
 
+@pytest.mark.parametrize("name", GOOD)
+def test_render_stage_stores_the_alpha_box_of_every_render(prepared, name):
+    from sculpt4d.data.alpha_boxes import boxes_from_pngs, read_alpha_boxes
+
+    out, _ = prepared
+    stored = read_alpha_boxes(out / name)
+    assert stored == boxes_from_pngs(out / name)
+    assert len(stored) == len(list_frames(out / name)) and all(len(views) == 2 for views in stored.values())
+
+
 def test_verify_reports(prepared):
     out, res = prepared
     for name in GOOD:

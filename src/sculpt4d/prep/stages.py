@@ -119,7 +119,9 @@ def _glb_generator_meta(src: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------ rendering
 def stage_render(obj_dir: Path, p: PrepParams, progress: Progress | None = None) -> dict:
-    """Render ``num_views`` RGBA views of every frame; the same cameras for all frames of an object."""
+    """Render ``num_views`` RGBA views of every frame; the same cameras for all frames of an object. Their
+    alpha boxes go to ``render_cond/alpha_boxes.json`` (:mod:`sculpt4d.data.alpha_boxes`)."""
+    from sculpt4d.data.alpha_boxes import render_boxes, write_alpha_boxes
     from sculpt4d.prep.multiview import Renderer
 
     frames = list_frames(obj_dir)
@@ -128,6 +130,7 @@ def stage_render(obj_dir: Path, p: PrepParams, progress: Progress | None = None)
     rng = CameraRange(tuple(p.elevation), tuple(p.azimuth), p.radius, p.fov)
     c2w = sample_cameras(p.num_views, rng, seed=object_seed(obj_dir.name, p.seed))
     tf = transforms_dict(c2w, p.fov, p.resolution, p.resolution)
+    boxes = {}  # frame -> view -> alpha box: the loader's sequence crop without decoding every PNG
     with Renderer(p.resolution, p.fov, backend=p.render_backend, shading=p.shading) as r:
         for t, fd in enumerate(frames):
             v, f, c = read_ply(fd / "mesh.ply")
@@ -136,9 +139,11 @@ def stage_render(obj_dir: Path, p: PrepParams, progress: Progress | None = None)
                 with atomic_path(fd / f"{i:03d}.png") as tmp:
                     Image.fromarray(img, "RGBA").save(tmp, compress_level=1)
             write_json(fd / "transforms.json", tf)
+            boxes[fd.name] = render_boxes(imgs)
             if progress:
                 progress("render", t + 1, len(frames))
         backend = r.backend
+    write_alpha_boxes(obj_dir, boxes)
     return dict(render_backend=backend)
 
 
