@@ -2,6 +2,7 @@
 
     python benchmarks/train_step.py --data data/tiny/train                      # the three tiny stages
     python benchmarks/train_step.py --data data/tiny/train --stages dit3d --steps 40 --json step.json
+    python benchmarks/train_step.py --data data/tiny/train --override data.num_workers=0   # loader in-process
 
 For each stage (``experiment=tiny_<stage>``, every hyper-parameter as the recipe trains it; weights randomly
 initialised: speed does not depend on them) three measurements, side by side in one process:
@@ -30,7 +31,7 @@ from _common import ROOT, add_json_arg, print_table, write_json
 STAGES = ("vae", "dit3d", "4d")
 
 
-def compose(stage: str, data: Path, steps: int, out: Path):
+def compose(stage: str, data: Path, steps: int, out: Path, extra: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -57,6 +58,7 @@ def compose(stage: str, data: Path, steps: int, out: Path):
                 "trainer.limit_val_batches=0",
                 "+trainer.enable_checkpointing=false",
                 "+trainer.enable_progress_bar=false",
+                *extra,
             ],
             return_hydra_config=True,
         )
@@ -114,10 +116,10 @@ def fit(cfg, loader: Any, warmup: int) -> float:
     return clock.seconds_per_step(warmup)
 
 
-def measure(stage: str, data: Path, steps: int, warmup: int, out: Path) -> dict[str, Any]:
+def measure(stage: str, data: Path, steps: int, warmup: int, out: Path, extra: list[str]) -> dict[str, Any]:
     from hydra.utils import instantiate
 
-    cfg = compose(stage, data, steps, out)
+    cfg = compose(stage, data, steps, out, extra)
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     t0 = time.perf_counter()
@@ -146,12 +148,15 @@ def measure(stage: str, data: Path, steps: int, warmup: int, out: Path) -> dict[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "tiny" / "train")
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--steps", type=int, default=30, help="optimizer steps per fit (and batches drawn)")
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the per-step time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every stage")
     add_json_arg(parser)
     args = parser.parse_args()
     if not args.data.is_dir():
@@ -163,7 +168,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for stage in args.stages:
-            rows.append(measure(stage, args.data.resolve(), args.steps, args.warmup, Path(tmp) / stage))
+            out = Path(tmp) / stage
+            rows.append(measure(stage, args.data.resolve(), args.steps, args.warmup, out, args.override))
     title = f"train step ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print_table(rows, title)
     write_json(args.json, {"threads": torch.get_num_threads(), "machine": platform.machine(), "rows": rows})

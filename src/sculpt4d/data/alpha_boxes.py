@@ -57,7 +57,9 @@ def write_alpha_boxes(obj_dir: Path, boxes: Mapping[str, Mapping[str, Box]]) -> 
     from sculpt4d.utils.io import write_json
 
     path = boxes_file(obj_dir)
-    payload = {"frames": {f: {n: [int(v) for v in b] for n, b in views.items()} for f, views in boxes.items()}}
+    payload = {
+        "frames": {f: {n: [int(v) for v in b] for n, b in views.items()} for f, views in boxes.items()}
+    }
     write_json(path, payload, indent=None)
     return path
 
@@ -100,8 +102,12 @@ def object_dirs(roots: Iterable[Path]) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write render_cond/alpha_boxes.json for every object under ROOTs.")
-    parser.add_argument("roots", nargs="+", type=Path, help="folders of object folders (e.g. data/tiny/train)")
+    parser = argparse.ArgumentParser(
+        description="Write render_cond/alpha_boxes.json for every object under ROOTs."
+    )
+    parser.add_argument(
+        "roots", nargs="+", type=Path, help="folders of object folders (e.g. data/tiny/train)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     try:
