@@ -128,6 +128,20 @@ def test_bad_upload_shows_its_error_in_the_page(server, page, tmp_path):
     page.get_by_text("notes.txt: not a supported input").first.wait_for(timeout=60_000)
 
 
+def _wait_for_a_drawn_canvas(canvas, page, timeout_s: float = 30.0) -> None:
+    """Until the canvas shows more than one colour (the viewer has drawn the mesh), at most ``timeout_s``."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if np.asarray(Image.open(io.BytesIO(canvas.screenshot()))).std() > 0:
+            return
+        page.wait_for_timeout(250)
+
+
 @pytest.mark.timeout(1800)
 def test_upload_generate_view_and_download_the_animated_glb(server, page, tmp_path):
     import pygltflib
@@ -143,7 +157,8 @@ def test_upload_generate_view_and_download_the_animated_glb(server, page, tmp_pa
     link.wait_for(timeout=900_000)
     canvas = page.locator("#viewer canvas").first
     canvas.wait_for()
-    page.wait_for_timeout(1500)
+    # WebGL may take seconds to draw the first frame on a loaded machine
+    _wait_for_a_drawn_canvas(canvas, page)
     shots = []
     for _ in range(4):  # the viewer plays the animation: the canvas changes over time
         shots.append(canvas.screenshot())
