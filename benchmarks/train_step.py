@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from _common import ROOT, add_json_arg, print_table, write_json
 
@@ -69,22 +70,14 @@ def compose(stage: str, data: Path, steps: int, out: Path, extra: list[str]):
     return cfg
 
 
-class StepClock:
-    """Lightning callback: the wall time of every optimizer step (end to end, loader wait included)."""
+class StepClock(pl.Callback):
+    """The wall time at the end of every optimizer step (end to end, loader wait included)."""
 
     def __init__(self) -> None:
         self.stamps: list[float] = []
 
-    def as_callback(self):
-        import lightning.pytorch as pl
-
-        clock = self
-
-        class _Clock(pl.Callback):
-            def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
-                clock.stamps.append(time.perf_counter())
-
-        return _Clock()
+    def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+        self.stamps.append(time.perf_counter())
 
     def seconds_per_step(self, warmup: int) -> float:
         s = self.stamps[warmup:]
@@ -111,7 +104,7 @@ def fit(cfg, loader: Any, warmup: int) -> float:
     torch.manual_seed(0)
     model = instantiate(cfg.lit, _recursive_=False)
     clock = StepClock()
-    trainer = instantiate(cfg.trainer, callbacks=[clock.as_callback()], logger=False)
+    trainer = instantiate(cfg.trainer, callbacks=[clock], logger=False)
     trainer.fit(model, train_dataloaders=loader)
     return clock.seconds_per_step(warmup)
 

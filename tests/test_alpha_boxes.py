@@ -65,4 +65,4 @@ def test_backfill_writes_every_object(dataset, tmp_path, capsys):
     for obj in ("obj_000", "obj_001"):
         assert read_alpha_boxes(dataset / obj) == boxes_from_pngs(dataset / obj)
     assert main([str(tmp_path / "missing")]) == 2
-    assert "missing: no such folder" in capsys.readouterr().out
+    assert "missing' does not exist" in capsys.readouterr().out

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sculpt4d.data.records import RENDER_DIR, BadObjectError
+from sculpt4d.data.records import RENDER_DIR, BadObjectError, list_object_dirs
+from sculpt4d.errors import InputError
+from sculpt4d.utils.images import Box
 
 ALPHA_BOXES_FILE = "alpha_boxes.json"
-Box = tuple[int, int, int, int]
 FrameBoxes = dict[str, dict[str, Box]]  # frame -> png name -> box
 
 
@@ -40,15 +41,20 @@ def render_boxes(images: Sequence[np.ndarray]) -> dict[str, Box]:
     return {f"{i:03d}.png": alpha_box(img) for i, img in enumerate(images) if img[..., 3].any()}
 
 
-def boxes_from_pngs(obj_dir: Path) -> FrameBoxes:
-    """The box of every ``render_cond/frame_*/*.png`` of an object, read from the PNGs."""
+def png_alpha_box(path: Path) -> Box:
+    """The alpha box of one render, read from its PNG."""
     from sculpt4d.utils.images import alpha_box, load_image, to_rgba
 
+    return alpha_box(to_rgba(load_image(path)))
+
+
+def boxes_from_pngs(obj_dir: Path) -> FrameBoxes:
+    """The box of every ``render_cond/frame_*/*.png`` of an object, read from the PNGs."""
     out: FrameBoxes = {}
     for frame_dir in sorted((Path(obj_dir) / RENDER_DIR).glob("frame_*")):
         pngs = sorted(frame_dir.glob("*.png"))
         if pngs:
-            out[frame_dir.name] = {p.name: alpha_box(to_rgba(load_image(p))) for p in pngs}
+            out[frame_dir.name] = {p.name: png_alpha_box(p) for p in pngs}
     return out
 
 
@@ -91,14 +97,8 @@ def _backfill(obj_dir: Path) -> str:
 
 
 def object_dirs(roots: Iterable[Path]) -> list[Path]:
-    """Every object folder (one with a ``render_cond/``) directly under the given roots."""
-    dirs = []
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            raise BadObjectError(f"{root}: no such folder")
-        dirs.extend(d for d in sorted(root.iterdir()) if (d / RENDER_DIR).is_dir())
-    return dirs
+    """The dataset's object folders under the given roots that have renders."""
+    return [d for d in list_object_dirs(list(roots)) if (d / RENDER_DIR).is_dir()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         dirs = object_dirs(args.roots)
-    except BadObjectError as e:
+    except InputError as e:
         print(f"error: {e}")
         return 2
     with ProcessPoolExecutor(max_workers=max(1, args.workers)) as pool:

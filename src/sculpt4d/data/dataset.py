@@ -113,6 +113,7 @@ class Objects4DDataset(Dataset):
         self._npz_cache: dict[Path, dict[str, np.ndarray]] = {}
         self._img_cache: OrderedDict[tuple[str, str, int], torch.Tensor] = OrderedDict()
         self._box_cache: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+        self._stored_boxes: dict[str, dict] = {}  # object -> its alpha_boxes.json ({} when absent)
         self._bad: set[int] = set()  # per process (each worker keeps its own)
 
     # ------------------------------------------------------------------ helpers
@@ -150,17 +151,19 @@ class Objects4DDataset(Dataset):
         object's ``alpha_boxes.json`` (:mod:`.alpha_boxes`) where it has them, else from the PNGs."""
         key = (rec.name, cam)
         if key not in self._box_cache:
-            from sculpt4d.data.alpha_boxes import read_alpha_boxes
-            from sculpt4d.utils.images import alpha_box, load_image, to_rgba, union_box
+            from sculpt4d.data.alpha_boxes import png_alpha_box, read_alpha_boxes
+            from sculpt4d.utils.images import union_box
 
-            stored = read_alpha_boxes(rec.path) or {}
+            if rec.name not in self._stored_boxes:  # one read per object, not per camera
+                self._stored_boxes[rec.name] = read_alpha_boxes(rec.path) or {}
+            stored = self._stored_boxes[rec.name]
             boxes = []
             for frame in rec.frames:
                 box = stored.get(frame, {}).get(f"{cam:03d}.png")
                 if box is None:
                     path = self._image_path(rec, frame, cam)
                     try:
-                        box = alpha_box(to_rgba(load_image(path)))
+                        box = png_alpha_box(path)
                     except Exception as e:  # noqa: BLE001
                         raise BadObjectError(
                             f"{path}: cannot read its alpha box ({type(e).__name__}: {e})"
