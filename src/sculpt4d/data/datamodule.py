@@ -92,6 +92,7 @@ class Objects4DDataModule(LightningDataModule):
         cache_images: bool = False,
         on_bad_object: OnBad = "skip",
         consistent_sampling: bool = True,
+        hue_jitter: float = 0.0,
     ) -> None:
         super().__init__()
         strides = (
@@ -158,7 +159,9 @@ class Objects4DDataModule(LightningDataModule):
             on_bad_object=hp.on_bad_object,
             consistent_sampling=hp.consistent_sampling,
         )
-        self.train_set = Objects4DDataset(train_recs, load_volume=hp.load_volume, random_start=True, **common)
+        self.train_set = Objects4DDataset(
+            train_recs, load_volume=hp.load_volume, random_start=True, hue_jitter=hp.hue_jitter, **common
+        )
         self.val_set = Objects4DDataset(val_recs, load_volume=need_vol, random_start=False, **common)
         log.info(
             "dataset: %d train / %d val objects (%d bad skipped), T=%d stride=%d, %d+%d points",

@@ -84,6 +84,7 @@ class Objects4DDataset(Dataset):
         cache_images: bool = False,
         on_bad_object: OnBad = "skip",
         consistent_sampling: bool = True,
+        hue_jitter: float = 0.0,
     ) -> None:
         if on_bad_object not in ("skip", "raise"):
             raise ValueError(f"on_bad_object must be 'skip' or 'raise', got {on_bad_object!r}")
@@ -110,6 +111,9 @@ class Objects4DDataset(Dataset):
         self.cache_images = cache_images
         self.on_bad_object = on_bad_object
         self.consistent_sampling = bool(consistent_sampling)
+        if not 0.0 <= hue_jitter <= 180.0:
+            raise ValueError(f"hue_jitter must be in [0, 180] degrees, got {hue_jitter}")
+        self.hue_jitter = float(hue_jitter)
         self._npz_cache: dict[Path, dict[str, np.ndarray]] = {}
         self._img_cache: OrderedDict[tuple[str, str, int], torch.Tensor] = OrderedDict()
         self._box_cache: dict[tuple[str, int], tuple[int, int, int, int]] = {}
@@ -278,8 +282,31 @@ class Objects4DDataset(Dataset):
         )
         item["camera"] = cam
         if self.load_images:
-            item["images"] = torch.stack([self._image(rec, fr, cam) for fr in frames])  # [T, 3, S, S]
+            images = torch.stack([self._image(rec, fr, cam) for fr in frames])  # [T, 3, S, S]
+            if self.hue_jitter > 0:
+                degrees = float(rng.uniform(-self.hue_jitter, self.hue_jitter))
+                images = rotate_hue(images, degrees)  # one rotation for the whole clip
+            item["images"] = images
         return item
+
+
+def rotate_hue(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Rotate the hue of ``images`` ``[..., 3, H, W]`` (RGB in [-1, 1]) by ``degrees`` in the HSV sense (positive:
+    red -> green -> blue), clamped to [-1, 1].
+
+    A rotation of the chroma plane of YIQ: luma and every grey (the white background) stay as they are, so the
+    same rotation applied to each frame of a clip keeps the clip consistent.
+    """
+    rgb_to_yiq = torch.tensor(
+        [[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]], dtype=torch.float64
+    )
+    a = np.deg2rad(-degrees)  # YIQ's chroma angle runs the other way round from HSV's hue
+    spin = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]], dtype=torch.float64
+    )
+    m = (torch.linalg.inv(rgb_to_yiq) @ spin @ rgb_to_yiq).to(images.dtype)  # [3, 3]
+    out = torch.einsum("ij,...jhw->...ihw", m, images)
+    return out.clamp(-1.0, 1.0)
 
 
 def resize_image(img: torch.Tensor, size: int) -> torch.Tensor:
