@@ -49,7 +49,9 @@ class Objects4DDataset(Dataset):
 
     ``strides`` (optional) draws the stride of each item from a list (those that fit the object), so a
     temporal model sees several frame rates; ``crop="sequence"`` crops every view to the union of its
-    frames' alpha boxes (:func:`sculpt4d.utils.images.recenter`), as inference does for such a model.
+    frames' alpha boxes (:func:`sculpt4d.utils.images.recenter`), as inference does for such a model;
+    ``hue_jitter`` (degrees, 0 = off) turns the hue of an item's images by one angle from U[-h, h]
+    (:func:`rotate_hue`), the same for every frame.
 
     Returns a dict:
       ``surface`` ``[T, P, 7]`` float32 — xyz·POINT_SCALE | unit normal | label (0 random, 1 sharp); the first
@@ -290,6 +292,13 @@ class Objects4DDataset(Dataset):
         return item
 
 
+# RGB -> YIQ (NTSC): Y is the luma, (I, Q) the chroma plane a hue rotation turns
+_RGB_TO_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]], dtype=torch.float64
+)
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+
+
 def rotate_hue(images: torch.Tensor, degrees: float) -> torch.Tensor:
     """Rotate the hue of ``images`` ``[..., 3, H, W]`` (RGB in [-1, 1]) by ``degrees`` in the HSV sense (positive:
     red -> green -> blue), clamped to [-1, 1].
@@ -297,14 +306,11 @@ def rotate_hue(images: torch.Tensor, degrees: float) -> torch.Tensor:
     A rotation of the chroma plane of YIQ: luma and every grey (the white background) stay as they are, so the
     same rotation applied to each frame of a clip keeps the clip consistent.
     """
-    rgb_to_yiq = torch.tensor(
-        [[0.299, 0.587, 0.114], [0.5959, -0.2746, -0.3213], [0.2115, -0.5227, 0.3112]], dtype=torch.float64
-    )
     a = np.deg2rad(-degrees)  # YIQ's chroma angle runs the other way round from HSV's hue
     spin = torch.tensor(
         [[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]], dtype=torch.float64
     )
-    m = (torch.linalg.inv(rgb_to_yiq) @ spin @ rgb_to_yiq).to(images.dtype)  # [3, 3]
+    m = (_YIQ_TO_RGB @ spin @ _RGB_TO_YIQ).to(images.dtype)  # [3, 3]
     out = torch.einsum("ij,...jhw->...ihw", m, images)
     return out.clamp(-1.0, 1.0)
 
