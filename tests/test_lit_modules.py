@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Callback, Trainer
 from omegaconf import OmegaConf
@@ -326,3 +327,18 @@ def test_validation_logs_the_condition_gap(train_cfg, monkeypatch) -> None:
         monkeypatch.setattr(module, "encode_condition", lambda b: torch.zeros_like(real(b)))
         module.validation_step(batch, 0)  # an image worth nothing: no gap
     assert logged["val/cond_gap"] == 0.0
+
+
+@pytest.mark.parametrize("stage", ["dit3d", "4d"])
+def test_timestep_shift_moves_the_training_timesteps_towards_noise(train_cfg, stage: str) -> None:
+    plain = instantiate(train_cfg(stage).lit, _recursive_=False)
+    shifted = instantiate(train_cfg(stage, "lit.timestep_shift=3.0").lit, _recursive_=False)
+    t_plain = plain.flow.sample_timesteps(4000, torch.Generator().manual_seed(0))
+    t_shift = shifted.flow.sample_timesteps(4000, torch.Generator().manual_seed(0))
+    # the same draws, each moved to s' = 3s / (1 + 2s) on the noise level s = 1 - t
+    s = 1.0 - t_plain
+    assert torch.allclose(t_shift, 1.0 - 3.0 * s / (1.0 + 2.0 * s), atol=1e-6)
+    assert float(t_shift.median()) == pytest.approx(0.25, abs=0.03)  # uniform's median 0.5 -> 1 - 0.75
+    assert shifted.extra_hparams()["timestep_shift"] == 3.0
+    with pytest.raises(InstantiationException, match="timestep_shift must be > 0"):
+        instantiate(train_cfg(stage, "lit.timestep_shift=0").lit, _recursive_=False)

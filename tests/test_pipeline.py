@@ -528,3 +528,21 @@ def test_decode_dtype_auto_follows_the_hardware(monkeypatch) -> None:
         assert resolve_decode_dtype("auto", cuda) == torch.bfloat16
     with pytest.raises(InputError, match="decode_dtype must be auto, fp32 or bf16"):
         resolve_decode_dtype("fp16", cpu)
+
+
+def test_predict_demos_runs_each_seed_into_its_own_folder_and_stacks_the_strips(exported, tmp_path):
+    """`scripts/predict_demos.py --seeds`: one predict.py run per seed, one labelled strip each in the picture."""
+    import json
+    import runpy
+
+    main = runpy.run_path(str(ROOT / "scripts" / "predict_demos.py"))["main"]
+    picture = tmp_path / "seeds.png"
+    args = ["--demos", "box", "--seeds", "3", "5", "--out", str(tmp_path / "out"), "--picture", str(picture),
+            f"ckpt={exported}", f"sequence_length={T}", "num_steps=2", "octree_resolution=16"]  # fmt: skip
+    assert main(args) == 0
+    strips = [tmp_path / "out" / "box" / f"seed_{s}" / "strip.png" for s in (3, 5)]
+    seeds = [json.loads((p.parent / "prediction.json").read_text())["config"]["seed"] for p in strips]
+    assert seeds == [3, 5]
+    heights = [Image.open(p).height + 18 for p in strips]  # each strip under its 18-pixel label
+    assert Image.open(picture).height == sum(heights)
+    assert not list(tmp_path.glob("*.tmp.png"))

@@ -37,6 +37,9 @@ class _FlowModule(BaseLitModule):
         scale_factor: float | None = None,
         cond_drop_prob: float = 0.1,
         timestep_sampling: str = "uniform",
+        timestep_shift: float = 1.0,
+        logit_mean: float = 0.0,
+        logit_std: float = 1.0,
         sample_posterior: bool = True,
         attention: DictConfig | dict | None = None,
         four_d: bool = False,
@@ -45,13 +48,24 @@ class _FlowModule(BaseLitModule):
     ) -> None:
         """``require``: the parts ``init_from`` must provide (others are loaded when present).
 
+        Training timesteps: ``timestep_sampling`` (``uniform`` | ``logit_normal`` with ``logit_mean`` /
+        ``logit_std``), then ``timestep_shift`` (> 1 trains more on the noisy end, where the image decides the
+        shape; see :func:`~sculpt4d.diffusion.flow.sample_timesteps`).
+
         ``vae_from``: an export whose VAE (weights and latent statistics) replaces ``init_from``'s, e.g. a VAE
         trained on after the DiT: the DiT and conditioner then continue from ``init_from`` on the new latents."""
         super().__init__(net, **kwargs)
         self.init_from = init_from
         self.sample_posterior = bool(sample_posterior)
         self.cond_drop_prob = float(cond_drop_prob)
-        self.flow = FlowMatching(timestep_sampling=timestep_sampling)  # type: ignore[arg-type]
+        if timestep_shift <= 0:
+            raise ValueError(f"timestep_shift must be > 0, got {timestep_shift}")
+        self.flow = FlowMatching(
+            timestep_sampling=timestep_sampling,  # type: ignore[arg-type]
+            logit_mean=float(logit_mean),
+            logit_std=float(logit_std),
+            shift=float(timestep_shift),
+        )
         self.attention_cfg = AttentionConfig.from_dict(to_plain(attention)).to_dict()  # options filled in
         comps = build_components(
             self.net_cfg, self.attention_cfg, four_d=four_d, order=("vae", "conditioner", "model")
@@ -87,6 +101,8 @@ class _FlowModule(BaseLitModule):
             "init_from": self.init_from,
             "vae_from": self.vae_from,
             "cond_drop_prob": self.cond_drop_prob,
+            "timestep_sampling": self.flow.timestep_sampling,
+            "timestep_shift": self.flow.shift,
             "scale_factor": self.scale_factor,
             "sample_posterior": self.sample_posterior,
         }
