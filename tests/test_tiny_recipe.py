@@ -322,6 +322,26 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
     assert node["preprocess"] == OmegaConf.to_container(shipped.inference.preprocess)
 
 
+@pytest.mark.parametrize(
+    "experiment, shift, batch, starts_from",
+    [
+        ("tiny_dit3d", 3.0, 32, "tiny_vae"),  # the 60-minute recipe's 3D stage
+        ("tiny_dit3d_uniform", 1.0, 32, "tiny_vae"),  # the shipped chain: uniform, then longer, then shifted
+        ("tiny_dit3d_long", 1.0, 32, "tiny_dit3d_uniform"),
+        ("tiny_dit3d_shift", 3.0, 32, "tiny_dit3d_long"),
+    ],
+)
+def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, batch, starts_from, tmp_path):
+    """The recipe's 3D stage trains on shifted timesteps; the shipped model's chain, reproduced by its named
+    experiments, keeps the uniform timesteps its first two 3D stages were trained with."""
+    from conftest import compose_train
+
+    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    assert cfg.lit.timestep_shift == shift and cfg.lit.timestep_sampling == "uniform"
+    assert cfg.training.batch_size == batch
+    assert cfg.init_from.endswith(f"dit/{starts_from}/export")
+
+
 # what a GPU recipe stage may change against its CPU stage: scale, precision, budget, where it starts
 _GPU_SCALE_KEYS = {
     "training": {"batch_size", "base_lr", "val_every", "ckpt_every", "ema_decay"},
