@@ -14,8 +14,10 @@ import csv
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
+from sculpt4d.errors import InputError
 from sculpt4d.evaluate import format_table, method_label
 
 
@@ -123,12 +125,26 @@ def plot(summaries: list[tuple[str, dict]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def read_summary(path: Path) -> dict:
+    """An evaluation run's ``summary.json``; :class:`InputError` naming the file and the problem otherwise."""
+    try:
+        summary = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (the summary.json of a python -m sculpt4d.evaluate run)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not a readable JSON file ({e})") from None
+    if not isinstance(summary, dict) or not all(k in summary for k in ("methods", "objects", "benchmark")):
+        raise InputError(f"{path}: not an evaluation summary (needs 'methods', 'objects' and 'benchmark')")
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("summaries", type=Path, nargs="+")
     ap.add_argument("--plot", type=Path, default=Path("docs/images/quality_vs_compute.png"))
+    ap.add_argument("--no-plot", action="store_true", help="print the tables only")
     args = ap.parse_args()
-    summaries = [json.loads(p.read_text()) for p in args.summaries]
+    summaries = [read_summary(p) for p in args.summaries]
     loaded = [(run_name(p, s), s) for p, s in zip(args.summaries, summaries)]
     for name, summary in loaded:
         print(f"\n{name} ({summary['objects']} sequences, {summary['benchmark']}):\n")
@@ -141,9 +157,14 @@ def main() -> None:
         elif means:
             print(f"\n{name} per category:\n\n{category_table(means)}\n")
             print("\n".join(category_wins(means)))
-    plot(loaded, args.plot)
-    print(f"\nwrote {args.plot}")
+    if not args.no_plot:
+        plot(loaded, args.plot)
+        print(f"\nwrote {args.plot}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

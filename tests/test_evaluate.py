@@ -99,6 +99,28 @@ def test_plot_eval_tables_and_plot(tmp_path):
     assert "| full | 0.0759 | 0.250 |" in res.stdout
     assert "| box | 0.400 / 0.0500 | 0.300 / 0.0600 |" in res.stdout  # per category: IoU / Chamfer
     assert png.stat().st_size > 10_000
+    unplotted = tmp_path / "not_written.png"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_eval.py"), str(run / "summary.json"),
+                          "--plot", str(unplotted), "--no-plot"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0 and "| 4d (blockmask) | 0.0759 |" in res.stdout and not unplotted.exists()
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"methods": {}}'])
+def test_plot_eval_bad_summary_is_one_sentence_and_status_2(tmp_path, content):
+    """A missing, unparsable or foreign summary: one sentence naming the file, exit 2, no plot written."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "run" / "summary.json"
+    if content is not None:
+        path.parent.mkdir()
+        path.write_text(content)
+    png = tmp_path / "plot.png"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_eval.py"), str(path), "--plot", str(png)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and str(path) in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not png.exists()
 
 
 def test_plot_eval_per_category_means_and_wins(tmp_path):
