@@ -130,7 +130,9 @@ def read_summary(path: Path) -> dict:
     try:
         summary = json.loads(path.read_text())
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file (the summary.json of a python -m sculpt4d.evaluate run)") from None
+        raise InputError(
+            f"{path}: no such file (the summary.json of a python -m sculpt4d.evaluate run)"
+        ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: not a readable JSON file ({e})") from None
     if not isinstance(summary, dict) or not all(k in summary for k in ("methods", "objects", "benchmark")):

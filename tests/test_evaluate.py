@@ -119,7 +119,11 @@ def test_plot_eval_bad_summary_is_one_sentence_and_status_2(tmp_path, content):
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_eval.py"), str(path), "--plot", str(png)],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert res.returncode == 2, res.stderr[-2000:]
-    assert "Traceback" not in res.stderr and str(path) in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert (
+        "Traceback" not in res.stderr
+        and str(path) in res.stderr
+        and len(res.stderr.strip().splitlines()) == 1
+    )
     assert not png.exists()
 
 
