@@ -14,9 +14,9 @@ import csv
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
+from sculpt4d.config import run_user_task
 from sculpt4d.errors import InputError
 from sculpt4d.evaluate import format_table, method_label
 
@@ -165,8 +165,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
+    run_user_task(lambda _cfg: main(), None)  # a bad summary: one line, exit 2
