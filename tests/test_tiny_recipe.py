@@ -329,6 +329,7 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
         ("tiny_dit3d_uniform", 1.0, 32, "tiny_vae"),  # the shipped chain: uniform, then longer, then shifted
         ("tiny_dit3d_long", 1.0, 32, "tiny_dit3d_uniform"),
         ("tiny_dit3d_shift", 3.0, 32, "tiny_dit3d_long"),
+        ("tiny_dit3d_shift_long", 3.0, 32, "tiny_dit3d"),  # the chain shifted from its first 3D stage
     ],
 )
 def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, batch, starts_from, tmp_path):
