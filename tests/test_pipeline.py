@@ -346,6 +346,41 @@ def test_with_attention_keeps_weights_and_changes_only_the_mask(exported):
     assert not torch.allclose(a, b)  # frames exchange information only under the joint mask
 
 
+def test_vae_ckpt_swaps_in_another_vae_with_its_statistics_and_keeps_the_dit(exported, tmp_path):
+    """``vae_ckpt=<export>`` (Python: ``vae_from``): another export's VAE and latent statistics under this
+    checkpoint's DiT and image encoder, e.g. to score a VAE trained on after the DiT with
+    ``methods=[vae_reconstruction]``; an export without statistics is refused by name."""
+    from sculpt4d.predict import build_pipeline
+
+    other = _components(seed=1).vae
+    stats = {"scale_factor": 0.5, "latent_mean": [0.1] * 8, "latent_std": [2.0] * 8}
+    vae_dir = tmp_path / "vae"
+    vae_dir.mkdir()
+    save_safetensors({f"vae.{k}": v for k, v in other.state_dict().items()}, vae_dir / "model.safetensors")
+    vae_node = {**OmegaConf.to_container(MICRO.vae), **stats}
+    (vae_dir / "config.yaml").write_text(OmegaConf.to_yaml({"model": {"vae": vae_node}}))
+
+    base = Sculpt4DPipeline.from_pretrained(exported)
+    pipe = build_pipeline(_cfg(tmp_path, f"ckpt={exported}", f"vae_ckpt={vae_dir}", "device=cpu"))
+    vae = pipe.components.vae
+    assert any(not torch.equal(v, base.components.vae.state_dict()[k]) for k, v in other.state_dict().items())
+    for k, v in other.state_dict().items():
+        assert torch.equal(vae.state_dict()[k], v), k
+    assert vae.scale_factor == 0.5 and list(vae.latent_mean) == stats["latent_mean"]
+    assert list(vae.latent_std) == stats["latent_std"]
+    for name in ("model", "conditioner"):
+        for k, v in getattr(base.components, name).state_dict().items():
+            assert torch.equal(getattr(pipe.components, name).state_dict()[k], v), k
+
+    (
+        vae_dir / "config.yaml"
+    ).unlink()  # bare weights: the DiT's latents would be scaled with the wrong statistics
+    with pytest.raises(CheckpointError, match=r"vae.*no latent statistics"):
+        Sculpt4DPipeline.from_pretrained(exported, vae_from=vae_dir)
+    with pytest.raises(CheckpointError, match="nope"):
+        Sculpt4DPipeline.from_pretrained(exported, vae_from=tmp_path / "nope")
+
+
 def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
     import json
 

@@ -330,6 +330,7 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
         ("tiny_dit3d_long", 1.0, 32, "tiny_dit3d_uniform"),
         ("tiny_dit3d_shift", 3.0, 32, "tiny_dit3d_long"),
         ("tiny_dit3d_shift_long", 3.0, 32, "tiny_dit3d"),  # the chain shifted from its first 3D stage
+        ("tiny_dit3d_vae_more", 3.0, 32, "tiny_dit3d_shift"),  # the shipped 3D stage on the continued VAE
     ],
 )
 def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, batch, starts_from, tmp_path):
@@ -341,6 +342,23 @@ def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, b
     assert cfg.lit.timestep_shift == shift and cfg.lit.timestep_sampling == "uniform"
     assert cfg.training.batch_size == batch
     assert cfg.init_from.endswith(f"dit/{starts_from}/export")
+
+
+def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
+    """tiny_dit3d_vae_more keeps the DiT of the shipped 3D stage and swaps in tiny_vae_more's VAE; the 4D stage
+    then starts from that adapted 3D export, with the shipped 4D stage's sampling defaults."""
+    from conftest import compose_train
+    from omegaconf import OmegaConf
+
+    dit3d = compose_train(["experiment=tiny_dit3d_vae_more"], tmp_path)
+    assert dit3d.lit.vae_from.endswith("dit/tiny_vae_more/export")
+    four_d = compose_train(["experiment=tiny_4d_vae_more"], tmp_path)
+    assert four_d.init_from.endswith("dit/tiny_dit3d_vae_more/export")
+    shipped = compose_train(["experiment=tiny_4d_long"], tmp_path)
+    for key in ("model", "attention", "training"):
+        assert OmegaConf.to_container(four_d[key], resolve=True) == OmegaConf.to_container(
+            shipped[key], resolve=True
+        ), key
 
 
 # what a GPU recipe stage may change against its CPU stage: scale, precision, budget, where it starts

@@ -197,13 +197,15 @@ class Sculpt4DPipeline:
         offload: bool = False,
         sequence_length: int | None = None,
         low_vram: bool = False,
+        vae_from: str | Path | None = None,
     ) -> Sculpt4DPipeline:
         """Load from an exported folder (config.yaml + safetensors), a local checkpoint or ``hf://``.
 
         The inference defaults come from the export's ``config.yaml`` (``inference:``, else its model node),
-        then from ``model_cfg`` (see :class:`~sculpt4d.inference.InferenceDefaults`).
+        then from ``model_cfg`` (see :class:`~sculpt4d.inference.InferenceDefaults`). ``vae_from``: another
+        export whose VAE (weights and latent statistics) replaces this one's, e.g. a VAE trained on after the DiT.
         """
-        from sculpt4d.checkpoints.load import load_component_weights, load_exported
+        from sculpt4d.checkpoints.load import load_component_weights, load_exported, load_vae_from
         from sculpt4d.checkpoints.read import load_state_dict
         from sculpt4d.checkpoints.resolve import resolve_checkpoint
         from sculpt4d.models.factory import build_components
@@ -221,6 +223,8 @@ class Sculpt4DPipeline:
             components = build_components(model_cfg, attention_cfg, four_d=True)
             load_component_weights(components, load_state_dict(path), source=str(path))
             inference = InferenceDefaults.from_config({"model": model_cfg})
+        if vae_from is not None:
+            load_vae_from(components.vae, resolve_checkpoint(str(vae_from)))
         if attention_cfg is not None:
             inference = inference.override(attention=attention_cfg)
         torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(str(dtype), device)

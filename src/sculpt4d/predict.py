@@ -51,6 +51,7 @@ def build_pipeline(cfg: DictConfig):
         offload=bool(cfg.get("offload", False)),
         sequence_length=cfg.get("sequence_length"),
         low_vram=bool(cfg.get("low_vram", False)),
+        vae_from=cfg.get("vae_ckpt"),
     )
     pipe.preprocess_cfg.update(
         rgb_mode=str(cfg.get("rgb_mode", "segment")), bg_threshold=float(cfg.get("bg_threshold", 30.0))

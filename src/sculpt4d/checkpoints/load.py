@@ -25,6 +25,24 @@ from sculpt4d.errors import CheckpointError
 log = logging.getLogger(__name__)
 Parts = dict[str, dict[str, torch.Tensor]]
 
+LATENT_KEYS = ("scale_factor", "latent_mean", "latent_std")
+
+
+def init_latent_stats(cfg: dict) -> dict:
+    """The DiT latent statistics (``scale_factor``, ``latent_mean``, ``latent_std``) in an export's config."""
+    node = cfg.get("model", cfg) if cfg else {}
+    vae = node.get("vae", {}) if isinstance(node, dict) else {}
+    return {k: vae[k] for k in LATENT_KEYS if isinstance(vae, dict) and vae.get(k) is not None}
+
+
+def adopt_latent_stats(vae: nn.Module, vae_cfg: dict, cfg: dict, skip: tuple[str, ...] = ()) -> None:
+    """Set an export's latent statistics (its ``config.yaml`` ``cfg``) on ``vae`` and in the module's ``vae``
+    config node ``vae_cfg``, so the next export records them again; keys in ``skip`` are left as they are."""
+    for key, value in init_latent_stats(cfg).items():
+        if key not in skip:
+            setattr(vae, key, value)
+            vae_cfg[key] = value
+
 
 def resolve_init(spec: str | Path, root: str | Path | None = None) -> Path:
     """``init_from``: ``hf://...``, a path as given, or relative to ``root`` (the repository)."""
@@ -113,3 +131,21 @@ def load_exported(path: str | Path, attention_cfg: DictConfig | dict | None = No
     components = build_components(model_cfg, attention_cfg, four_d=True)
     load_component_weights(components, load_state_dict(path), source=str(path), strict=True)
     return components.eval(), cfg
+
+
+def load_vae_from(vae: nn.Module, spec: str | Path, root: str | Path | None = None) -> dict:
+    """Load another export's VAE, weights and latent statistics, into ``vae`` (e.g. a VAE trained on after the
+    DiT, sampled with the DiT it was not trained with); returns the statistics taken. The architectures must
+    match (strict load); an export whose ``config.yaml`` records no statistics is refused, since the DiT's
+    latents would be scaled with the wrong ones."""
+    parts, cfg = read_parts(spec, root)
+    load_part(vae, parts, "vae", f"vae_ckpt {spec}")
+    stats = init_latent_stats(cfg)
+    if "scale_factor" not in stats:
+        raise CheckpointError(
+            f"{spec}: no latent statistics (model.vae.scale_factor in a config.yaml beside the weights); "
+            "vae_ckpt takes an exported folder"
+        )
+    for key, value in stats.items():
+        setattr(vae, key, value)
+    return stats

@@ -8,29 +8,16 @@ import logging
 import torch
 from torch import nn
 
-from sculpt4d.checkpoints.load import load_part, resolve_init  # noqa: F401  (re-exported)
+from sculpt4d.checkpoints.load import (  # noqa: F401  (re-exported)
+    LATENT_KEYS,
+    adopt_latent_stats,
+    init_latent_stats,
+    load_part,
+    resolve_init,
+)
 from sculpt4d.checkpoints.load import read_parts as load_init  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-
-LATENT_KEYS = ("scale_factor", "latent_mean", "latent_std")
-
-
-def init_latent_stats(cfg: dict) -> dict:
-    """The DiT latent statistics (``scale_factor``, ``latent_mean``, ``latent_std``) in an export's config."""
-    node = cfg.get("model", cfg) if cfg else {}
-    vae = node.get("vae", {}) if isinstance(node, dict) else {}
-    return {k: vae[k] for k in LATENT_KEYS if isinstance(vae, dict) and vae.get(k) is not None}
-
-
-def adopt_latent_stats(vae: nn.Module, vae_cfg: dict, cfg: dict, skip: tuple[str, ...] = ()) -> None:
-    """Set an export's latent statistics (its ``config.yaml`` ``cfg``) on ``vae`` and in the module's ``vae``
-    config node ``vae_cfg``, so the next export records them again; keys in ``skip`` are left as they are."""
-    for key, value in init_latent_stats(cfg).items():
-        if key not in skip:
-            setattr(vae, key, value)
-            vae_cfg[key] = value
 
 
 @torch.no_grad()
