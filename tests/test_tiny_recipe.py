@@ -345,8 +345,9 @@ def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, b
 
 
 def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
-    """tiny_dit3d_vae_more keeps the DiT of the shipped 3D stage and swaps in tiny_vae_more's VAE; the 4D stage
-    then starts from that adapted 3D export, with the shipped 4D stage's sampling defaults."""
+    """tiny_dit3d_vae_more keeps the DiT of the shipped 3D stage and swaps in tiny_vae_more's VAE, and the 4D
+    stage starts from that adapted 3D export; tiny_4d_vae_swap continues the shipped 4D export on that VAE. Both
+    4D stages keep the shipped 4D stage's model, attention and training node."""
     from conftest import compose_train
     from omegaconf import OmegaConf
 
@@ -354,11 +355,15 @@ def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
     assert dit3d.lit.vae_from.endswith("dit/tiny_vae_more/export")
     four_d = compose_train(["experiment=tiny_4d_vae_more"], tmp_path)
     assert four_d.init_from.endswith("dit/tiny_dit3d_vae_more/export")
+    swap = compose_train(["experiment=tiny_4d_vae_swap"], tmp_path)  # the shipped 4D export on the new VAE
+    assert swap.init_from.endswith("dit/tiny_4d_long/export")
+    assert swap.lit.vae_from.endswith("dit/tiny_vae_more/export")
     shipped = compose_train(["experiment=tiny_4d_long"], tmp_path)
-    for key in ("model", "attention", "training"):
-        assert OmegaConf.to_container(four_d[key], resolve=True) == OmegaConf.to_container(
-            shipped[key], resolve=True
-        ), key
+    for cfg in (four_d, swap):
+        for key in ("model", "attention", "training"):
+            assert OmegaConf.to_container(cfg[key], resolve=True) == OmegaConf.to_container(
+                shipped[key], resolve=True
+            ), key
 
 
 # what a GPU recipe stage may change against its CPU stage: scale, precision, budget, where it starts
