@@ -372,9 +372,8 @@ def test_vae_ckpt_swaps_in_another_vae_with_its_statistics_and_keeps_the_dit(exp
         for k, v in getattr(base.components, name).state_dict().items():
             assert torch.equal(getattr(pipe.components, name).state_dict()[k], v), k
 
-    (
-        vae_dir / "config.yaml"
-    ).unlink()  # bare weights: the DiT's latents would be scaled with the wrong statistics
+    # bare weights: the DiT's latents would be scaled with the wrong statistics
+    (vae_dir / "config.yaml").unlink()
     with pytest.raises(CheckpointError, match=r"vae.*no latent statistics"):
         Sculpt4DPipeline.from_pretrained(exported, vae_from=vae_dir)
     with pytest.raises(CheckpointError, match="nope"):

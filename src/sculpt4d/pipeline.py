@@ -224,7 +224,7 @@ class Sculpt4DPipeline:
             load_component_weights(components, load_state_dict(path), source=str(path))
             inference = InferenceDefaults.from_config({"model": model_cfg})
         if vae_from is not None:
-            load_vae_from(components.vae, resolve_checkpoint(str(vae_from)))
+            load_vae_from(components.vae, vae_from)  # resolved like ckpt (hf://, a path)
         if attention_cfg is not None:
             inference = inference.override(attention=attention_cfg)
         torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(str(dtype), device)

@@ -35,13 +35,14 @@ def init_latent_stats(cfg: dict) -> dict:
     return {k: vae[k] for k in LATENT_KEYS if isinstance(vae, dict) and vae.get(k) is not None}
 
 
-def adopt_latent_stats(vae: nn.Module, vae_cfg: dict, cfg: dict, skip: tuple[str, ...] = ()) -> None:
-    """Set an export's latent statistics (its ``config.yaml`` ``cfg``) on ``vae`` and in the module's ``vae``
-    config node ``vae_cfg``, so the next export records them again; keys in ``skip`` are left as they are."""
+def adopt_latent_stats(vae: nn.Module, vae_cfg: dict | None, cfg: dict, skip: tuple[str, ...] = ()) -> None:
+    """Set an export's latent statistics (its ``config.yaml`` ``cfg``) on ``vae`` and, when given, in the module's
+    ``vae`` config node ``vae_cfg``, so the next export records them again; keys in ``skip`` are left as they are."""
     for key, value in init_latent_stats(cfg).items():
         if key not in skip:
             setattr(vae, key, value)
-            vae_cfg[key] = value
+            if vae_cfg is not None:
+                vae_cfg[key] = value
 
 
 def resolve_init(spec: str | Path, root: str | Path | None = None) -> Path:
@@ -146,6 +147,5 @@ def load_vae_from(vae: nn.Module, spec: str | Path, root: str | Path | None = No
             f"{spec}: no latent statistics (model.vae.scale_factor in a config.yaml beside the weights); "
             "vae_ckpt takes an exported folder"
         )
-    for key, value in stats.items():
-        setattr(vae, key, value)
+    adopt_latent_stats(vae, None, cfg)
     return stats
