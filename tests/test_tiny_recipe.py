@@ -346,8 +346,9 @@ def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, b
 
 def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
     """tiny_dit3d_vae_more keeps the DiT of the shipped 3D stage and swaps in tiny_vae_more's VAE, and the 4D
-    stage starts from that adapted 3D export; tiny_4d_vae_swap continues the shipped 4D export on that VAE. Both
-    4D stages keep the shipped 4D stage's model, attention and training node."""
+    stage starts from that adapted 3D export; tiny_4d_vae_swap continues the shipped 4D export on that VAE and
+    tiny_4d_vae_swap_more continues its export, which carries that VAE, so nothing is swapped in again. All keep
+    the shipped 4D stage's model, attention and training node."""
     from conftest import compose_train
     from omegaconf import OmegaConf
 
@@ -358,8 +359,11 @@ def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
     swap = compose_train(["experiment=tiny_4d_vae_swap"], tmp_path)  # the shipped 4D export on the new VAE
     assert swap.init_from.endswith("dit/tiny_4d_long/export")
     assert swap.lit.vae_from.endswith("dit/tiny_vae_more/export")
+    swap_more = compose_train(["experiment=tiny_4d_vae_swap_more"], tmp_path)
+    assert swap_more.init_from.endswith("dit/tiny_4d_vae_swap/export") and swap_more.lit.vae_from is None
+    assert swap_more.trainer.max_time == "00:00:30:00"
     shipped = compose_train(["experiment=tiny_4d_long"], tmp_path)
-    for cfg in (four_d, swap):
+    for cfg in (four_d, swap, swap_more):
         for key in ("model", "attention", "training"):
             assert OmegaConf.to_container(cfg[key], resolve=True) == OmegaConf.to_container(
                 shipped[key], resolve=True
