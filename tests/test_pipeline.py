@@ -180,6 +180,36 @@ def test_decode_min_resolution_comes_from_the_checkpoint(exported, tmp_path):
     assert levels == [63, 4, 8]
 
 
+def test_mc_level_comes_from_the_checkpoint_unless_overridden(exported, tmp_path):
+    # the iso-level travels like decode_min_resolution: checkpoint's inference node < pipeline/predict override
+    from sculpt4d.inference import InferenceDefaults
+    from sculpt4d.predict import sampling_kwargs
+
+    node = OmegaConf.load(ROOT / "data" / "checkpoints" / "tiny" / "config.yaml")
+    node.inference.mc_level = -1.5
+    assert InferenceDefaults.from_config(node).mc_level == -1.5
+    pipe = Sculpt4DPipeline.from_pretrained(exported)
+    assert pipe.inference.mc_level == 0.0  # an export without the key: the reference's probability 0.5
+    z = torch.zeros(1, 1, pipe.components.vae.num_latents, pipe.components.vae.embed_dim)
+    levels = []
+    original = pipe.components.vae.latents_to_mesh
+
+    def spy(*args, **kwargs):
+        levels.append(kwargs["mc_level"])
+        return original(*args, **kwargs)
+
+    pipe.components.vae.latents_to_mesh = spy
+    pipe.decode(z, octree_resolution=16)
+    pipe.inference = pipe.inference.override(mc_level=-1.5)
+    pipe.decode(z, octree_resolution=16)
+    pipe.decode(z, octree_resolution=16, mc_level=2.0)
+    assert levels == [0.0, -1.5, 2.0]
+    assert sampling_kwargs(_cfg(tmp_path))["mc_level"] is None  # null: the checkpoint's
+    assert sampling_kwargs(_cfg(tmp_path, "mc_level=-1"))["mc_level"] == -1.0
+    with pytest.raises(InputError, match=r"mc_level=nan must be a finite number"):
+        sampling_kwargs(_cfg(tmp_path, "mc_level=nan"))
+
+
 def test_noise_share_alpha_controls_initial_noise(exported):
     pipe = Sculpt4DPipeline.from_pretrained(exported)
     cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))

@@ -370,6 +370,28 @@ def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
             ), key
 
 
+def test_vae_continuations_chain_with_the_vae_recipe(tmp_path):
+    """tiny_vae_more_2 continues tiny_vae_more's export for another 30 minutes with tiny_vae_more's recipe
+    (half tiny_vae's rate), which differs from tiny_vae only in its rate, budget and start."""
+    from conftest import compose_train
+    from omegaconf import OmegaConf
+
+    base, more, more_2 = (
+        compose_train([f"experiment={e}"], tmp_path) for e in ("tiny_vae", "tiny_vae_more", "tiny_vae_more_2")
+    )
+    assert more_2.init_from.endswith("dit/tiny_vae_more/export")
+    assert more_2.trainer.max_time == more.trainer.max_time == "00:00:30:00"
+    assert more_2.training.base_lr == more.training.base_lr == base.training.base_lr / 2
+    for key in ("model", "data"):
+        assert OmegaConf.to_container(more_2[key], resolve=True) == OmegaConf.to_container(
+            base[key], resolve=True
+        ), key
+    lit, lit_base = (OmegaConf.to_container(c.lit, resolve=True) for c in (more_2, base))
+    for node in (lit, lit_base):  # where it starts and the rate (checked above) aside
+        node.pop("init_from"), node["optimizer"].pop("lr")
+    assert lit == lit_base
+
+
 # what a GPU recipe stage may change against its CPU stage: scale, precision, budget, where it starts
 _GPU_SCALE_KEYS = {
     "training": {"batch_size", "base_lr", "val_every", "ckpt_every", "ema_decay"},

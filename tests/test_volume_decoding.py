@@ -116,6 +116,22 @@ def test_hierarchical_matches_dense_on_analytic_fields(field):
     assert torch.isnan(hier.with_nan()).any() and not torch.isnan(hier.logits).any()
 
 
+@pytest.mark.parametrize("level", [-4.0, 4.0])
+def test_another_level_moves_the_surface_and_the_refinement_follows_it(level):
+    # logits 20 (0.6 - r): the level-L surface is the sphere of radius 0.6 - L / 20; coarse-to-fine must refine
+    # around that surface, not around logit 0, to give the dense grid's mesh
+    centre = np.array([0.1, -0.05, 0.0])
+    field = sphere_fn(0.6, tuple(centre), sharp=20.0)
+    dense = decode_dense(field, B, 48, num_chunks=1 << 16)
+    hier = decode_hierarchical(field, B, 48, num_chunks=1 << 16, level=level, min_resolution=12)
+    vd, _ = extract_surface(dense.logits, B, level=level)
+    vh, _ = extract_surface(hier.logits, B, level=level)
+    v0, _ = extract_surface(dense.logits, B)
+    radius, radius0 = np.linalg.norm(vh - centre, axis=1), np.linalg.norm(v0 - centre, axis=1)
+    assert abs((radius.mean() - radius0.mean()) - (-level / 20.0)) < 0.005  # the surface moved by L / 20
+    assert chamfer(vd, vh) < 1e-4
+
+
 def test_hierarchical_matches_dense_on_tiny_vae_field():
     vae = tiny_vae()
     h = vae.decode(torch.randn(1, 16, 8, generator=torch.Generator().manual_seed(0)))

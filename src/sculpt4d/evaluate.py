@@ -147,7 +147,7 @@ def vae_reconstruction(pipeline, surface: torch.Tensor, kwargs: dict[str, Any]) 
         surface.to(pipeline.device), sample_posterior=False, generator=gen
     )  # [1, T, N, C]
     keys = ("octree_resolution", "mc_algo", "num_chunks", "hierarchical", "largest_component")
-    keys += ("min_resolution", "decode_dtype")
+    keys += ("min_resolution", "decode_dtype", "mc_level")
     return pipeline.decode(vae.to_dit(z), **{k: kwargs[k] for k in keys})
 
 

@@ -8,6 +8,7 @@ An export's ``config.yaml`` carries an ``inference:`` node (written by the train
       noise_share_alpha: 1.0   # initial noise shared across frames (0 = independent: the ablation without it)
       octree_resolution: 96    # marching-cubes grid
       decode_min_resolution: 24  # coarsest level of the hierarchical decode (96 -> 24, 48, 96)
+      mc_level: 0.0            # iso-level of the occupancy logits the surface is extracted at
       sequence_length: 8       # frames per clip
       frame_stride: 4          # every k-th input frame (the frame rate the model was trained at)
       preprocess: {size: 128, border_ratio: 0.15, crop: sequence}
@@ -39,6 +40,7 @@ SAMPLING_KEYS = (
     "guidance_scale",
     "octree_resolution",
     "decode_min_resolution",
+    "mc_level",
     "sequence_length",
     "frame_stride",
     "noise_share_alpha",
@@ -61,6 +63,7 @@ class InferenceDefaults:
     guidance_scale: float = 5.0
     octree_resolution: int = 256
     decode_min_resolution: int = 63  # 256 -> 64, 128, 256 (the reference's hierarchy)
+    mc_level: float = 0.0  # occupancy logit of the extracted surface (0 = probability 0.5, the reference's)
     sequence_length: int = 8
     frame_stride: int = 1
     noise_share_alpha: float = 1.0
@@ -89,6 +92,7 @@ class InferenceDefaults:
         self.guidance_scale = float(self.guidance_scale)
         self.octree_resolution = int(self.octree_resolution)
         self.decode_min_resolution = int(self.decode_min_resolution)
+        self.mc_level = float(self.mc_level)
         self.sequence_length = int(self.sequence_length)
         self.frame_stride = int(self.frame_stride)
         self.noise_share_alpha = float(self.noise_share_alpha)

@@ -398,15 +398,19 @@ class Sculpt4DPipeline:
         callback: Progress | None = None,
         min_resolution: int | None = None,
         decode_dtype: str = "auto",
+        mc_level: float | None = None,
     ) -> list[trimesh.Trimesh]:
         """VAE-decode each frame and extract its surface (``None`` = the checkpoint's ``octree_resolution`` /
-        ``decode_min_resolution``: the coarsest hierarchical level). ``decode_dtype``: the geometry
-        decoder's queries in fp32 or under bf16 autocast (:func:`resolve_decode_dtype`)."""
+        ``decode_min_resolution``: the coarsest hierarchical level / ``mc_level``: the occupancy logit the
+        surface is drawn at). ``decode_dtype``: the geometry decoder's queries in fp32 or under bf16
+        autocast (:func:`resolve_decode_dtype`)."""
         query_dtype = resolve_decode_dtype(decode_dtype, self.device)
         if octree_resolution is None:
             octree_resolution = self.inference.octree_resolution
         if min_resolution is None:
             min_resolution = self.inference.decode_min_resolution
+        if mc_level is None:
+            mc_level = self.inference.mc_level
         vae = self._place(self.components.vae)
         z = vae.from_dit(latents[0].float())  # [T, N, C]
         meshes: list[trimesh.Trimesh] = []
@@ -416,7 +420,7 @@ class Sculpt4DPipeline:
                 z[t : t + 1],
                 bounds=bounds,
                 octree_resolution=octree_resolution,
-                mc_level=0.0,
+                mc_level=mc_level,
                 num_chunks=num_chunks,
                 mc_algo=mc_algo,
                 hierarchical=hierarchical,
@@ -452,6 +456,7 @@ class Sculpt4DPipeline:
         callback: Progress | None = None,
         min_resolution: int | None = None,
         decode_dtype: str = "auto",
+        mc_level: float | None = None,
     ) -> PipelineOutput:
         """``frames``: a folder (read with :meth:`frames`: the checkpoint's ``sequence_length`` and
         ``frame_stride``) or the frames themselves, used as given. ``None`` options take the checkpoint's
@@ -482,6 +487,7 @@ class Sculpt4DPipeline:
             callback=callback,
             min_resolution=min_resolution,
             decode_dtype=decode_dtype,
+            mc_level=mc_level,
         )
         timings["decode_s"] = time.perf_counter() - t0
         pil = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,7 +104,8 @@ def model_node_defaults(cfg: DictConfig):
 
 def with_checkpoint_defaults(cfg: DictConfig, inference) -> DictConfig:
     """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
-    ``octree_resolution``, ``decode_min_resolution``, ``sequence_length``, ``frame_stride``, ``noise_share_alpha``) take the checkpoint's values
+    ``octree_resolution``, ``decode_min_resolution``, ``mc_level``, ``sequence_length``, ``frame_stride``,
+    ``noise_share_alpha``) take the checkpoint's values
     (an :class:`~sculpt4d.inference.InferenceDefaults`, e.g. ``pipeline.inference``; None changes nothing)."""
     from omegaconf import open_dict
 
@@ -134,11 +136,12 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         "decode_min_resolution",
         "guidance_scale",
         "noise_share_alpha",
+        "mc_level",
     )
     n = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k)
          for k in ("num_steps", "seed", "octree_resolution", "decode_min_resolution", "num_chunks")}  # fmt: skip
     f = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k, float)
-         for k in ("guidance_scale", "noise_share_alpha")}  # fmt: skip
+         for k in ("guidance_scale", "noise_share_alpha", "mc_level")}  # fmt: skip
     decode_dtype = str(cfg.get("decode_dtype", "auto"))
     checks = {
         "num_steps": (
@@ -160,6 +163,10 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         "decode_min_resolution": (
             n["decode_min_resolution"] is None or n["decode_min_resolution"] >= 2,
             "must be >= 2 (coarsest grid of the hierarchical decode)",
+        ),
+        "mc_level": (
+            f["mc_level"] is None or math.isfinite(f["mc_level"]),
+            "must be a finite number (an occupancy logit)",
         ),
         "num_chunks": (n["num_chunks"] >= 1, "must be >= 1 (query points per decoder call)"),
         "mc_algo": (
@@ -187,6 +194,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         progress=bool(cfg.progress),
         min_resolution=n["decode_min_resolution"],
         decode_dtype=decode_dtype,
+        mc_level=f["mc_level"],
     )
 
 

@@ -159,8 +159,8 @@ def plot_study(agg: dict[str, dict[str, Any]], path: Path) -> Path:
 
 #: evaluation keys an entry is reused under (with the weights hash)
 SETTING_KEYS = ("benchmark", "max_objects", "cond_view", "frame_stride", "sequence_length", "num_steps",
-                "guidance_scale", "noise_share_alpha", "octree_resolution", "decode_min_resolution", "seed",
-                "metrics", "study")  # fmt: skip
+                "guidance_scale", "noise_share_alpha", "octree_resolution", "decode_min_resolution", "mc_level",
+                "seed", "metrics", "study")  # fmt: skip
 
 
 def eval_settings(cfg: DictConfig) -> dict[str, Any]:
