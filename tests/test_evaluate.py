@@ -188,6 +188,7 @@ def test_vae_reconstruction_draws_its_point_pick_from_the_sequence_seed():
         "largest_component",
         "min_resolution",
         "decode_dtype",
+        "mc_level",
     )
     kwargs = {**dict.fromkeys(keys), "seed": 3}
     outs = []
