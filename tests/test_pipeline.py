@@ -154,6 +154,25 @@ def test_first_frame_repeat_reusing_per_frame_equals_running_it_alone(exported, 
         assert np.array_equal(a.faces, b.faces)
 
 
+def _decode_option_seen(pipe, key: str, option: str, checkpoint_value, call_value) -> list:
+    """What ``latents_to_mesh`` receives as ``key`` from :meth:`decode` with the checkpoint's value, with the
+    checkpoint's ``option`` overridden to ``checkpoint_value``, and with ``call_value`` passed to the call."""
+    z = torch.zeros(1, 1, pipe.components.vae.num_latents, pipe.components.vae.embed_dim)
+    seen = []
+    original = pipe.components.vae.latents_to_mesh
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs[key])
+        return original(*args, **kwargs)
+
+    pipe.components.vae.latents_to_mesh = spy
+    pipe.decode(z, octree_resolution=16)
+    pipe.inference = pipe.inference.override(**{option: checkpoint_value})
+    pipe.decode(z, octree_resolution=16)
+    pipe.decode(z, octree_resolution=16, **{key: call_value})
+    return seen
+
+
 def test_decode_min_resolution_comes_from_the_checkpoint(exported, tmp_path):
     # the shipped tiny export decodes 24 -> 48 -> 96; an export without the key gets the reference's 63
     from sculpt4d.inference import InferenceDefaults
@@ -164,20 +183,7 @@ def test_decode_min_resolution_comes_from_the_checkpoint(exported, tmp_path):
     assert (shipped.octree_resolution, shipped.decode_min_resolution) == (96, 24)
     pipe = Sculpt4DPipeline.from_pretrained(exported)
     assert pipe.inference.decode_min_resolution == 63
-    z = torch.zeros(1, 1, pipe.components.vae.num_latents, pipe.components.vae.embed_dim)
-    levels = []
-    original = pipe.components.vae.latents_to_mesh
-
-    def spy(*args, **kwargs):
-        levels.append(kwargs["min_resolution"])
-        return original(*args, **kwargs)
-
-    pipe.components.vae.latents_to_mesh = spy
-    pipe.decode(z, octree_resolution=16)
-    pipe.inference = pipe.inference.override(decode_min_resolution=4)
-    pipe.decode(z, octree_resolution=16)
-    pipe.decode(z, octree_resolution=16, min_resolution=8)
-    assert levels == [63, 4, 8]
+    assert _decode_option_seen(pipe, "min_resolution", "decode_min_resolution", 4, 8) == [63, 4, 8]
 
 
 def test_mc_level_comes_from_the_checkpoint_unless_overridden(exported, tmp_path):
@@ -190,20 +196,7 @@ def test_mc_level_comes_from_the_checkpoint_unless_overridden(exported, tmp_path
     assert InferenceDefaults.from_config(node).mc_level == -1.5
     pipe = Sculpt4DPipeline.from_pretrained(exported)
     assert pipe.inference.mc_level == 0.0  # an export without the key: the reference's probability 0.5
-    z = torch.zeros(1, 1, pipe.components.vae.num_latents, pipe.components.vae.embed_dim)
-    levels = []
-    original = pipe.components.vae.latents_to_mesh
-
-    def spy(*args, **kwargs):
-        levels.append(kwargs["mc_level"])
-        return original(*args, **kwargs)
-
-    pipe.components.vae.latents_to_mesh = spy
-    pipe.decode(z, octree_resolution=16)
-    pipe.inference = pipe.inference.override(mc_level=-1.5)
-    pipe.decode(z, octree_resolution=16)
-    pipe.decode(z, octree_resolution=16, mc_level=2.0)
-    assert levels == [0.0, -1.5, 2.0]
+    assert _decode_option_seen(pipe, "mc_level", "mc_level", -1.5, 2.0) == [0.0, -1.5, 2.0]
     assert sampling_kwargs(_cfg(tmp_path))["mc_level"] is None  # null: the checkpoint's
     assert sampling_kwargs(_cfg(tmp_path, "mc_level=-1"))["mc_level"] == -1.0
     with pytest.raises(InputError, match=r"mc_level=nan must be a finite number"):
