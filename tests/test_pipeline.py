@@ -452,6 +452,7 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
     )
     assert saved["settings"]["metrics"] == {"n_points": 2000, "iou_resolution": 24, "fscore_tau": 0.05}
     assert saved["settings"]["num_steps"] == 2 and saved["wall_seconds"] > 0
+    assert saved["settings"]["mc_level"] == 0.0  # the checkpoint's, recorded with the scores
     assert len((tmp_path / "eval" / "per_sequence.csv").read_text().strip().splitlines()) == 1 + 2 * 8
     assert set(saved["categories"]["obj"]) == set(summary)  # fixture objects obj_000.. form one category
     from PIL import Image

@@ -400,7 +400,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
     if gallery:
         write_gallery(gallery, out_dir / "gallery.png", size=int(gcfg.get("size", 128)))
     settings = {
-        k: cfg[k] for k in ("num_steps", "guidance_scale", "octree_resolution", "frame_stride", "seed")
+        k: cfg[k]
+        for k in ("num_steps", "guidance_scale", "octree_resolution", "mc_level", "frame_stride", "seed")
     }
     write_json(
         out_dir / "summary.json",
