@@ -173,24 +173,14 @@ def test_vae_reconstruction_draws_its_point_pick_from_the_sequence_seed():
 
     from conftest import micro_components
 
-    from sculpt4d.evaluate import vae_reconstruction
+    from sculpt4d.evaluate import DECODE_OPTIONS, vae_reconstruction
 
     vae = micro_components().vae.eval()
     pipeline = SimpleNamespace(components=SimpleNamespace(vae=vae), device=torch.device("cpu"))
     pipeline.decode = lambda z, **kwargs: z  # the latents themselves: what the pick changes
     surface = torch.randn(1, 2, 256, 7, generator=torch.Generator().manual_seed(0))
     surface[..., 3:6] = torch.nn.functional.normalize(surface[..., 3:6], dim=-1)
-    keys = (
-        "octree_resolution",
-        "mc_algo",
-        "num_chunks",
-        "hierarchical",
-        "largest_component",
-        "min_resolution",
-        "decode_dtype",
-        "mc_level",
-    )
-    kwargs = {**dict.fromkeys(keys), "seed": 3}
+    kwargs = {**dict.fromkeys(DECODE_OPTIONS), "seed": 3}
     outs = []
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)

@@ -135,6 +135,11 @@ def surface_samples(obj_dir: Path, frame_dirs: list[Path], pc_size: int) -> torc
     return torch.cat([xyz, normals, label], dim=-1)[None]
 
 
+#: the sampling options (:func:`sculpt4d.predict.sampling_kwargs`) that :meth:`Sculpt4DPipeline.decode` takes
+DECODE_OPTIONS = ("octree_resolution", "mc_algo", "num_chunks", "hierarchical", "largest_component",
+                  "min_resolution", "decode_dtype", "mc_level")  # fmt: skip
+
+
 @torch.no_grad()
 def vae_reconstruction(pipeline, surface: torch.Tensor, kwargs: dict[str, Any]) -> list[trimesh.Trimesh]:
     """Encode the ground truth's surface samples (posterior means) and decode them like a prediction.
@@ -146,9 +151,7 @@ def vae_reconstruction(pipeline, surface: torch.Tensor, kwargs: dict[str, Any]) 
     z = vae.encode_sequence(
         surface.to(pipeline.device), sample_posterior=False, generator=gen
     )  # [1, T, N, C]
-    keys = ("octree_resolution", "mc_algo", "num_chunks", "hierarchical", "largest_component")
-    keys += ("min_resolution", "decode_dtype", "mc_level")
-    return pipeline.decode(vae.to_dit(z), **{k: kwargs[k] for k in keys})
+    return pipeline.decode(vae.to_dit(z), **{k: kwargs[k] for k in DECODE_OPTIONS})
 
 
 def run_method(
