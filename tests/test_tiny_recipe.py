@@ -301,8 +301,8 @@ def test_train_tiny_decoder_stage_ships_the_refined_model_and_keeps_earlier_reco
 
 
 def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
-    """The shipped tiny model's ``inference:`` node is the one ``experiment=tiny_4d_long`` writes (configs are
-    the source of truth: e.g. its noise_share_alpha 0.5 comes from the experiment, not from an edit)."""
+    """The shipped tiny model's ``inference:`` node is the one ``experiment=tiny_4d_vae_swap`` writes (configs
+    are the source of truth: its noise_share_alpha 0.5 and mc_level -1 come from the experiment, not an edit)."""
     from pathlib import Path
 
     from conftest import compose_train
@@ -310,7 +310,7 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
 
     from sculpt4d.inference import SAMPLING_KEYS, InferenceDefaults, inference_node
 
-    cfg = compose_train(["experiment=tiny_4d_long"], tmp_path)
+    cfg = compose_train(["experiment=tiny_4d_vae_swap"], tmp_path)
     node = inference_node(OmegaConf.to_container(cfg.model, resolve=True), cfg.attention)
     shipped = OmegaConf.load(
         Path(__file__).resolve().parents[1] / "data" / "checkpoints" / "tiny" / "config.yaml"
@@ -319,6 +319,7 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
     assert {k: node[k] for k in SAMPLING_KEYS} == {k: getattr(defaults, k) for k in SAMPLING_KEYS}
     assert defaults.noise_share_alpha == node["noise_share_alpha"] == 0.5
     assert defaults.num_steps == node["num_steps"] == 25  # the knee of the steps curve
+    assert defaults.mc_level == node["mc_level"] == -1.0
     assert node["preprocess"] == OmegaConf.to_container(shipped.inference.preprocess)
 
 
@@ -347,8 +348,9 @@ def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, b
 def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
     """tiny_dit3d_vae_more keeps the DiT of the shipped 3D stage and swaps in tiny_vae_more's VAE, and the 4D
     stage starts from that adapted 3D export; tiny_4d_vae_swap continues the shipped 4D export on that VAE and
-    tiny_4d_vae_swap_more continues its export, which carries that VAE, so nothing is swapped in again. All keep
-    the shipped 4D stage's model, attention and training node."""
+    tiny_4d_vae_swap_more continues its export, which carries that VAE, so nothing is swapped in again, and
+    tiny_4d_vae_swap_2 continues it with tiny_vae_more_2's VAE swapped in. All keep
+    tiny_4d_long's model (the swap's surface level aside), attention and training node."""
     from conftest import compose_train
     from omegaconf import OmegaConf
 
@@ -362,23 +364,29 @@ def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
     swap_more = compose_train(["experiment=tiny_4d_vae_swap_more"], tmp_path)
     assert swap_more.init_from.endswith("dit/tiny_4d_vae_swap/export") and swap_more.lit.vae_from is None
     assert swap_more.trainer.max_time == "00:00:30:00"
-    shipped = compose_train(["experiment=tiny_4d_long"], tmp_path)
-    for cfg in (four_d, swap, swap_more):
+    swap_2 = compose_train(["experiment=tiny_4d_vae_swap_2"], tmp_path)  # the swap again, on the next VAE
+    assert swap_2.init_from.endswith("dit/tiny_4d_vae_swap/export")
+    assert swap_2.lit.vae_from.endswith("dit/tiny_vae_more_2/export")
+    assert swap_2.trainer.max_time == swap.trainer.max_time == "00:00:20:00"
+    four_d_long = compose_train(["experiment=tiny_4d_long"], tmp_path)
+    for cfg in (four_d, swap, swap_more, swap_2):
         for key in ("model", "attention", "training"):
-            assert OmegaConf.to_container(cfg[key], resolve=True) == OmegaConf.to_container(
-                shipped[key], resolve=True
-            ), key
+            node, base = (OmegaConf.to_container(c[key], resolve=True) for c in (cfg, four_d_long))
+            if key == "model" and cfg is not four_d:  # the swap is meshed at another iso-level
+                assert node.pop("mc_level") == -1.0
+            assert node == base, key
 
 
 def test_vae_continuations_chain_with_the_vae_recipe(tmp_path):
-    """tiny_vae_more_2 continues tiny_vae_more's export for another 30 minutes with tiny_vae_more's recipe
-    (half tiny_vae's rate), which differs from tiny_vae only in its rate, budget and start."""
+    """tiny_vae_more continues the chain's tiny_vae export and tiny_vae_more_2 its export, each for 30 minutes
+    with tiny_vae_more's recipe (half tiny_vae's rate), which differs from tiny_vae only in rate, budget and start."""
     from conftest import compose_train
     from omegaconf import OmegaConf
 
     base, more, more_2 = (
         compose_train([f"experiment={e}"], tmp_path) for e in ("tiny_vae", "tiny_vae_more", "tiny_vae_more_2")
     )
+    assert more.init_from.endswith("dit/tiny_vae/export")  # the chain's own VAE, not whatever is shipped
     assert more_2.init_from.endswith("dit/tiny_vae_more/export")
     assert more_2.trainer.max_time == more.trainer.max_time == "00:00:30:00"
     assert more_2.training.base_lr == more.training.base_lr == base.training.base_lr / 2
