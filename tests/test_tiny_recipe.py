@@ -332,6 +332,7 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
         ("tiny_dit3d_shift", 3.0, 32, "tiny_dit3d_long"),
         ("tiny_dit3d_shift_long", 3.0, 32, "tiny_dit3d"),  # the chain shifted from its first 3D stage
         ("tiny_dit3d_vae_more", 3.0, 32, "tiny_dit3d_shift"),  # the shipped 3D stage on the continued VAE
+        ("tiny_dit3d_vae_more_2", 3.0, 32, "tiny_dit3d_long"),  # the shifted stage on the VAE passing 0.75
     ],
 )
 def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, batch, starts_from, tmp_path):
@@ -356,6 +357,8 @@ def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
 
     dit3d = compose_train(["experiment=tiny_dit3d_vae_more"], tmp_path)
     assert dit3d.lit.vae_from.endswith("dit/tiny_vae_more/export")
+    dit3d_2 = compose_train(["experiment=tiny_dit3d_vae_more_2"], tmp_path)  # the same on the next VAE
+    assert dit3d_2.lit.vae_from.endswith("dit/tiny_vae_more_2/export")
     four_d = compose_train(["experiment=tiny_4d_vae_more"], tmp_path)
     assert four_d.init_from.endswith("dit/tiny_dit3d_vae_more/export")
     swap = compose_train(["experiment=tiny_4d_vae_swap"], tmp_path)  # the shipped 4D export on the new VAE
