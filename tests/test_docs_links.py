@@ -3,6 +3,7 @@ of that file (GitHub's heading slugs), so moving a section cannot leave a dead l
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -24,6 +25,12 @@ def heading_slugs(markdown: str) -> set[str]:
     return slugs
 
 
+@functools.cache
+def anchors_of(doc: Path) -> set[str]:
+    """The heading slugs of one file, read once however many links point into it."""
+    return heading_slugs(doc.read_text())
+
+
 def test_heading_slugs_follow_github():
     text = "## The tiny recipe (`make data-tiny && make train-tiny`)\n### Held-out benchmark (`x`)\n"
     assert heading_slugs(text) == {"the-tiny-recipe-make-data-tiny--make-train-tiny", "held-out-benchmark-x"}
@@ -40,6 +47,6 @@ def test_relative_links_resolve(doc: Path):
         file = (doc.parent / path).resolve() if path else doc
         if not file.exists():
             dead.append(target)
-        elif anchor and file.suffix == ".md" and anchor not in heading_slugs(file.read_text()):
+        elif anchor and file.suffix == ".md" and anchor not in anchors_of(file):
             dead.append(target)
     assert not dead, f"{doc.relative_to(ROOT)}: dead links {dead}"
