@@ -361,7 +361,7 @@ def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
     assert dit3d_2.lit.vae_from.endswith("dit/tiny_vae_more_2/export")
     four_d = compose_train(["experiment=tiny_4d_vae_more"], tmp_path)
     assert four_d.init_from.endswith("dit/tiny_dit3d_vae_more/export")
-    four_d_2 = compose_train(["experiment=tiny_4d_vae_more_2"], tmp_path)  # its export carries tiny_vae_more_2
+    four_d_2 = compose_train(["experiment=tiny_4d_vae_more_2"], tmp_path)  # its export carries the VAE
     assert four_d_2.init_from.endswith("dit/tiny_dit3d_vae_more_2/export") and four_d_2.lit.vae_from is None
     swap = compose_train(["experiment=tiny_4d_vae_swap"], tmp_path)  # the shipped 4D export on the new VAE
     assert swap.init_from.endswith("dit/tiny_4d_long/export")
@@ -377,7 +377,8 @@ def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
     for cfg in (four_d, four_d_2, swap, swap_more, swap_2):
         for key in ("model", "attention", "training"):
             node, base = (OmegaConf.to_container(c[key], resolve=True) for c in (cfg, four_d_long))
-            if key == "model" and cfg is not four_d and cfg is not four_d_2:  # the swap is meshed at another iso-level
+            swapped = cfg is not four_d and cfg is not four_d_2
+            if key == "model" and swapped:  # the swap is meshed at another iso-level
                 assert node.pop("mc_level") == -1.0
             assert node == base, key
 
