@@ -70,12 +70,12 @@ data-tiny: ## make the tiny procedural 4D dataset (train + held-out benchmark sp
 train-tiny: ## train the tiny model: VAE -> 3D DiT -> 4D adapter (< 60 min on CPU)
 	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA)
 
-train-tiny-long: ## the shipped model, after train-tiny: its VAE -> 3D stage with uniform timesteps (tiny_dit3d_uniform), continued 35 min (tiny_dit3d_long) and 30 min with noisier timesteps (tiny_dit3d_shift) -> 4D stage (tiny_4d_long); the VAE continued 30 min (tiny_vae_more) swapped in under 20 more min of 4D training (tiny_4d_vae_swap)
+train-tiny-long: ## the shipped model, after train-tiny: its VAE -> 3D stage with uniform timesteps (tiny_dit3d_uniform), continued 35 min (tiny_dit3d_long); the VAE continued twice 30 min (tiny_vae_more, tiny_vae_more_2) -> the 3D stage continued 30 min with noisier timesteps on it (tiny_dit3d_vae_more_2) -> 4D stage (tiny_4d_vae_more_2)
 	$(PYTHON) train.py experiment=tiny_dit3d_uniform data.root=$(abspath $(TINY_DATA))/train output_folder=$(CURDIR)/outputs/train_tiny callbacks=plain
 	$(PYTHON) train.py experiment=tiny_dit3d_long data.root=$(abspath $(TINY_DATA))/train output_folder=$(CURDIR)/outputs/train_tiny callbacks=plain
-	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA) --only dit3d 4d --experiments tiny_vae tiny_dit3d_shift tiny_4d_long --init outputs/train_tiny/dit/tiny_dit3d_long/export --ship outputs/train_tiny/ship_4d_long --plot outputs/train_tiny/curves_4d_long.png
 	$(PYTHON) train.py experiment=tiny_vae_more data.root=$(abspath $(TINY_DATA))/train output_folder=$(CURDIR)/outputs/train_tiny callbacks=plain
-	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA) --only 4d --experiments tiny_vae tiny_dit3d_shift tiny_4d_vae_swap --init outputs/train_tiny/dit/tiny_4d_long/export
+	$(PYTHON) train.py experiment=tiny_vae_more_2 data.root=$(abspath $(TINY_DATA))/train output_folder=$(CURDIR)/outputs/train_tiny callbacks=plain
+	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA) --only dit3d 4d --experiments tiny_vae tiny_dit3d_vae_more_2 tiny_4d_vae_more_2 --init outputs/train_tiny/dit/tiny_dit3d_long/export
 
 evaluate: ## evaluate the shipped model on the held-out benchmark (tables in README)
 	$(PYTHON) -m sculpt4d.evaluate
