@@ -45,6 +45,18 @@ def test_sequence_and_single_shapes(cond):
     assert u.shape == f.shape and not u.any()
 
 
+def test_encoder_reads_larger_images_with_the_weights_of_a_smaller_grid(cond):
+    """An encoder built for a larger input (``image_size``) with the position grid of the smaller one
+    (``dinov2.image_size``, as ``experiment=tiny_dit3d_img224`` does) loads the smaller encoder's weights strictly
+    and returns one token per patch of the larger image; at the smaller size it is the same encoder."""
+    big = VideoConditioner(TINY, image_size=112).eval()  # 8 x 8 patches of 14 px, position grid of 4 x 4
+    big.load_state_dict(cond.state_dict(), strict=True)
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert big.encode(x).shape == (2, 1 + 64, 32) and big.num_tokens == 65
+    big.image_size = 56
+    assert torch.allclose(big.encode(x), cond.encode(x), atol=1e-6)
+
+
 def test_preprocess_matches_upstream_recipe(cond):
     x = torch.rand(1, 3, 70, 84) * 2 - 1
     y = (x + 1) / 2

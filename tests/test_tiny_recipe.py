@@ -333,6 +333,7 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
         ("tiny_dit3d_shift_long", 3.0, 32, "tiny_dit3d"),  # the chain shifted from its first 3D stage
         ("tiny_dit3d_vae_more", 3.0, 32, "tiny_dit3d_shift"),  # the shipped 3D stage on the continued VAE
         ("tiny_dit3d_vae_more_2", 3.0, 32, "tiny_dit3d_long"),  # the shifted stage on the VAE passing 0.75
+        ("tiny_dit3d_img224", 3.0, 32, "tiny_dit3d_vae_more_2"),  # the shipped 3D stage reading 224-px images
     ],
 )
 def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, batch, starts_from, tmp_path):
