@@ -334,6 +334,7 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
         ("tiny_dit3d_vae_more", 3.0, 32, "tiny_dit3d_shift"),  # the shipped 3D stage on the continued VAE
         ("tiny_dit3d_vae_more_2", 3.0, 32, "tiny_dit3d_long"),  # the shifted stage on the VAE passing 0.75
         ("tiny_dit3d_img224", 3.0, 32, "tiny_dit3d_vae_more_2"),  # the shipped 3D stage reading 224-px images
+        ("tiny_dit3d_img112", 3.0, 32, "tiny_dit3d_vae_more_2"),  # its control: the same minutes at 112 px
     ],
 )
 def test_3d_stages_train_with_the_timesteps_their_runs_used(experiment, shift, batch, starts_from, tmp_path):
