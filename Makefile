@@ -70,11 +70,14 @@ data-tiny: ## make the tiny procedural 4D dataset (train + held-out benchmark sp
 train-tiny: ## train the tiny model: VAE -> 3D DiT -> 4D adapter (< 60 min on CPU)
 	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA)
 
+# one stage of make train-tiny-long's chain: python train.py experiment=<stage> $(TINY_STAGE_ARGS)
+TINY_STAGE_ARGS = data.root=$(abspath $(TINY_DATA))/train output_folder=$(CURDIR)/outputs/train_tiny callbacks=plain
+
 train-tiny-long: ## the shipped model, after train-tiny: its VAE -> 3D stage with uniform timesteps (tiny_dit3d_uniform), continued 35 min (tiny_dit3d_long); the VAE continued twice 30 min (tiny_vae_more, tiny_vae_more_2) -> the 3D stage continued 30 min with noisier timesteps on it (tiny_dit3d_vae_more_2) -> 4D stage (tiny_4d_vae_more_2)
-	$(PYTHON) train.py experiment=tiny_dit3d_uniform data.root=$(abspath $(TINY_DATA))/train output_folder=$(CURDIR)/outputs/train_tiny callbacks=plain
-	$(PYTHON) train.py experiment=tiny_dit3d_long data.root=$(abspath $(TINY_DATA))/train output_folder=$(CURDIR)/outputs/train_tiny callbacks=plain
-	$(PYTHON) train.py experiment=tiny_vae_more data.root=$(abspath $(TINY_DATA))/train output_folder=$(CURDIR)/outputs/train_tiny callbacks=plain
-	$(PYTHON) train.py experiment=tiny_vae_more_2 data.root=$(abspath $(TINY_DATA))/train output_folder=$(CURDIR)/outputs/train_tiny callbacks=plain
+	$(PYTHON) train.py experiment=tiny_dit3d_uniform $(TINY_STAGE_ARGS)
+	$(PYTHON) train.py experiment=tiny_dit3d_long $(TINY_STAGE_ARGS)
+	$(PYTHON) train.py experiment=tiny_vae_more $(TINY_STAGE_ARGS)
+	$(PYTHON) train.py experiment=tiny_vae_more_2 $(TINY_STAGE_ARGS)
 	$(PYTHON) scripts/train_tiny.py --data $(TINY_DATA) --only dit3d 4d --experiments tiny_vae tiny_dit3d_vae_more_2 tiny_4d_vae_more_2 --init outputs/train_tiny/dit/tiny_dit3d_long/export
 
 evaluate: ## evaluate the shipped model on the held-out benchmark (tables in README)
