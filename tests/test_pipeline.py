@@ -218,6 +218,28 @@ def test_noise_share_alpha_controls_initial_noise(exported):
     assert not torch.allclose(x_indep[:, 0], x_indep[:, 1])
 
 
+def test_noise_scale_is_the_initial_noise_std_and_defaults_to_the_checkpoint(exported, tmp_path):
+    from sculpt4d.predict import sampling_kwargs
+
+    pipe = Sculpt4DPipeline.from_pretrained(exported)
+    cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))
+
+    class ZeroVelocity(torch.nn.Module):  # the sampler then returns its initial noise unchanged
+        def forward(self, x, t, c):
+            return torch.zeros_like(x)
+
+    pipe.components.model = ZeroVelocity()
+    run = lambda s: pipe.sample_latents(cond, num_steps=2, seed=3, noise_scale=s, progress=False)  # noqa: E731
+    assert pipe.inference.noise_scale == 1.0  # an export without the key samples as trained
+    torch.testing.assert_close(run(0.5), 0.5 * run(None))
+    assert run(0.5).std() == pytest.approx(0.5, rel=0.1)
+    pipe.inference.noise_scale = 0.25  # what an export's inference: node sets
+    torch.testing.assert_close(run(None), 0.25 * run(1.0))
+    assert sampling_kwargs(_cfg(tmp_path))["noise_scale"] is None
+    with pytest.raises(InputError, match=r"noise_scale=1.5 must lie in \[0, 1\]"):
+        sampling_kwargs(_cfg(tmp_path, "noise_scale=1.5"))
+
+
 def test_predict_writes_every_export(exported, tmp_path):
     import pygltflib
     import trimesh

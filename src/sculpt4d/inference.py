@@ -6,6 +6,7 @@ An export's ``config.yaml`` carries an ``inference:`` node (written by the train
       num_steps: 50            # Euler steps
       guidance_scale: 5.0      # CFG scale
       noise_share_alpha: 1.0   # initial noise shared across frames (0 = independent: the ablation without it)
+      noise_scale: 1.0         # the initial noise's standard deviation (< 1: sampling at a lower temperature)
       octree_resolution: 96    # marching-cubes grid
       decode_min_resolution: 24  # coarsest level of the hierarchical decode (96 -> 24, 48, 96)
       mc_level: 0.0            # iso-level of the occupancy logits the surface is extracted at
@@ -44,6 +45,7 @@ SAMPLING_KEYS = (
     "sequence_length",
     "frame_stride",
     "noise_share_alpha",
+    "noise_scale",
 )
 
 
@@ -67,6 +69,7 @@ class InferenceDefaults:
     sequence_length: int = 8
     frame_stride: int = 1
     noise_share_alpha: float = 1.0
+    noise_scale: float = 1.0  # initial noise std: 1 = as trained, < 1 = a lower temperature
     preprocess: dict[str, Any] = field(default_factory=lambda: {"size": 512, "border_ratio": 0.15})
     attention: dict[str, Any] | None = None
 
@@ -96,6 +99,7 @@ class InferenceDefaults:
         self.sequence_length = int(self.sequence_length)
         self.frame_stride = int(self.frame_stride)
         self.noise_share_alpha = float(self.noise_share_alpha)
+        self.noise_scale = float(self.noise_scale)
         self.preprocess = {"size": 512, "border_ratio": 0.15, **_plain(self.preprocess)}
         self.attention = _plain(self.attention) or None
         return self

@@ -325,16 +325,19 @@ class Sculpt4DPipeline:
         per_frame: bool = False,
         progress: bool = True,
         callback: Progress | None = None,
+        noise_scale: float | None = None,
     ) -> torch.Tensor:
         """Euler flow sampling with CFG; returns DiT-scale latents ``[1, T, N, C]``.
 
-        ``None`` = the checkpoint's ``num_steps`` / ``guidance_scale`` / ``noise_share_alpha``."""
+        ``None`` = the checkpoint's ``num_steps`` / ``guidance_scale`` / ``noise_share_alpha`` /
+        ``noise_scale`` (the initial noise's standard deviation: below 1 samples at a lower temperature)."""
         from sculpt4d.diffusion import EulerSampler, shared_noise
 
         num_steps = self.inference.num_steps if num_steps is None else int(num_steps)
         if noise_share_alpha is None:
             noise_share_alpha = self.inference.noise_share_alpha
         guidance_scale = self.inference.guidance_scale if guidance_scale is None else float(guidance_scale)
+        noise_scale = self.inference.noise_scale if noise_scale is None else float(noise_scale)
 
         model = self._place(self.components.model)
         vae = self.components.vae
@@ -342,6 +345,7 @@ class Sculpt4DPipeline:
         N, C = vae.num_latents, vae.embed_dim
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         noise = shared_noise((1, T, N, C), alpha=noise_share_alpha, generator=gen).to(self.device)
+        noise = noise * noise_scale  # [1, T, N, C]
         sampler = EulerSampler(num_steps=num_steps, cfg_batch=not self.low_vram)
         backbone = getattr(model, "backbone", model)
         if self.low_vram:  # any velocity model samples; only the DiT needs to know how to chunk
@@ -457,6 +461,7 @@ class Sculpt4DPipeline:
         min_resolution: int | None = None,
         decode_dtype: str = "auto",
         mc_level: float | None = None,
+        noise_scale: float | None = None,
     ) -> PipelineOutput:
         """``frames``: a folder (read with :meth:`frames`: the checkpoint's ``sequence_length`` and
         ``frame_stride``) or the frames themselves, used as given. ``None`` options take the checkpoint's
@@ -473,8 +478,9 @@ class Sculpt4DPipeline:
         timings["condition_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         latents = self.sample_latents(
-            cond, num_steps, guidance_scale, noise_share_alpha, seed, per_frame, progress, callback
-        )
+            cond, num_steps, guidance_scale, noise_share_alpha, seed, per_frame, progress, callback,
+            noise_scale=noise_scale,
+        )  # fmt: skip
         timings["sample_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         meshes = self.decode(

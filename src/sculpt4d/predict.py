@@ -105,7 +105,7 @@ def model_node_defaults(cfg: DictConfig):
 def with_checkpoint_defaults(cfg: DictConfig, inference) -> DictConfig:
     """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
     ``octree_resolution``, ``decode_min_resolution``, ``mc_level``, ``sequence_length``, ``frame_stride``,
-    ``noise_share_alpha``) take the checkpoint's values
+    ``noise_share_alpha``, ``noise_scale``) take the checkpoint's values
     (an :class:`~sculpt4d.inference.InferenceDefaults`, e.g. ``pipeline.inference``; None changes nothing)."""
     from omegaconf import open_dict
 
@@ -136,12 +136,13 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         "decode_min_resolution",
         "guidance_scale",
         "noise_share_alpha",
+        "noise_scale",
         "mc_level",
     )
     n = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k)
          for k in ("num_steps", "seed", "octree_resolution", "decode_min_resolution", "num_chunks")}  # fmt: skip
     f = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k, float)
-         for k in ("guidance_scale", "noise_share_alpha", "mc_level")}  # fmt: skip
+         for k in ("guidance_scale", "noise_share_alpha", "noise_scale", "mc_level")}  # fmt: skip
     decode_dtype = str(cfg.get("decode_dtype", "auto"))
     checks = {
         "num_steps": (
@@ -155,6 +156,10 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         "noise_share_alpha": (
             f["noise_share_alpha"] is None or 0.0 <= f["noise_share_alpha"] <= 1.0,
             "must lie in [0, 1]",
+        ),
+        "noise_scale": (
+            f["noise_scale"] is None or 0.0 <= f["noise_scale"] <= 1.0,
+            "must lie in [0, 1] (the initial noise's standard deviation; 1 = as trained)",
         ),
         "octree_resolution": (
             n["octree_resolution"] is None or n["octree_resolution"] >= 8,
@@ -185,6 +190,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         num_steps=n["num_steps"],
         guidance_scale=f["guidance_scale"],
         noise_share_alpha=f["noise_share_alpha"],
+        noise_scale=f["noise_scale"],
         seed=n["seed"],
         octree_resolution=n["octree_resolution"],
         mc_algo=str(cfg.mc_algo),

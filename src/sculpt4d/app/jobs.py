@@ -38,6 +38,7 @@ class Settings:
     num_steps: int | None = None
     guidance_scale: float | None = None
     noise_share_alpha: float = 1.0
+    noise_scale: float | None = None
     seed: int = 0
     sequence_length: int | None = None
     frame_stride: int | None = None
@@ -93,8 +94,9 @@ class Generator:
             cfg.input = inputs if isinstance(inputs, str) else list(inputs)
             cfg.output_dir = str(output_dir)
             cfg.paths.output_dir = str(output_dir)  # no Hydra run dir per request
-            for key in ("num_steps", "guidance_scale", "noise_share_alpha", "seed", "sequence_length"):
+            for key in ("num_steps", "guidance_scale", "noise_share_alpha", "noise_scale", "seed"):
                 cfg[key] = getattr(settings, key)
+            cfg.sequence_length = settings.sequence_length
             cfg.frame_stride = settings.frame_stride
             cfg.octree_resolution = settings.octree_resolution
             cfg.remove_background = settings.remove_background
