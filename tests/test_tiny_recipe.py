@@ -302,7 +302,7 @@ def test_train_tiny_decoder_stage_ships_the_refined_model_and_keeps_earlier_reco
 
 def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
     """The shipped tiny model's ``inference:`` node is the one ``experiment=tiny_4d_vae_more_2`` writes (configs
-    are the source of truth: its noise_share_alpha 0.5, mc_level -1 and noise_scale 0.8 come from the experiment,
+    are the source of truth: its noise_share_alpha 0.5, mc_level -1 and noise_scale 0.85 come from the experiment,
     not an edit)."""
     from pathlib import Path
 
@@ -321,7 +321,7 @@ def test_shipped_checkpoint_samples_with_what_its_experiment_exports(tmp_path):
     assert defaults.noise_share_alpha == node["noise_share_alpha"] == 0.5
     assert defaults.num_steps == node["num_steps"] == 25  # the knee of the steps curve
     assert defaults.mc_level == node["mc_level"] == -1.0
-    assert defaults.noise_scale == node["noise_scale"] == 0.8
+    assert defaults.noise_scale == node["noise_scale"] == 0.85
     assert node["preprocess"] == OmegaConf.to_container(shipped.inference.preprocess)
 
 
