@@ -355,7 +355,7 @@ def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
     stage starts from that adapted 3D export; tiny_4d_vae_swap continues the shipped 4D export on that VAE and
     tiny_4d_vae_swap_more continues its export, which carries that VAE, so nothing is swapped in again, and
     tiny_4d_vae_swap_2 continues it with tiny_vae_more_2's VAE swapped in. All keep
-    tiny_4d_long's model (the swap's surface level aside), attention and training node."""
+    tiny_4d_long's model (surface level and initial-noise std aside), attention and training node."""
     from conftest import compose_train
     from omegaconf import OmegaConf
 
@@ -383,6 +383,8 @@ def test_vae_more_chain_continues_the_dit_on_the_continued_vae(tmp_path):
             node, base = (OmegaConf.to_container(c[key], resolve=True) for c in (cfg, four_d_long))
             if key == "model" and cfg is not four_d:  # meshed at another iso-level
                 assert node.pop("mc_level") == -1.0
+            if key == "model" and cfg is four_d_2:  # the shipped model also samples at a lower temperature
+                assert node.pop("noise_scale") == 0.85
             assert node == base, key
 
 
