@@ -203,15 +203,23 @@ def test_mc_level_comes_from_the_checkpoint_unless_overridden(exported, tmp_path
         sampling_kwargs(_cfg(tmp_path, "mc_level=nan"))
 
 
-def test_noise_share_alpha_controls_initial_noise(exported):
+class _ZeroVelocity(torch.nn.Module):
+    """A velocity model that returns zeros: the sampler then returns its initial noise unchanged."""
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def _initial_noise_pipeline(exported: Path) -> tuple[Sculpt4DPipeline, torch.Tensor]:
+    """The exported pipeline with a zero-velocity model, and the demo's condition ``[1, T, L, D]``."""
     pipe = Sculpt4DPipeline.from_pretrained(exported)
     cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))
+    pipe.components.model = _ZeroVelocity()
+    return pipe, cond
 
-    class ZeroVelocity(torch.nn.Module):  # the sampler then returns its initial noise unchanged
-        def forward(self, x, t, c):
-            return torch.zeros_like(x)
 
-    pipe.components.model = ZeroVelocity()
+def test_noise_share_alpha_controls_initial_noise(exported):
+    pipe, cond = _initial_noise_pipeline(exported)
     x_shared = pipe.sample_latents(cond, num_steps=2, noise_share_alpha=1.0, progress=False)
     x_indep = pipe.sample_latents(cond, num_steps=2, noise_share_alpha=0.0, progress=False)
     assert torch.equal(x_shared[:, 0], x_shared[:, 1])
@@ -221,14 +229,7 @@ def test_noise_share_alpha_controls_initial_noise(exported):
 def test_noise_scale_is_the_initial_noise_std_and_defaults_to_the_checkpoint(exported, tmp_path):
     from sculpt4d.predict import sampling_kwargs
 
-    pipe = Sculpt4DPipeline.from_pretrained(exported)
-    cond = pipe.encode_condition(pipe.load_images(sorted(DEMO.glob("*.png"))[:T]))
-
-    class ZeroVelocity(torch.nn.Module):  # the sampler then returns its initial noise unchanged
-        def forward(self, x, t, c):
-            return torch.zeros_like(x)
-
-    pipe.components.model = ZeroVelocity()
+    pipe, cond = _initial_noise_pipeline(exported)
     run = lambda s: pipe.sample_latents(cond, num_steps=2, seed=3, noise_scale=s, progress=False)  # noqa: E731
     assert pipe.inference.noise_scale == 1.0  # an export without the key samples as trained
     torch.testing.assert_close(run(0.5), 0.5 * run(None))
