@@ -70,8 +70,8 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
                 inputs = inputs[0] if len(inputs) == 1 else inputs
             settings = Settings(
                 num_steps=int(steps), guidance_scale=float(guidance), noise_share_alpha=float(alpha),
-                noise_scale=float(noise), seed=int(seed), sequence_length=int(frames), frame_stride=int(stride), attention=str(attention),
-                octree_resolution=int(resolution), remove_background=str(background),
+                noise_scale=float(noise), seed=int(seed), sequence_length=int(frames), frame_stride=int(stride),
+                attention=str(attention), octree_resolution=int(resolution), remove_background=str(background),
             )  # fmt: skip
             out_dir = output_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
