@@ -62,6 +62,31 @@ def test_sigma_schedule_matches_reference():
     assert torch.allclose(s.timesteps(), sig[:-1] * 1000)
 
 
+def test_shifted_schedule_spends_more_steps_at_the_noisy_end():
+    plain, shifted = EulerSampler(25).sigmas(), EulerSampler(25, shift=3.0).sigmas()
+    assert torch.equal(EulerSampler(25, shift=1.0).sigmas(), plain)  # 1 = upstream's schedule, bit for bit
+    assert shifted[0].item() == 0.0 and shifted[-2].item() == 1.0 and shifted[-1].item() == 1.0
+    noise = 1.0 - plain[:-1].double()
+    torch.testing.assert_close(
+        shifted[:-1].double(), 1.0 - 3.0 * noise / (1.0 + 2.0 * noise), atol=1e-7, rtol=0
+    )
+    dts = shifted[1:-1] - shifted[:-2]
+    assert (dts > 0).all() and (dts[1:] > dts[:-1]).all()  # steps grow from the noise towards the data
+    assert (shifted[1:-2] < plain[1:-2]).all()  # every time point between the ends is noisier
+    with pytest.raises(ValueError, match="shift must be > 0"):
+        EulerSampler(25, shift=0.0)
+
+
+@pytest.mark.parametrize("shift", [1.0, 0.5, 3.0])
+def test_any_step_spacing_integrates_a_constant_velocity_exactly(shift):
+    noise = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0))
+    velocity = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(1))
+    out = EulerSampler(7, shift=shift).sample(
+        lambda x, t, c: velocity.expand_as(x), noise, None, guidance_scale=-1.0, progress=False
+    )
+    torch.testing.assert_close(out, noise + velocity)  # the steps' dt sum to 1 whatever their spacing
+
+
 @pytest.mark.parametrize("scale,expect_batch", [(5.0, 4), (0.0, 4), (-1.0, 2)])
 def test_model_calls_t_and_cfg_batch(scale, expect_batch):
     calls = []

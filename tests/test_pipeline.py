@@ -241,6 +241,42 @@ def test_noise_scale_is_the_initial_noise_std_and_defaults_to_the_checkpoint(exp
         sampling_kwargs(_cfg(tmp_path, "noise_scale=1.5"))
 
 
+class _RecordingVelocity(_ZeroVelocity):
+    """A zero-velocity model that records the times it is called at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        self.times.append(float(t[0]))
+        return super().forward(x, t, c)
+
+
+def test_sampling_shift_spaces_the_steps_and_defaults_to_the_checkpoint(exported, tmp_path):
+    from sculpt4d.diffusion import EulerSampler
+    from sculpt4d.predict import sampling_kwargs
+
+    pipe, cond = _initial_noise_pipeline(exported)
+    pipe.components.model = model = _RecordingVelocity()
+
+    def times(shift: float | None) -> list[float]:
+        model.times.clear()
+        pipe.sample_latents(cond, num_steps=6, guidance_scale=-1.0, sampling_shift=shift, progress=False)
+        return list(model.times)
+
+    expected = lambda s: (EulerSampler(6, shift=s).timesteps() / 1000).tolist()  # noqa: E731
+    assert pipe.inference.sampling_shift == 1.0  # an export without the key: upstream's even steps
+    assert times(None) == pytest.approx(expected(1.0))
+    assert times(3.0) == pytest.approx(expected(3.0)) and times(3.0) != pytest.approx(expected(1.0))
+    pipe.inference.sampling_shift = 2.0  # what an export's inference: node sets
+    assert times(None) == pytest.approx(expected(2.0))
+    assert sampling_kwargs(_cfg(tmp_path))["sampling_shift"] is None
+    assert sampling_kwargs(_cfg(tmp_path, "sampling_shift=2.5"))["sampling_shift"] == 2.5
+    with pytest.raises(InputError, match=r"sampling_shift=0 must be a number > 0"):
+        sampling_kwargs(_cfg(tmp_path, "sampling_shift=0"))
+
+
 def test_predict_writes_every_export(exported, tmp_path):
     import pygltflib
     import trimesh
@@ -476,6 +512,7 @@ def test_evaluate_end_to_end_on_a_fixture(exported, tmp_path, tiny_dataset):
     assert saved["settings"]["metrics"] == {"n_points": 2000, "iou_resolution": 24, "fscore_tau": 0.05}
     assert saved["settings"]["num_steps"] == 2 and saved["wall_seconds"] > 0
     assert saved["settings"]["mc_level"] == 0.0  # the checkpoint's, recorded with the scores
+    assert saved["settings"]["noise_scale"] == 1.0 and saved["settings"]["sampling_shift"] == 1.0
     assert len((tmp_path / "eval" / "per_sequence.csv").read_text().strip().splitlines()) == 1 + 2 * 8
     assert set(saved["categories"]["obj"]) == set(summary)  # fixture objects obj_000.. form one category
     from PIL import Image

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sculpt4d.errors import InputError
 
-SAMPLING_KEYS = ("noise_share_alpha", "noise_scale", "guidance_scale", "num_steps", "seed")
+SAMPLING_KEYS = ("noise_share_alpha", "noise_scale", "sampling_shift", "guidance_scale", "num_steps", "seed")
 REFERENCE_METHODS = ("vae_reconstruction", "oracle_static")  # need the ground truth, not the model
 
 
@@ -402,8 +402,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, dict[str, float]]:
         writer.writerows(rows)
     if gallery:
         write_gallery(gallery, out_dir / "gallery.png", size=int(gcfg.get("size", 128)))
-    sampler_keys = ("num_steps", "guidance_scale", "noise_scale", "seed")
-    settings = {k: cfg[k] for k in (*sampler_keys, "octree_resolution", "mc_level", "frame_stride")}
+    settings = {k: cfg[k] for k in (*SAMPLING_KEYS, "octree_resolution", "mc_level", "frame_stride")}
     write_json(
         out_dir / "summary.json",
         {

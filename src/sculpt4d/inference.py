@@ -7,6 +7,7 @@ An export's ``config.yaml`` carries an ``inference:`` node (written by the train
       guidance_scale: 5.0      # CFG scale
       noise_share_alpha: 1.0   # initial noise shared across frames (0 = independent: the ablation without it)
       noise_scale: 1.0         # the initial noise's standard deviation (< 1: sampling at a lower temperature)
+      sampling_shift: 1.0      # > 1: more, smaller Euler steps at the noisy end (training's timestep_shift formula)
       octree_resolution: 96    # marching-cubes grid
       decode_min_resolution: 24  # coarsest level of the hierarchical decode (96 -> 24, 48, 96)
       mc_level: 0.0            # iso-level of the occupancy logits the surface is extracted at
@@ -46,6 +47,7 @@ SAMPLING_KEYS = (
     "frame_stride",
     "noise_share_alpha",
     "noise_scale",
+    "sampling_shift",
 )
 
 
@@ -70,6 +72,7 @@ class InferenceDefaults:
     frame_stride: int = 1
     noise_share_alpha: float = 1.0
     noise_scale: float = 1.0  # initial noise std: 1 = as trained, < 1 = a lower temperature
+    sampling_shift: float = 1.0  # Euler noise levels s -> shift·s / (1 + (shift-1)·s); 1 = upstream's
     preprocess: dict[str, Any] = field(default_factory=lambda: {"size": 512, "border_ratio": 0.15})
     attention: dict[str, Any] | None = None
 
@@ -100,6 +103,7 @@ class InferenceDefaults:
         self.frame_stride = int(self.frame_stride)
         self.noise_share_alpha = float(self.noise_share_alpha)
         self.noise_scale = float(self.noise_scale)
+        self.sampling_shift = float(self.sampling_shift)
         self.preprocess = {"size": 512, "border_ratio": 0.15, **_plain(self.preprocess)}
         self.attention = _plain(self.attention) or None
         return self

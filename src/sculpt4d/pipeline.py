@@ -326,11 +326,13 @@ class Sculpt4DPipeline:
         progress: bool = True,
         callback: Progress | None = None,
         noise_scale: float | None = None,
+        sampling_shift: float | None = None,
     ) -> torch.Tensor:
         """Euler flow sampling with CFG; returns DiT-scale latents ``[1, T, N, C]``.
 
         ``None`` = the checkpoint's ``num_steps`` / ``guidance_scale`` / ``noise_share_alpha`` /
-        ``noise_scale`` (the initial noise's standard deviation: below 1 samples at a lower temperature)."""
+        ``noise_scale`` (the initial noise's standard deviation: below 1 samples at a lower temperature) /
+        ``sampling_shift`` (> 1: more of the steps at the noisy end; :class:`~sculpt4d.diffusion.EulerSampler`)."""
         from sculpt4d.diffusion import EulerSampler, shared_noise
 
         num_steps = self.inference.num_steps if num_steps is None else int(num_steps)
@@ -338,6 +340,7 @@ class Sculpt4DPipeline:
             noise_share_alpha = self.inference.noise_share_alpha
         guidance_scale = self.inference.guidance_scale if guidance_scale is None else float(guidance_scale)
         noise_scale = self.inference.noise_scale if noise_scale is None else float(noise_scale)
+        shift = self.inference.sampling_shift if sampling_shift is None else float(sampling_shift)
 
         model = self._place(self.components.model)
         vae = self.components.vae
@@ -346,7 +349,7 @@ class Sculpt4DPipeline:
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         noise = shared_noise((1, T, N, C), alpha=noise_share_alpha, generator=gen).to(self.device)
         noise = noise * noise_scale  # [1, T, N, C]
-        sampler = EulerSampler(num_steps=num_steps, cfg_batch=not self.low_vram)
+        sampler = EulerSampler(num_steps=num_steps, cfg_batch=not self.low_vram, shift=shift)
         backbone = getattr(model, "backbone", model)
         if self.low_vram:  # any velocity model samples; only the DiT needs to know how to chunk
             backbone.set_ff_chunk_tokens(LOW_VRAM_FF_TOKENS)
@@ -462,6 +465,7 @@ class Sculpt4DPipeline:
         decode_dtype: str = "auto",
         mc_level: float | None = None,
         noise_scale: float | None = None,
+        sampling_shift: float | None = None,
     ) -> PipelineOutput:
         """``frames``: a folder (read with :meth:`frames`: the checkpoint's ``sequence_length`` and
         ``frame_stride``) or the frames themselves, used as given. ``None`` options take the checkpoint's
@@ -479,7 +483,7 @@ class Sculpt4DPipeline:
         t0 = time.perf_counter()
         latents = self.sample_latents(
             cond, num_steps, guidance_scale, noise_share_alpha, seed, per_frame, progress, callback,
-            noise_scale=noise_scale,
+            noise_scale=noise_scale, sampling_shift=sampling_shift,
         )  # fmt: skip
         timings["sample_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -105,7 +105,7 @@ def model_node_defaults(cfg: DictConfig):
 def with_checkpoint_defaults(cfg: DictConfig, inference) -> DictConfig:
     """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
     ``octree_resolution``, ``decode_min_resolution``, ``mc_level``, ``sequence_length``, ``frame_stride``,
-    ``noise_share_alpha``, ``noise_scale``) take the checkpoint's values
+    ``noise_share_alpha``, ``noise_scale``, ``sampling_shift``) take the checkpoint's values
     (an :class:`~sculpt4d.inference.InferenceDefaults`, e.g. ``pipeline.inference``; None changes nothing)."""
     from omegaconf import open_dict
 
@@ -137,12 +137,13 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         "guidance_scale",
         "noise_share_alpha",
         "noise_scale",
+        "sampling_shift",
         "mc_level",
     )
     n = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k)
          for k in ("num_steps", "seed", "octree_resolution", "decode_min_resolution", "num_chunks")}  # fmt: skip
     f = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k, float)
-         for k in ("guidance_scale", "noise_share_alpha", "noise_scale", "mc_level")}  # fmt: skip
+         for k in ("guidance_scale", "noise_share_alpha", "noise_scale", "sampling_shift", "mc_level")}  # fmt: skip
     decode_dtype = str(cfg.get("decode_dtype", "auto"))
     checks = {
         "num_steps": (
@@ -160,6 +161,10 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         "noise_scale": (
             f["noise_scale"] is None or 0.0 <= f["noise_scale"] <= 1.0,
             "must lie in [0, 1] (the initial noise's standard deviation; 1 = as trained)",
+        ),
+        "sampling_shift": (
+            f["sampling_shift"] is None or (math.isfinite(f["sampling_shift"]) and f["sampling_shift"] > 0.0),
+            "must be a number > 0 (1 = evenly spaced Euler steps, > 1 = more of them at the noisy end)",
         ),
         "octree_resolution": (
             n["octree_resolution"] is None or n["octree_resolution"] >= 8,
@@ -191,6 +196,7 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         guidance_scale=f["guidance_scale"],
         noise_share_alpha=f["noise_share_alpha"],
         noise_scale=f["noise_scale"],
+        sampling_shift=f["sampling_shift"],
         seed=n["seed"],
         octree_resolution=n["octree_resolution"],
         mc_algo=str(cfg.mc_algo),

@@ -39,6 +39,7 @@ class Settings:
     guidance_scale: float | None = None
     noise_share_alpha: float = 1.0
     noise_scale: float | None = None
+    sampling_shift: float | None = None
     seed: int = 0
     sequence_length: int | None = None
     frame_stride: int | None = None
@@ -94,7 +95,8 @@ class Generator:
             cfg.input = inputs if isinstance(inputs, str) else list(inputs)
             cfg.output_dir = str(output_dir)
             cfg.paths.output_dir = str(output_dir)  # no Hydra run dir per request
-            for key in ("num_steps", "guidance_scale", "noise_share_alpha", "noise_scale", "seed"):
+            sampling = ("num_steps", "guidance_scale", "noise_share_alpha", "noise_scale", "sampling_shift")
+            for key in (*sampling, "seed"):
                 cfg[key] = getattr(settings, key)
             cfg.sequence_length = settings.sequence_length
             cfg.frame_stride = settings.frame_stride

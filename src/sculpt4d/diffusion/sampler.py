@@ -11,6 +11,10 @@ CFG follows upstream: when ``guidance_scale >= 0`` (and a condition is given) th
 scale disables CFG. ``skip_cfg_at_one=True`` additionally skips the doubled batch at w = 1 (then v = v_c;
 equal in exact arithmetic, not bitwise). ``cfg_batch=False`` runs the pair as two calls (cond, then uncond):
 the same velocities up to float rounding at half the activation memory (the ``low_vram`` mode).
+
+``shift`` != 1 (not upstream's; 1 = the schedule above exactly) spaces the steps as training's
+``timestep_shift`` spaces its timesteps: each time point's noise level s = 1 − σ becomes shift·s / (1 + (shift−1)·s),
+so shift > 1 takes more, smaller steps at the noisy end, where the image decides the shape.
 """
 
 from __future__ import annotations
@@ -51,18 +55,25 @@ class EulerSampler:
         num_train_timesteps: int = 1000,
         skip_cfg_at_one: bool = False,
         cfg_batch: bool = True,
+        shift: float = 1.0,
     ):
         if num_steps < 2:
             raise ValueError(f"num_steps must be >= 2 (linspace(0, 1, steps)), got {num_steps}")
+        if not shift > 0:
+            raise ValueError(f"shift must be > 0, got {shift}")
         self.num_steps = int(num_steps)
+        self.shift = float(shift)
         self.num_train_timesteps = num_train_timesteps
         self.skip_cfg_at_one = skip_cfg_at_one
         self.cfg_batch = cfg_batch
 
     def sigmas(self) -> torch.Tensor:
-        """``[S+1]`` float32: linspace(0, 1, S) followed by 1.0."""
-        s = torch.linspace(0.0, 1.0, self.num_steps, dtype=torch.float64).to(torch.float32)
-        return torch.cat([s, torch.ones(1, dtype=torch.float32)])
+        """``[S+1]`` float32: linspace(0, 1, S) (its noise levels shifted when ``shift`` != 1) followed by 1.0."""
+        s = torch.linspace(0.0, 1.0, self.num_steps, dtype=torch.float64)
+        if self.shift != 1.0:
+            noise_level = 1.0 - s
+            s = 1.0 - self.shift * noise_level / (1.0 + (self.shift - 1.0) * noise_level)
+        return torch.cat([s.to(torch.float32), torch.ones(1, dtype=torch.float32)])
 
     def timesteps(self) -> torch.Tensor:
         """``[S]`` float32 timesteps in [0, 1000]."""
