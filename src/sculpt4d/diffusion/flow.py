@@ -20,6 +20,15 @@ def _bcast(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return t.reshape(*t.shape, *([1] * (x.ndim - t.ndim))).to(x.dtype)
 
 
+def shift_towards_noise(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """Times ``t`` (0 = noise, 1 = data) with their noise level s = 1 - t moved to shift·s / (1 + (shift-1)·s):
+    shift > 1 towards noise; the ends stay; ``t`` itself when shift == 1."""
+    if shift == 1.0:
+        return t
+    s = 1.0 - t
+    return 1.0 - shift * s / (1.0 + (shift - 1.0) * s)
+
+
 def sample_timesteps(
     batch_size: int,
     kind: TimestepSampling = "uniform",
@@ -33,7 +42,7 @@ def sample_timesteps(
     """Training timesteps ``[B]`` in [0, 1].
 
     ``uniform``: U[0, 1] (Hunyuan's default). ``logit_normal``: sigmoid(N(mean, std)) (SD3-style).
-    ``shift`` != 1 moves mass towards noise on the noise level s = 1 - t: s' = shift·s / (1 + (shift-1)·s).
+    ``shift`` != 1 moves mass towards noise (:func:`shift_towards_noise`).
     """
     if generator is not None and device is None:
         device = generator.device
@@ -43,10 +52,7 @@ def sample_timesteps(
         t = torch.sigmoid(mean + std * torch.randn(batch_size, generator=generator, device=device))
     else:
         raise ValueError(f"unknown timestep sampling {kind!r}; use 'uniform' or 'logit_normal'")
-    if shift != 1.0:
-        s = 1.0 - t
-        t = 1.0 - shift * s / (1.0 + (shift - 1.0) * s)
-    return t
+    return shift_towards_noise(t, shift)
 
 
 class FlowMatching:

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sculpt4d.diffusion.flow import ModelFn
+from sculpt4d.diffusion.flow import ModelFn, shift_towards_noise
 from sculpt4d.utils.interrupt import raise_if_interrupted
 
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor], None]  # (step index, t [B], x after the step)
@@ -69,10 +69,7 @@ class EulerSampler:
 
     def sigmas(self) -> torch.Tensor:
         """``[S+1]`` float32: linspace(0, 1, S) (its noise levels shifted when ``shift`` != 1) followed by 1.0."""
-        s = torch.linspace(0.0, 1.0, self.num_steps, dtype=torch.float64)
-        if self.shift != 1.0:
-            noise_level = 1.0 - s
-            s = 1.0 - self.shift * noise_level / (1.0 + (self.shift - 1.0) * noise_level)
+        s = shift_towards_noise(torch.linspace(0.0, 1.0, self.num_steps, dtype=torch.float64), self.shift)
         return torch.cat([s.to(torch.float32), torch.ones(1, dtype=torch.float32)])
 
     def timesteps(self) -> torch.Tensor:
