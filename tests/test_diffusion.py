@@ -193,6 +193,43 @@ def test_cfg_pair_as_two_passes_gives_the_batched_result():
     assert batches == [3] * 6
 
 
+@pytest.mark.parametrize("cfg_batch", [True, False])
+def test_guidance_until_guides_the_early_steps_only(cfg_batch):
+    """CFG at the steps with t < ``guidance_until`` (t = 0 is noise), one conditional call after; 1 = every step."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4 + 8, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    calls = []
+
+    def model(x, t, c):  # x [B, N, 4], c [B, 8]
+        calls.append((float(t[0]), x.shape[0], bool((c == 0).all())))
+        return net(torch.cat([x, (c + t[:, None])[:, None].expand(-1, x.shape[1], -1)], dim=-1))
+
+    noise, cond = torch.randn(3, 7, 4), torch.randn(3, 8)
+    sampler = EulerSampler(6, cfg_batch=cfg_batch, guidance_until=0.5)  # time points 0, .2, .4, .6, .8, 1
+    out = sampler.sample(model, noise, cond, guidance_scale=4.0, progress=False)
+    guided = [t for t, b, zeros in calls if b == 6 or zeros]
+    assert sorted(set(guided)) == pytest.approx([0.0, 0.2, 0.4])  # an unconditional call only before t = 0.5
+    assert [b for t, b, _ in calls if t > 0.5] == [3, 3, 3] and not any(z for t, _, z in calls if t > 0.5)
+
+    def by_hand() -> torch.Tensor:  # the same integration written out: CFG, then the conditional velocity
+        x, sigmas = noise, sampler.sigmas()
+        for i in range(6):
+            t = sigmas[i].expand(3)
+            v = model(x, t, cond)
+            if sigmas[i] < 0.5:
+                v = model(x, t, torch.zeros_like(cond)) + 4.0 * (v - model(x, t, torch.zeros_like(cond)))
+            x = x + (sigmas[i + 1] - sigmas[i]) * v
+        return x
+
+    torch.testing.assert_close(out, by_hand(), atol=1e-5, rtol=0)
+    every = EulerSampler(6, cfg_batch=cfg_batch).sample(model, noise, cond, guidance_scale=4.0, progress=False)
+    assert torch.equal(EulerSampler(6, cfg_batch=cfg_batch, guidance_until=1.0).sample(
+        model, noise, cond, guidance_scale=4.0, progress=False), every)  # fmt: skip
+    assert not torch.allclose(out, every, atol=1e-3)
+    with pytest.raises(ValueError, match="guidance_until must be in"):
+        EulerSampler(6, guidance_until=1.5)
+
+
 def test_motion_loss_charges_what_differs_between_frames_only():
     g = torch.Generator().manual_seed(0)
     x1 = torch.randn(2, 5, 6, 4, generator=g)  # [B, T, N, C] data latents

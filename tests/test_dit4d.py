@@ -208,6 +208,9 @@ def test_analytic_flops_match_the_flop_counter(variant):
     assert run == pytest.approx(3 * 2 * analytic)
     single = forward_flops(TINY | {"mlp_ratio": 4}, 1, N, 5, 1.0, lora_rank=4)["total"]
     assert sampling_flops(m, T, 5, 3, 5.0, per_frame=True) == pytest.approx(T * 3 * 2 * single)
+    # guidance_until 0.5: time points 0, 0.5, 1, so only the first step runs the CFG pair
+    assert sampling_flops(m, T, 5, 3, 5.0, guidance_until=0.5) == pytest.approx(4 * analytic)
+    assert sampling_flops(m, T, 5, 3, 5.0, num_samples=3) == pytest.approx(3 * 3 * 2 * analytic)
 
 
 def test_joint_attention_modules_hold_the_adapter_keys():

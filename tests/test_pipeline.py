@@ -277,6 +277,57 @@ def test_sampling_shift_spaces_the_steps_and_defaults_to_the_checkpoint(exported
         sampling_kwargs(_cfg(tmp_path, "sampling_shift=0"))
 
 
+def test_guidance_until_defaults_to_the_checkpoint_and_is_validated(exported, tmp_path):
+    from sculpt4d.predict import sampling_kwargs
+
+    pipe, cond = _initial_noise_pipeline(exported)
+    pipe.components.model = model = _RecordingVelocity()
+    batches: list[int] = []
+    model.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+
+    def pairs(until: float | None) -> list[bool]:  # per step: did it run the [cond; uncond] pair?
+        batches.clear()
+        pipe.sample_latents(cond, num_steps=6, guidance_scale=5.0, guidance_until=until, progress=False)
+        return [b == 2 * cond.shape[0] for b in batches]
+
+    assert pipe.inference.guidance_until == 1.0  # an export without the key: CFG at every step, as upstream
+    assert pairs(None) == [True] * 6
+    assert pairs(0.5) == [True, True, True, False, False, False]  # time points 0, 0.2, ..., 1
+    pipe.inference.guidance_until = 0.3  # what an export's inference: node sets
+    assert pairs(None) == [True, True, False, False, False, False]
+    assert sampling_kwargs(_cfg(tmp_path))["guidance_until"] is None
+    assert sampling_kwargs(_cfg(tmp_path, "guidance_until=0.6"))["guidance_until"] == 0.6
+    with pytest.raises(InputError, match=r"guidance_until=1.5 must lie in \[0, 1\]"):
+        sampling_kwargs(_cfg(tmp_path, "guidance_until=1.5"))
+
+
+def test_num_samples_draws_k_sequences_and_decodes_their_mean_occupancy(exported, tmp_path):
+    from sculpt4d.models.vae.model import mean_occupancy_logit
+    from sculpt4d.predict import sampling_kwargs
+
+    pipe, cond = _initial_noise_pipeline(exported)  # zero velocity: the samples are their initial noises
+    one = pipe.sample_latents(cond, num_steps=2, seed=3, progress=False)
+    three = pipe.sample_latents(cond, num_steps=2, seed=3, num_samples=3, progress=False)
+    assert one.shape[0] == 1 and three.shape == (3, *one.shape[1:])
+    assert torch.equal(three[:1], one) and not torch.allclose(three[1], three[2])  # the first is the K = 1 sample
+    per_frame = pipe.sample_latents(cond, num_steps=2, seed=3, num_samples=3, per_frame=True, progress=False)
+    assert torch.equal(per_frame, three)  # the same noises, each frame sampled alone
+    pipe.inference.num_samples = 2  # what an export's inference: node sets
+    assert pipe.sample_latents(cond, num_steps=2, seed=3, progress=False).shape[0] == 2
+
+    vae = pipe.components.vae
+    z = vae.from_dit(three[:, 0].float())  # [3, N, C]: frame 0 of each sample
+    dense = lambda zz, ens: vae._volumes(zz, 1.01, 16, 4096, False, 0.0, ensemble=ens)  # noqa: E731
+    singles = torch.stack([v.logits for v in dense(z, False)])  # [3, 17, 17, 17]
+    (mean,) = dense(z, True)
+    p = torch.sigmoid(singles).mean(0)
+    torch.testing.assert_close(torch.sigmoid(mean.logits), p, atol=1e-5, rtol=0)
+    torch.testing.assert_close(mean_occupancy_logit(singles[:1]), singles[0], atol=0, rtol=0)
+    assert sampling_kwargs(_cfg(tmp_path))["num_samples"] is None
+    with pytest.raises(InputError, match=r"num_samples=0 must be >= 1"):
+        sampling_kwargs(_cfg(tmp_path, "num_samples=0"))
+
+
 def test_predict_writes_every_export(exported, tmp_path):
     import pygltflib
     import trimesh

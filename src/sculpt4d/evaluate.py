@@ -31,7 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from sculpt4d.errors import InputError
 
-SAMPLING_KEYS = ("noise_share_alpha", "noise_scale", "sampling_shift", "guidance_scale", "num_steps", "seed")
+SAMPLING_KEYS = (
+    "noise_share_alpha", "noise_scale", "sampling_shift", "guidance_until", "num_samples", "guidance_scale", "num_steps",
+    "seed",
+)  # fmt: skip
 REFERENCE_METHODS = ("vae_reconstruction", "oracle_static")  # need the ground truth, not the model
 
 
@@ -175,6 +178,8 @@ def run_method(
 
     kwargs = {**sampling_kwargs(cfg), **(sampling or {})}
     model, M = pipeline.components.model, pipeline.components.conditioner.num_tokens
+    schedule = {k: getattr(pipeline.inference, k) if kwargs[k] is None else kwargs[k]
+                for k in ("guidance_until", "sampling_shift", "num_samples")}  # fmt: skip
     t0 = time.perf_counter()
     if method in REFERENCE_METHODS:
         if truth is None:
@@ -185,7 +190,7 @@ def run_method(
             meshes = vae_reconstruction(pipeline, truth["surface"], kwargs)
         return meshes, [], time.perf_counter() - t0, 0.0
     if method == "first_frame_repeat":
-        flops = sampling_flops(model, 1, M, kwargs["num_steps"], kwargs["guidance_scale"])
+        flops = sampling_flops(model, 1, M, kwargs["num_steps"], kwargs["guidance_scale"], **schedule)
         if per_frame_run is not None:
             first, images, seconds = per_frame_run[0][0], per_frame_run[1], per_frame_run[2] / len(frames)
             return [first.copy() for _ in frames], images, seconds, flops
@@ -196,7 +201,7 @@ def run_method(
         out = pipeline(frames, per_frame=per_frame, **kwargs)
         meshes = out.meshes
         flops = sampling_flops(
-            model, len(frames), M, kwargs["num_steps"], kwargs["guidance_scale"], per_frame=per_frame
+            model, len(frames), M, kwargs["num_steps"], kwargs["guidance_scale"], per_frame=per_frame, **schedule
         )
     return meshes, out.images, time.perf_counter() - t0, flops
 

@@ -8,6 +8,8 @@ An export's ``config.yaml`` carries an ``inference:`` node (written by the train
       noise_share_alpha: 1.0   # initial noise shared across frames (0 = independent: the ablation without it)
       noise_scale: 1.0         # the initial noise's standard deviation (< 1: sampling at a lower temperature)
       sampling_shift: 1.0      # > 1: more, smaller Euler steps at the noisy end (training's timestep_shift formula)
+      guidance_until: 1.0      # CFG only at the steps with flow time t < this (0 = noise); later steps conditional only
+      num_samples: 1           # sequences sampled from K noises; each frame's surface is of their mean occupancy
       octree_resolution: 96    # marching-cubes grid
       decode_min_resolution: 24  # coarsest level of the hierarchical decode (96 -> 24, 48, 96)
       mc_level: 0.0            # iso-level of the occupancy logits the surface is extracted at
@@ -48,6 +50,8 @@ SAMPLING_KEYS = (
     "noise_share_alpha",
     "noise_scale",
     "sampling_shift",
+    "guidance_until",
+    "num_samples",
 )
 
 
@@ -73,6 +77,8 @@ class InferenceDefaults:
     noise_share_alpha: float = 1.0
     noise_scale: float = 1.0  # initial noise std: 1 = as trained, < 1 = a lower temperature
     sampling_shift: float = 1.0  # Euler noise levels s -> shift·s / (1 + (shift-1)·s); 1 = upstream's
+    guidance_until: float = 1.0  # CFG at the steps with flow time t below it; 1 = every step (upstream's)
+    num_samples: int = 1  # K sampled sequences, decoded as their mean occupancy probability
     preprocess: dict[str, Any] = field(default_factory=lambda: {"size": 512, "border_ratio": 0.15})
     attention: dict[str, Any] | None = None
 
@@ -104,6 +110,8 @@ class InferenceDefaults:
         self.noise_share_alpha = float(self.noise_share_alpha)
         self.noise_scale = float(self.noise_scale)
         self.sampling_shift = float(self.sampling_shift)
+        self.guidance_until = float(self.guidance_until)
+        self.num_samples = int(self.num_samples)
         self.preprocess = {"size": 512, "border_ratio": 0.15, **_plain(self.preprocess)}
         self.attention = _plain(self.attention) or None
         return self

@@ -143,7 +143,7 @@ def resolve_decode_dtype(name: str, device: torch.device) -> torch.dtype:
 @dataclass
 class PipelineOutput:
     meshes: list[trimesh.Trimesh]
-    latents: torch.Tensor  # [T, N, C] (DiT scale)
+    latents: torch.Tensor  # [T, N, C] (DiT scale; the first of num_samples)
     images: list[Image.Image]  # preprocessed RGB inputs (what the model saw)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -327,12 +327,17 @@ class Sculpt4DPipeline:
         callback: Progress | None = None,
         noise_scale: float | None = None,
         sampling_shift: float | None = None,
+        guidance_until: float | None = None,
+        num_samples: int | None = None,
     ) -> torch.Tensor:
-        """Euler flow sampling with CFG; returns DiT-scale latents ``[1, T, N, C]``.
+        """Euler flow sampling with CFG; returns DiT-scale latents ``[K, T, N, C]``, K = ``num_samples``
+        (the checkpoint's, 1 unless it says): K sequences from K initial noises drawn in turn from ``seed``'s
+        generator (the first is the K = 1 sample), which :meth:`decode` averages.
 
         ``None`` = the checkpoint's ``num_steps`` / ``guidance_scale`` / ``noise_share_alpha`` /
         ``noise_scale`` (the initial noise's standard deviation: below 1 samples at a lower temperature) /
-        ``sampling_shift`` (> 1: more of the steps at the noisy end; :class:`~sculpt4d.diffusion.EulerSampler`)."""
+        ``sampling_shift`` (> 1: more of the steps at the noisy end) / ``guidance_until`` (CFG only at flow times
+        below it; :class:`~sculpt4d.diffusion.EulerSampler`)."""
         from sculpt4d.diffusion import EulerSampler, shared_noise
 
         num_steps = self.inference.num_steps if num_steps is None else int(num_steps)
@@ -341,15 +346,18 @@ class Sculpt4DPipeline:
         guidance_scale = self.inference.guidance_scale if guidance_scale is None else float(guidance_scale)
         noise_scale = self.inference.noise_scale if noise_scale is None else float(noise_scale)
         shift = self.inference.sampling_shift if sampling_shift is None else float(sampling_shift)
+        until = self.inference.guidance_until if guidance_until is None else float(guidance_until)
+        K = self.inference.num_samples if num_samples is None else int(num_samples)
 
         model = self._place(self.components.model)
         vae = self.components.vae
         T = cond.shape[1]
         N, C = vae.num_latents, vae.embed_dim
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        noise = shared_noise((1, T, N, C), alpha=noise_share_alpha, generator=gen).to(self.device)
-        noise = noise * noise_scale  # [1, T, N, C]
-        sampler = EulerSampler(num_steps=num_steps, cfg_batch=not self.low_vram, shift=shift)
+        noise = torch.cat([shared_noise((1, T, N, C), alpha=noise_share_alpha, generator=gen) for _ in range(K)])
+        noise = noise.to(self.device) * noise_scale  # [K, T, N, C]
+        cond = cond.expand(K, *cond.shape[1:])  # [K, T, L, D]
+        sampler = EulerSampler(num_steps=num_steps, cfg_batch=not self.low_vram, shift=shift, guidance_until=until)
         backbone = getattr(model, "backbone", model)
         if self.low_vram:  # any velocity model samples; only the DiT needs to know how to chunk
             backbone.set_ff_chunk_tokens(LOW_VRAM_FF_TOKENS)
@@ -365,17 +373,18 @@ class Sculpt4DPipeline:
 
         try:
             if per_frame:
-                # The per-frame 3D baseline: the same model on each frame alone (T=1), the T frames as one batch
-                # [T, 1, N, C] (the same numbers as a loop over frames up to float rounding, ~1.3x sooner).
+                # The per-frame 3D baseline: the same model on each frame alone (T=1), the K·T frames as one
+                # batch [K·T, 1, N, C] (the same numbers as a loop over frames up to float rounding, ~1.3x sooner).
+                frames_alone = lambda a: a.reshape(K * T, 1, *a.shape[2:])  # noqa: E731  [K, T, ...] -> [K·T, 1, ...]
                 latents = sampler.sample(
                     model_fn,
-                    noise.transpose(0, 1),
-                    cond.transpose(0, 1),
-                    uncond.transpose(0, 1),
+                    frames_alone(noise),
+                    frames_alone(cond),
+                    frames_alone(uncond),
                     guidance_scale=guidance_scale,
                     progress=progress,
                     callback=step_fn,
-                ).transpose(0, 1)
+                ).reshape(K, T, N, C)
             else:
                 latents = sampler.sample(
                     model_fn,
@@ -395,7 +404,7 @@ class Sculpt4DPipeline:
     @torch.no_grad()
     def decode(
         self,
-        latents: torch.Tensor,  # [1, T, N, C]
+        latents: torch.Tensor,  # [K, T, N, C]
         octree_resolution: int | None = None,
         mc_algo: str = "mc",
         num_chunks: int = 8000,
@@ -407,7 +416,8 @@ class Sculpt4DPipeline:
         decode_dtype: str = "auto",
         mc_level: float | None = None,
     ) -> list[trimesh.Trimesh]:
-        """VAE-decode each frame and extract its surface (``None`` = the checkpoint's ``octree_resolution`` /
+        """VAE-decode each frame and extract its surface, of the K samples' mean occupancy probability when
+        K > 1 (``None`` = the checkpoint's ``octree_resolution`` /
         ``decode_min_resolution``: the coarsest hierarchical level / ``mc_level``: the occupancy logit the
         surface is drawn at). ``decode_dtype``: the geometry decoder's queries in fp32 or under bf16
         autocast (:func:`resolve_decode_dtype`)."""
@@ -419,12 +429,13 @@ class Sculpt4DPipeline:
         if mc_level is None:
             mc_level = self.inference.mc_level
         vae = self._place(self.components.vae)
-        z = vae.from_dit(latents[0].float())  # [T, N, C]
+        z = vae.from_dit(latents.float())  # [K, T, N, C]
         meshes: list[trimesh.Trimesh] = []
-        for t in range(z.shape[0]):
+        for t in range(z.shape[1]):
             raise_if_interrupted()
             mesh = vae.latents_to_mesh(
-                z[t : t + 1],
+                z[:, t],
+                ensemble=True,
                 bounds=bounds,
                 octree_resolution=octree_resolution,
                 mc_level=mc_level,
@@ -437,7 +448,7 @@ class Sculpt4DPipeline:
             )[0]
             meshes.append(mesh)
             if callback is not None:
-                callback("decoding", t + 1, z.shape[0])
+                callback("decoding", t + 1, z.shape[1])
         self._release(vae)
         return meshes
 
@@ -466,6 +477,8 @@ class Sculpt4DPipeline:
         mc_level: float | None = None,
         noise_scale: float | None = None,
         sampling_shift: float | None = None,
+        guidance_until: float | None = None,
+        num_samples: int | None = None,
     ) -> PipelineOutput:
         """``frames``: a folder (read with :meth:`frames`: the checkpoint's ``sequence_length`` and
         ``frame_stride``) or the frames themselves, used as given. ``None`` options take the checkpoint's
@@ -483,7 +496,8 @@ class Sculpt4DPipeline:
         t0 = time.perf_counter()
         latents = self.sample_latents(
             cond, num_steps, guidance_scale, noise_share_alpha, seed, per_frame, progress, callback,
-            noise_scale=noise_scale, sampling_shift=sampling_shift,
+            noise_scale=noise_scale, sampling_shift=sampling_shift, guidance_until=guidance_until,
+            num_samples=num_samples,
         )  # fmt: skip
         timings["sample_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()

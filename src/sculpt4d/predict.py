@@ -105,7 +105,7 @@ def model_node_defaults(cfg: DictConfig):
 def with_checkpoint_defaults(cfg: DictConfig, inference) -> DictConfig:
     """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
     ``octree_resolution``, ``decode_min_resolution``, ``mc_level``, ``sequence_length``, ``frame_stride``,
-    ``noise_share_alpha``, ``noise_scale``, ``sampling_shift``) take the checkpoint's values
+    ``noise_share_alpha``, ``noise_scale``, ``sampling_shift``, ``guidance_until``, ``num_samples``) take the checkpoint's values
     (an :class:`~sculpt4d.inference.InferenceDefaults`, e.g. ``pipeline.inference``; None changes nothing)."""
     from omegaconf import open_dict
 
@@ -132,18 +132,20 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
 
     nullable = (
         "num_steps",
+        "num_samples",
         "octree_resolution",
         "decode_min_resolution",
         "guidance_scale",
         "noise_share_alpha",
         "noise_scale",
         "sampling_shift",
+        "guidance_until",
         "mc_level",
     )
     n = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k)
-         for k in ("num_steps", "seed", "octree_resolution", "decode_min_resolution", "num_chunks")}  # fmt: skip
+         for k in ("num_steps", "num_samples", "seed", "octree_resolution", "decode_min_resolution", "num_chunks")}  # fmt: skip
     f = {k: None if k in nullable and cfg.get(k) is None else _number(cfg, k, float)
-         for k in ("guidance_scale", "noise_share_alpha", "noise_scale", "sampling_shift", "mc_level")}  # fmt: skip
+         for k in ("guidance_scale", "noise_share_alpha", "noise_scale", "sampling_shift", "guidance_until", "mc_level")}  # fmt: skip
     decode_dtype = str(cfg.get("decode_dtype", "auto"))
     checks = {
         "num_steps": (
@@ -165,6 +167,14 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         "sampling_shift": (
             f["sampling_shift"] is None or (math.isfinite(f["sampling_shift"]) and f["sampling_shift"] > 0.0),
             "must be a number > 0 (1 = evenly spaced Euler steps, > 1 = more of them at the noisy end)",
+        ),
+        "num_samples": (
+            n["num_samples"] is None or n["num_samples"] >= 1,
+            "must be >= 1 (sequences sampled and averaged)",
+        ),
+        "guidance_until": (
+            f["guidance_until"] is None or 0.0 <= f["guidance_until"] <= 1.0,
+            "must lie in [0, 1] (the flow time after which CFG stops; 1 = every step, 0 = none)",
         ),
         "octree_resolution": (
             n["octree_resolution"] is None or n["octree_resolution"] >= 8,
@@ -197,6 +207,8 @@ def sampling_kwargs(cfg: DictConfig) -> dict:
         noise_share_alpha=f["noise_share_alpha"],
         noise_scale=f["noise_scale"],
         sampling_shift=f["sampling_shift"],
+        guidance_until=f["guidance_until"],
+        num_samples=n["num_samples"],
         seed=n["seed"],
         octree_resolution=n["octree_resolution"],
         mc_algo=str(cfg.mc_algo),

@@ -40,6 +40,7 @@ class Settings:
     noise_share_alpha: float = 1.0
     noise_scale: float | None = None
     sampling_shift: float | None = None
+    guidance_until: float | None = None
     seed: int = 0
     sequence_length: int | None = None
     frame_stride: int | None = None
@@ -95,7 +96,9 @@ class Generator:
             cfg.input = inputs if isinstance(inputs, str) else list(inputs)
             cfg.output_dir = str(output_dir)
             cfg.paths.output_dir = str(output_dir)  # no Hydra run dir per request
-            sampling = ("num_steps", "guidance_scale", "noise_share_alpha", "noise_scale", "sampling_shift")
+            sampling = (
+                "num_steps", "guidance_scale", "noise_share_alpha", "noise_scale", "sampling_shift", "guidance_until",
+            )  # fmt: skip
             for key in (*sampling, "seed"):
                 cfg[key] = getattr(settings, key)
             cfg.sequence_length = settings.sequence_length

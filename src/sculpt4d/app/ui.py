@@ -55,7 +55,7 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
     output_root = Path(str(app.output_root))
     cancels: dict[str, threading.Event] = {}
 
-    def generate(files, demo, steps, guidance, alpha, noise, shift, seed, frames, stride, attention, resolution,
+    def generate(files, demo, steps, guidance, alpha, noise, shift, until, seed, frames, stride, attention, resolution,
                  background, request: gr.Request, progress=gr.Progress()):  # fmt: skip
         session = getattr(request, "session_hash", None) or "local"
         cancel = cancels.setdefault(session, threading.Event())
@@ -70,7 +70,8 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
                 inputs = inputs[0] if len(inputs) == 1 else inputs
             settings = Settings(
                 num_steps=int(steps), guidance_scale=float(guidance), noise_share_alpha=float(alpha),
-                noise_scale=float(noise), sampling_shift=float(shift), seed=int(seed), sequence_length=int(frames),
+                noise_scale=float(noise), sampling_shift=float(shift), guidance_until=float(until),
+                seed=int(seed), sequence_length=int(frames),
                 frame_stride=int(stride),
                 attention=str(attention), octree_resolution=int(resolution), remove_background=str(background),
             )  # fmt: skip
@@ -119,6 +120,8 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
                                       label="Initial noise std (noise_scale)")  # fmt: skip
                     shift = gr.Slider(0.5, 5, value=float(cfg.sampling_shift), step=0.25,
                                       label="Steps at the noisy end (sampling_shift)")  # fmt: skip
+                    until = gr.Slider(0, 1, value=float(cfg.guidance_until), step=0.05,
+                                      label="Guidance until time (guidance_until)")  # fmt: skip
                     seed = gr.Number(value=int(cfg.seed), precision=0, label="Seed")
                     frames = gr.Slider(2, int(app.max_sequence_length), value=int(cfg.sequence_length), step=1,
                                        label="Frames")  # fmt: skip
@@ -137,7 +140,7 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
                 strip = gr.Video(label="Input beside mesh", elem_id="strip", autoplay=True, loop=True)
                 downloads = gr.File(label="sequence.glb, meshes.zip (OBJ per frame), prediction.json",
                                     elem_id="downloads")  # fmt: skip
-        sampling = [steps, guidance, alpha, noise, shift, seed]
+        sampling = [steps, guidance, alpha, noise, shift, until, seed]
         controls = [*sampling, frames, stride, attention, resolution, background]
         event = run.click(
             generate,

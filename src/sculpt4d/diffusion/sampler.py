@@ -15,6 +15,10 @@ the same velocities up to float rounding at half the activation memory (the ``lo
 ``shift`` != 1 (not upstream's; 1 = the schedule above exactly) spaces the steps as training's
 ``timestep_shift`` spaces its timesteps: each time point's noise level s = 1 − σ becomes shift·s / (1 + (shift−1)·s),
 so shift > 1 takes more, smaller steps at the noisy end, where the image decides the shape.
+
+``guidance_until`` < 1 (not upstream's; 1 = CFG at every step) applies CFG only at the steps whose time t is below
+it (t = 0 is noise) and calls the model once, conditioned, at the later steps: guidance where the image decides
+the shape, none where only the surface is refined, and half the model's work there.
 """
 
 from __future__ import annotations
@@ -56,12 +60,16 @@ class EulerSampler:
         skip_cfg_at_one: bool = False,
         cfg_batch: bool = True,
         shift: float = 1.0,
+        guidance_until: float = 1.0,
     ):
         if num_steps < 2:
             raise ValueError(f"num_steps must be >= 2 (linspace(0, 1, steps)), got {num_steps}")
         if not shift > 0:
             raise ValueError(f"shift must be > 0, got {shift}")
+        if not 0.0 <= guidance_until <= 1.0:
+            raise ValueError(f"guidance_until must be in [0, 1], got {guidance_until}")
         self.num_steps = int(num_steps)
+        self.guidance_until = float(guidance_until)
         self.shift = float(shift)
         self.num_train_timesteps = num_train_timesteps
         self.skip_cfg_at_one = skip_cfg_at_one
@@ -81,6 +89,16 @@ class EulerSampler:
         if cond is None or guidance_scale < 0:
             return False
         return not (self.skip_cfg_at_one and guidance_scale == 1.0)
+
+    def guided(self, step: int, guidance_scale: float, cond: Any = True) -> bool:
+        """Whether step ``step`` runs the CFG pair: :meth:`uses_cfg`, and its time point is below
+        ``guidance_until`` (every step when it is 1)."""
+        t = float(self.sigmas()[step])
+        return self.uses_cfg(guidance_scale, cond) and (self.guidance_until >= 1.0 or t < self.guidance_until)
+
+    def guided_steps(self, guidance_scale: float) -> int:
+        """How many of the steps run the CFG pair (given a condition)."""
+        return sum(self.guided(i, guidance_scale) for i in range(self.num_steps))
 
     @torch.no_grad()
     def sample(
@@ -103,17 +121,18 @@ class EulerSampler:
         cfg = self.uses_cfg(guidance_scale, cond)
         if cfg and uncond is None:
             uncond = _zeros_like_tree(cond)
-        batched = cfg and self.cfg_batch
-        ctx = _cat_tree(cond, uncond) if batched else cond
+        paired = _cat_tree(cond, uncond) if cfg and self.cfg_batch else None
         sigmas = self.sigmas().to(x.device)
         timesteps = self.timesteps().to(x.device)
         with _progress(progress, self.num_steps) as advance:
             for i in range(self.num_steps):
                 raise_if_interrupted()
+                guided = self.guided(i, guidance_scale, cond)
+                batched = guided and self.cfg_batch
                 xin = torch.cat([x, x], dim=0) if batched else x
                 t = timesteps[i].expand(xin.shape[0]).to(x.dtype) / self.num_train_timesteps  # [B] or [2B]
-                v = model_fn(xin, t, ctx)
-                if cfg:
+                v = model_fn(xin, t, paired if batched else cond)
+                if guided:
                     v_c, v_u = (v[:b], v[b:]) if batched else (v, model_fn(x, t, uncond))
                     v = v_u + guidance_scale * (v_c - v_u)
                 dt = sigmas[i + 1] - sigmas[i]

@@ -41,17 +41,29 @@ def forward_flops(
 
 
 def sampling_flops(
-    model: Any, T: int, M: int, num_steps: int, guidance_scale: float, per_frame: bool = False
+    model: Any,
+    T: int,
+    M: int,
+    num_steps: int,
+    guidance_scale: float,
+    per_frame: bool = False,
+    guidance_until: float = 1.0,
+    sampling_shift: float = 1.0,
+    num_samples: int = 1,
 ) -> float:
     """Total DiT FLOPs of one sampling run of ``model`` (a :class:`~sculpt4d.models.dit.DiT4D`).
 
-    ``num_steps`` model calls, each on a CFG pair when ``guidance_scale >= 0`` (as
-    :class:`~sculpt4d.diffusion.EulerSampler` runs them); ``per_frame`` = T runs at T=1.
+    ``num_steps`` model calls, on a CFG pair at the steps that :class:`~sculpt4d.diffusion.EulerSampler` guides
+    (``guidance_scale >= 0``, flow time below ``guidance_until``); ``per_frame`` = T runs at T=1; all of it
+    ``num_samples`` times.
     """
+    from sculpt4d.diffusion import EulerSampler
+
     cfg = model.backbone.config
     N = int(cfg["input_size"])
     rank = model.lora_rank
-    calls = num_steps * (2 if guidance_scale >= 0 else 1)
+    sampler = EulerSampler(num_steps, shift=sampling_shift, guidance_until=guidance_until)
+    calls = num_samples * (num_steps + sampler.guided_steps(guidance_scale))
     if per_frame:
         return T * calls * forward_flops(cfg, 1, N, M, 1.0, rank)["total"]
     density = model.mask(T, N).block_density

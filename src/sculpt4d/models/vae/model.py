@@ -22,6 +22,14 @@ from .surface import extract_surface
 from .volume import Bounds, VolumeResult, decode_dense, decode_hierarchical
 
 
+
+def mean_occupancy_logit(logits: Tensor) -> Tensor:
+    """``[K, P]`` occupancy logits -> ``[P]``: the logit of their mean probability (K = 1: the logits as given)."""
+    if logits.shape[0] == 1:
+        return logits[0]
+    p = torch.sigmoid(logits).mean(dim=0).clamp(1e-7, 1.0 - 1e-7)
+    return torch.log(p) - torch.log1p(-p)
+
 class ShapeVAE(nn.Module):
     """Point cloud ``[B, P, 3+F]`` -> latents ``[B, N, C]`` -> occupancy logits at any xyz.
 
@@ -235,6 +243,7 @@ class ShapeVAE(nn.Module):
         level: float,
         min_resolution: int = 63,
         query_dtype: torch.dtype = torch.float32,
+        ensemble: bool = False,
     ) -> list[VolumeResult]:
         if z.dim() != 3:
             raise InputError(f"latents must be [B, N, C], got shape {tuple(z.shape)}")
@@ -242,13 +251,14 @@ class ShapeVAE(nn.Module):
         autocast = query_dtype != torch.float32
         with torch.inference_mode():
             h = self.decode(z)  # [B, N, W]
-            for b in range(h.shape[0]):
-                hb = h[b : b + 1]
+            groups = [h] if ensemble else [h[b : b + 1] for b in range(h.shape[0])]
+            for hb in groups:  # [K, N, W]: one volume of K latents' mean occupancy (K = 1: of one latent)
                 kv = self.geo_decoder.latent_kv(hb)  # the latent side, once for all query chunks
 
                 def query_fn(xyz: Tensor, hb: Tensor = hb, kv: tuple[Tensor, Tensor] = kv) -> Tensor:
                     with torch.autocast(hb.device.type, dtype=query_dtype, enabled=autocast):
-                        return self.query(hb, xyz.to(hb.device)[None], kv)[0].float()  # [P]
+                        points = xyz.to(hb.device)[None].expand(hb.shape[0], -1, -1)  # [K, P, 3]
+                        return mean_occupancy_logit(self.query(hb, points, kv).float())  # [P]
 
                 if hierarchical:
                     out.append(
@@ -303,8 +313,10 @@ class ShapeVAE(nn.Module):
         largest_component: bool = False,
         min_resolution: int = 63,
         query_dtype: torch.dtype = torch.float32,
+        ensemble: bool = False,
     ) -> list[trimesh.Trimesh]:
-        """``z [B, N, C]`` (unscaled VAE latents) -> one mesh per item (empty mesh + warning if no surface).
+        """``z [B, N, C]`` (unscaled VAE latents) -> one mesh per item (empty mesh + warning if no surface);
+        ``ensemble``: one mesh of the B items' mean occupancy probability instead.
 
         ``min_resolution``: coarsest level of the hierarchical decode (halving stops above it).
         ``largest_component`` keeps only the connected component with most faces (off = reference parity).
@@ -312,7 +324,7 @@ class ShapeVAE(nn.Module):
         """
         meshes = []
         volumes = self._volumes(
-            z, bounds, octree_resolution, num_chunks, hierarchical, mc_level, min_resolution, query_dtype
+            z, bounds, octree_resolution, num_chunks, hierarchical, mc_level, min_resolution, query_dtype, ensemble
         )
         for b, res in enumerate(volumes):
             verts, faces = extract_surface(res.logits, bounds, mc_level, mc_algo)
