@@ -61,11 +61,24 @@ def test_generator_runs_the_predict_code_and_cancels(micro_checkpoint, tmp_path)
 def test_app_controls_become_the_requests_predict_keys(micro_checkpoint, tmp_path):
     gen = Generator(_app_cfg(tmp_path, f"ckpt={micro_checkpoint}", *FAST))
     settings = Settings(
-        num_steps=3, noise_share_alpha=0.25, noise_scale=0.8, sampling_shift=2.0, guidance_until=0.6, seed=7,
+        num_steps=3,
+        noise_share_alpha=0.25,
+        noise_scale=0.8,
+        sampling_shift=2.0,
+        guidance_until=0.6,
+        seed=7,
         sequence_length=3,
     )
     cfg = gen.job_config(str(DEMO), settings, tmp_path / "job")
-    picked = ("num_steps", "noise_share_alpha", "noise_scale", "sampling_shift", "guidance_until", "seed", "sequence_length")
+    picked = (
+        "num_steps",
+        "noise_share_alpha",
+        "noise_scale",
+        "sampling_shift",
+        "guidance_until",
+        "seed",
+        "sequence_length",
+    )
     assert {k: cfg[k] for k in picked} == {k: getattr(settings, k) for k in picked}
     assert Generator(_app_cfg(tmp_path)).job_config(str(DEMO), Settings(), tmp_path / "j").noise_scale is None
 

@@ -222,7 +222,9 @@ def test_guidance_until_guides_the_early_steps_only(cfg_batch):
         return x
 
     torch.testing.assert_close(out, by_hand(), atol=1e-5, rtol=0)
-    every = EulerSampler(6, cfg_batch=cfg_batch).sample(model, noise, cond, guidance_scale=4.0, progress=False)
+    every = EulerSampler(6, cfg_batch=cfg_batch).sample(
+        model, noise, cond, guidance_scale=4.0, progress=False
+    )
     assert torch.equal(EulerSampler(6, cfg_batch=cfg_batch, guidance_until=1.0).sample(
         model, noise, cond, guidance_scale=4.0, progress=False), every)  # fmt: skip
     assert not torch.allclose(out, every, atol=1e-3)

@@ -309,7 +309,9 @@ def test_num_samples_draws_k_sequences_and_decodes_their_mean_occupancy(exported
     one = pipe.sample_latents(cond, num_steps=2, seed=3, progress=False)
     three = pipe.sample_latents(cond, num_steps=2, seed=3, num_samples=3, progress=False)
     assert one.shape[0] == 1 and three.shape == (3, *one.shape[1:])
-    assert torch.equal(three[:1], one) and not torch.allclose(three[1], three[2])  # the first is the K = 1 sample
+    assert torch.equal(three[:1], one) and not torch.allclose(
+        three[1], three[2]
+    )  # the first is the K = 1 sample
     per_frame = pipe.sample_latents(cond, num_steps=2, seed=3, num_samples=3, per_frame=True, progress=False)
     assert torch.equal(per_frame, three)  # the same noises, each frame sampled alone
     pipe.inference.num_samples = 2  # what an export's inference: node sets

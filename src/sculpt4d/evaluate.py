@@ -201,7 +201,13 @@ def run_method(
         out = pipeline(frames, per_frame=per_frame, **kwargs)
         meshes = out.meshes
         flops = sampling_flops(
-            model, len(frames), M, kwargs["num_steps"], kwargs["guidance_scale"], per_frame=per_frame, **schedule
+            model,
+            len(frames),
+            M,
+            kwargs["num_steps"],
+            kwargs["guidance_scale"],
+            per_frame=per_frame,
+            **schedule,
         )
     return meshes, out.images, time.perf_counter() - t0, flops
 

@@ -354,10 +354,14 @@ class Sculpt4DPipeline:
         T = cond.shape[1]
         N, C = vae.num_latents, vae.embed_dim
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        noise = torch.cat([shared_noise((1, T, N, C), alpha=noise_share_alpha, generator=gen) for _ in range(K)])
+        noise = torch.cat(
+            [shared_noise((1, T, N, C), alpha=noise_share_alpha, generator=gen) for _ in range(K)]
+        )
         noise = noise.to(self.device) * noise_scale  # [K, T, N, C]
         cond = cond.expand(K, *cond.shape[1:])  # [K, T, L, D]
-        sampler = EulerSampler(num_steps=num_steps, cfg_batch=not self.low_vram, shift=shift, guidance_until=until)
+        sampler = EulerSampler(
+            num_steps=num_steps, cfg_batch=not self.low_vram, shift=shift, guidance_until=until
+        )
         backbone = getattr(model, "backbone", model)
         if self.low_vram:  # any velocity model samples; only the DiT needs to know how to chunk
             backbone.set_ff_chunk_tokens(LOW_VRAM_FF_TOKENS)

@@ -22,13 +22,13 @@ from .surface import extract_surface
 from .volume import Bounds, VolumeResult, decode_dense, decode_hierarchical
 
 
-
 def mean_occupancy_logit(logits: Tensor) -> Tensor:
     """``[K, P]`` occupancy logits -> ``[P]``: the logit of their mean probability (K = 1: the logits as given)."""
     if logits.shape[0] == 1:
         return logits[0]
     p = torch.sigmoid(logits).mean(dim=0).clamp(1e-7, 1.0 - 1e-7)
     return torch.log(p) - torch.log1p(-p)
+
 
 class ShapeVAE(nn.Module):
     """Point cloud ``[B, P, 3+F]`` -> latents ``[B, N, C]`` -> occupancy logits at any xyz.
@@ -324,7 +324,15 @@ class ShapeVAE(nn.Module):
         """
         meshes = []
         volumes = self._volumes(
-            z, bounds, octree_resolution, num_chunks, hierarchical, mc_level, min_resolution, query_dtype, ensemble
+            z,
+            bounds,
+            octree_resolution,
+            num_chunks,
+            hierarchical,
+            mc_level,
+            min_resolution,
+            query_dtype,
+            ensemble,
         )
         for b, res in enumerate(volumes):
             verts, faces = extract_surface(res.logits, bounds, mc_level, mc_algo)
