@@ -113,6 +113,10 @@ def row_settings(name: str) -> tuple[list[str], dict[str, Any]]:
     for prefix, key in (("steps", "num_steps"), ("res", "octree_resolution"), ("chunks", "num_chunks")):
         if name.startswith(prefix) and name[len(prefix) :].isdigit():
             return [f"{key}={name[len(prefix) :]}"], {}
+    if name.startswith("until") and name[5:].isdigit():  # until50: CFG only below flow time 0.50
+        return [f"guidance_until={int(name[5:]) / 100:g}"], {}
+    if name.startswith("samples") and name[7:].isdigit():
+        return [f"num_samples={name[7:]}"], {}
     if name.startswith("minres") and name[6:].isdigit():
         return [f"decode_min_resolution={name[6:]}"], {}
     if name.startswith("threads") and name[7:].isdigit():

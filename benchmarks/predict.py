@@ -9,7 +9,9 @@ Every row runs the real ``run_predict`` (frames read, pipeline, every export) wi
 ``load`` (preprocess), ``condition`` (image conditioner), ``step`` (one sampling step, CFG pair),
 ``volume`` / ``surface`` per mesh (geometry-decoder queries / marching cubes + largest component) and
 ``export`` (obj, glb, strip png/video). ``ratio`` = total / total of ``base`` in the same run.
-Row names: ``base``; ``<backend>`` (dense, gather, ...: the attention backend); ``steps<K>``; ``flat`` (no
+Row names: ``base``; ``<backend>`` (dense, gather, ...: the attention backend); ``steps<K>``; ``until<NN>``
+(``guidance_until=0.NN``: CFG pairs only below that flow time); ``samples<K>`` (``num_samples=K``: K sequences
+sampled, meshed at their mean occupancy); ``flat`` (no
 hierarchical decoding); ``res<R>`` (octree resolution); ``threads<n>``; ``chunks<n>`` (query points per
 decoder call); ``minres<R>`` (coarsest hierarchical level, a speed/quality trade-off); ``fp32decode`` /
 ``bf16decode`` (the decoder's queries in fp32 / under bf16 autocast, ``decode_dtype``; base: ``auto``); ``lowvram``
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 from _common import ROOT, add_json_arg, print_table, row_settings, timing, write_json
 
-DEFAULT_ROWS = "base,dense,gather,steps10,steps25,flat,res64,res128,minres48,minres24,chunks32000,threads1,fp32decode,bf16decode"
+DEFAULT_ROWS = "base,dense,gather,steps10,steps25,until50,samples2,flat,res64,res128,minres48,minres24,chunks32000,threads1,fp32decode,bf16decode"
 QUICK_ROWS = "base,dense,gather,flat,minres16,chunks4000,fp32decode"
 
 

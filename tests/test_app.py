@@ -66,6 +66,7 @@ def test_app_controls_become_the_requests_predict_keys(micro_checkpoint, tmp_pat
         noise_scale=0.8,
         sampling_shift=2.0,
         guidance_until=0.6,
+        num_samples=2,
         seed=7,
         sequence_length=3,
     )
@@ -76,6 +77,7 @@ def test_app_controls_become_the_requests_predict_keys(micro_checkpoint, tmp_pat
         "noise_scale",
         "sampling_shift",
         "guidance_until",
+        "num_samples",
         "seed",
         "sequence_length",
     )

@@ -621,6 +621,11 @@ def test_parse_variant_specs():
         {"anchor": False, "decay": 0.5},
         {"noise_share_alpha": 0},
     )
+    assert parse_variant("blockmask:num_samples=4:guidance_until=0.5:mc_level=-1.5") == (
+        "blockmask",
+        {},
+        {"num_samples": 4, "guidance_until": 0.5, "mc_level": -1.5},
+    )
     with pytest.raises(InputError, match="not key=value"):
         parse_variant("blockmask:anchor")
 

@@ -33,7 +33,7 @@ from sculpt4d.errors import InputError
 
 SAMPLING_KEYS = (
     "noise_share_alpha", "noise_scale", "sampling_shift", "guidance_until", "num_samples", "guidance_scale", "num_steps",
-    "seed",
+    "seed", "mc_level",
 )  # fmt: skip
 REFERENCE_METHODS = ("vae_reconstruction", "oracle_static")  # need the ground truth, not the model
 

@@ -41,6 +41,7 @@ class Settings:
     noise_scale: float | None = None
     sampling_shift: float | None = None
     guidance_until: float | None = None
+    num_samples: int | None = None
     seed: int = 0
     sequence_length: int | None = None
     frame_stride: int | None = None
@@ -98,6 +99,7 @@ class Generator:
             cfg.paths.output_dir = str(output_dir)  # no Hydra run dir per request
             sampling = (
                 "num_steps", "guidance_scale", "noise_share_alpha", "noise_scale", "sampling_shift", "guidance_until",
+                "num_samples",
             )  # fmt: skip
             for key in (*sampling, "seed"):
                 cfg[key] = getattr(settings, key)

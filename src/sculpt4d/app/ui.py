@@ -55,8 +55,8 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
     output_root = Path(str(app.output_root))
     cancels: dict[str, threading.Event] = {}
 
-    def generate(files, demo, steps, guidance, alpha, noise, shift, until, seed, frames, stride, attention, resolution,
-                 background, request: gr.Request, progress=gr.Progress()):  # fmt: skip
+    def generate(files, demo, steps, guidance, alpha, noise, shift, until, samples, seed, frames, stride, attention,
+                 resolution, background, request: gr.Request, progress=gr.Progress()):  # fmt: skip
         session = getattr(request, "session_hash", None) or "local"
         cancel = cancels.setdefault(session, threading.Event())
         cancel.clear()
@@ -71,8 +71,7 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
             settings = Settings(
                 num_steps=int(steps), guidance_scale=float(guidance), noise_share_alpha=float(alpha),
                 noise_scale=float(noise), sampling_shift=float(shift), guidance_until=float(until),
-                seed=int(seed), sequence_length=int(frames),
-                frame_stride=int(stride),
+                num_samples=int(samples), seed=int(seed), sequence_length=int(frames), frame_stride=int(stride),
                 attention=str(attention), octree_resolution=int(resolution), remove_background=str(background),
             )  # fmt: skip
             out_dir = output_root / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -122,6 +121,8 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
                                       label="Steps at the noisy end (sampling_shift)")  # fmt: skip
                     until = gr.Slider(0, 1, value=float(cfg.guidance_until), step=0.05,
                                       label="Guidance until time (guidance_until)")  # fmt: skip
+                    samples = gr.Slider(1, 8, value=int(cfg.num_samples), step=1,
+                                        label="Samples averaged (num_samples; K x the time)")  # fmt: skip
                     seed = gr.Number(value=int(cfg.seed), precision=0, label="Seed")
                     frames = gr.Slider(2, int(app.max_sequence_length), value=int(cfg.sequence_length), step=1,
                                        label="Frames")  # fmt: skip
@@ -140,7 +141,7 @@ def build_ui(cfg: DictConfig, generator: Generator | None = None):
                 strip = gr.Video(label="Input beside mesh", elem_id="strip", autoplay=True, loop=True)
                 downloads = gr.File(label="sequence.glb, meshes.zip (OBJ per frame), prediction.json",
                                     elem_id="downloads")  # fmt: skip
-        sampling = [steps, guidance, alpha, noise, shift, until, seed]
+        sampling = [steps, guidance, alpha, noise, shift, until, samples, seed]
         controls = [*sampling, frames, stride, attention, resolution, background]
         event = run.click(
             generate,
