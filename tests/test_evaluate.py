@@ -232,3 +232,22 @@ def test_vae_grid_iou_runs_on_an_export_and_a_prepared_split(tmp_path, micro_che
     assert res["frames"] == 2 * n_objects and 0.0 <= res["all"]["iou"] <= 1.0
     assert set(res["per_category"]) and all(0.0 <= r["iou"] <= 1.0 for r in res["per_category"].values())
     assert module.main([*args[:2], "--benchmark", str(tmp_path / "nowhere")]) == 2
+
+
+def test_draw_agreement_compares_draws_with_each_other_and_the_truth(
+    tmp_path, micro_checkpoint, tiny_dataset
+):
+    """scripts/draw_agreement.py: per-sequence IoUs of draws against the truth and against each other."""
+    from conftest import load_script
+
+    module = load_script("draw_agreement")
+    out = tmp_path / "agreement.json"
+    args = ["--ckpt", str(micro_checkpoint), "--benchmark", str(tiny_dataset), "--resolution", "12"]
+    assert module.main([*args, "--draws", "2", "--frames", "2", "--stride", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    n_objects = len([p for p in tiny_dataset.iterdir() if (p / "render_cond").is_dir()])
+    assert len(res["per_sequence"]) == min(n_objects, 10) and set(res["per_category"])
+    for row in [res["all"], *res["per_sequence"].values()]:
+        assert 0.0 <= row["draw_vs_truth"] <= 1.0 and 0.0 <= row["draw_vs_draw"] <= 1.0
+    assert module.main([*args, "--draws", "1"]) == 2
+    assert module.main([*args[:2], "--benchmark", str(tmp_path / "nowhere")]) == 2
