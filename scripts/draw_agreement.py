@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -80,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.draws < 2:
         print(f"draw_agreement: --draws {a.draws}: need at least 2 draws to compare them")
         return 2
-    out = measure(a.ckpt, a.benchmark, a.draws, a.max_objects, a.frames, a.stride, a.seed, a.resolution)
-    print(f"{'category':10s} {'draw vs truth':>14s} {'draw vs draw':>13s}")
-    for name, row in [*out["per_category"].items(), ("all", out["all"])]:
-        print(f"{name:10s} {row['draw_vs_truth']:14.3f} {row['draw_vs_draw']:13.3f}")
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=1) + "\n")
+    from sculpt4d.evaluate import report_category_rows
+
+    report_category_rows(
+        measure(a.ckpt, a.benchmark, a.draws, a.max_objects, a.frames, a.stride, a.seed, a.resolution),
+        ["draw_vs_truth", "draw_vs_draw"],
+        a.json,
+    )
     return 0
 
 

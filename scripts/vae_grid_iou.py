@@ -16,7 +16,6 @@ A measuring tool for VAE A/Bs (the number the prototype's 0.83 refers to), not a
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -108,14 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     if not a.benchmark.is_dir():
         print(f"vae_grid_iou: {a.benchmark}: no such folder (make data-tiny, or python -m sculpt4d.evaluate)")
         return 2
-    out = measure(a.ckpt, a.benchmark, a.resolution, a.frames, a.stride, a.near)
+    from sculpt4d.evaluate import report_category_rows
+
     cols = ["iou", "volume_ratio", "false_pos_near", "false_pos_far", "false_neg_near", "false_neg_far"]
-    print(f"{'category':10s} " + " ".join(f"{c:>14s}" for c in cols))
-    for name, row in [*out["per_category"].items(), ("all", out["all"])]:
-        print(f"{name:10s} " + " ".join(f"{row[c]:14.3f}" for c in cols))
-    if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=1) + "\n")
+    report_category_rows(measure(a.ckpt, a.benchmark, a.resolution, a.frames, a.stride, a.near), cols, a.json)
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +283,20 @@ def format_table(summary: dict[str, dict[str, float]], markdown: bool = False) -
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
         for cells in [header, *rows]
     )
+
+
+def report_category_rows(out: dict[str, Any], columns: Sequence[str], json_path: Path | None = None) -> None:
+    """Print a diagnostic's ``{"per_category": {name: row}, "all": row}`` aligned, one line per category and one
+    for all (``columns`` of each row, 3 decimals), and write it to ``json_path`` (atomically) when given."""
+    from sculpt4d.utils.io import write_json
+
+    widths = [max(14, len(c)) for c in columns]
+    print(f"{'category':10s} " + " ".join(f"{c:>{w}s}" for c, w in zip(columns, widths)))
+    for name, row in [*out["per_category"].items(), ("all", out["all"])]:
+        print(f"{name:10s} " + " ".join(f"{row[c]:{w}.3f}" for c, w in zip(columns, widths)))
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        write_json(json_path, out, indent=1)
 
 
 METRICS = ("chamfer", "iou", "fscore", "jitter", "motion_iou", "seconds", "memory_mb", "tflops")
