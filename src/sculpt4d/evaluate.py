@@ -167,7 +167,8 @@ def run_method(
     truth: dict[str, Any] | None = None,
     per_frame_run: tuple[list[trimesh.Trimesh], list, float] | None = None,
 ) -> tuple[list[trimesh.Trimesh], list, float, float]:
-    """Meshes, preprocessed input images, seconds and DiT FLOPs of one method on one sequence.
+    """Meshes, preprocessed input images, seconds and DiT FLOPs of one method on one sequence (``cfg`` with the
+    checkpoint's defaults filled in, :func:`~sculpt4d.predict.with_checkpoint_defaults`).
 
     ``truth`` (``gts``: the ground-truth meshes, ``surface``: their VAE input) feeds the reference methods.
     ``per_frame_run``: the ``per_frame`` result of this sequence with the same sampling (meshes, images,
@@ -179,8 +180,7 @@ def run_method(
 
     kwargs = {**sampling_kwargs(cfg), **(sampling or {})}
     model, M = pipeline.components.model, pipeline.components.conditioner.num_tokens
-    schedule = {k: getattr(pipeline.inference, k) if kwargs[k] is None else kwargs[k]
-                for k in ("guidance_until", "sampling_shift", "num_samples")}  # fmt: skip
+    schedule = {k: kwargs[k] for k in ("guidance_until", "sampling_shift", "num_samples")}
     t0 = time.perf_counter()
     if method in REFERENCE_METHODS:
         if truth is None:

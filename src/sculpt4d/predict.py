@@ -105,8 +105,8 @@ def model_node_defaults(cfg: DictConfig):
 def with_checkpoint_defaults(cfg: DictConfig, inference) -> DictConfig:
     """A copy of ``cfg`` whose ``null`` inference keys (``num_steps``, ``guidance_scale``,
     ``octree_resolution``, ``decode_min_resolution``, ``mc_level``, ``sequence_length``, ``frame_stride``,
-    ``noise_share_alpha``, ``noise_scale``, ``sampling_shift``, ``guidance_until``, ``num_samples``) take the checkpoint's values
-    (an :class:`~sculpt4d.inference.InferenceDefaults`, e.g. ``pipeline.inference``; None changes nothing)."""
+    ``noise_share_alpha``, ``noise_scale``, ``sampling_shift``, ``guidance_until``, ``num_samples``) take the
+    checkpoint's values (an :class:`~sculpt4d.inference.InferenceDefaults`, e.g. ``pipeline.inference``; None changes nothing)."""
     from omegaconf import open_dict
 
     from sculpt4d.inference import SAMPLING_KEYS

@@ -90,15 +90,18 @@ class EulerSampler:
             return False
         return not (self.skip_cfg_at_one and guidance_scale == 1.0)
 
-    def guided(self, step: int, guidance_scale: float, cond: Any = True) -> bool:
-        """Whether step ``step`` runs the CFG pair: :meth:`uses_cfg`, and its time point is below
+    def guided(self, guidance_scale: float, cond: Any = True) -> list[bool]:
+        """Per step, whether it runs the CFG pair: :meth:`uses_cfg`, and its time point is below
         ``guidance_until`` (every step when it is 1)."""
-        t = float(self.sigmas()[step])
-        return self.uses_cfg(guidance_scale, cond) and (self.guidance_until >= 1.0 or t < self.guidance_until)
+        if not self.uses_cfg(guidance_scale, cond):
+            return [False] * self.num_steps
+        if self.guidance_until >= 1.0:
+            return [True] * self.num_steps
+        return [float(t) < self.guidance_until for t in self.sigmas()[:-1]]
 
     def guided_steps(self, guidance_scale: float) -> int:
         """How many of the steps run the CFG pair (given a condition)."""
-        return sum(self.guided(i, guidance_scale) for i in range(self.num_steps))
+        return sum(self.guided(guidance_scale))
 
     @torch.no_grad()
     def sample(
@@ -124,10 +127,11 @@ class EulerSampler:
         paired = _cat_tree(cond, uncond) if cfg and self.cfg_batch else None
         sigmas = self.sigmas().to(x.device)
         timesteps = self.timesteps().to(x.device)
+        guided_at = self.guided(guidance_scale, cond)  # [S]
         with _progress(progress, self.num_steps) as advance:
             for i in range(self.num_steps):
                 raise_if_interrupted()
-                guided = self.guided(i, guidance_scale, cond)
+                guided = guided_at[i]
                 batched = guided and self.cfg_batch
                 xin = torch.cat([x, x], dim=0) if batched else x
                 t = timesteps[i].expand(xin.shape[0]).to(x.dtype) / self.num_train_timesteps  # [B] or [2B]
