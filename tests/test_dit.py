@@ -192,3 +192,17 @@ def test_batch_consistency_and_backward():
     out.square().mean().backward()
     assert m.blocks[0].attn1.to_q.weight.grad.abs().sum() > 0
     assert m.x_embedder.weight.grad.abs().sum() > 0
+
+
+def test_timestep_scale_feeds_the_time_token_t_times_scale():
+    """``timestep_scale`` k: the model at (x, t) equals the upstream model (k = 1) at (x, k t), same weights."""
+    base, scaled = tiny_dit(), tiny_dit(timestep_scale=1000.0)
+    scaled.load_state_dict(base.state_dict())  # no new parameters: the state dict is upstream's
+    assert scaled.config["timestep_scale"] == 1000.0 and base.config["timestep_scale"] == 1.0
+    torch.manual_seed(5)
+    x, t, cond = torch.randn(2, 16, 8), torch.rand(2), torch.randn(2, 5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x, t, cond), base(x, t * 1000.0, cond), atol=1e-5, rtol=1e-5)
+        assert (scaled(x, t, cond) - base(x, t, cond)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="timestep_scale"):
+        HunyuanDiT(**{**TINY, "timestep_scale": 0.0})

@@ -35,6 +35,7 @@ class HunyuanDiT(nn.Module):
         num_experts: int = 8,
         moe_top_k: int = 2,
         mlp_ratio: int = 4,
+        timestep_scale: float = 1.0,
     ):
         super().__init__()
         if hidden_size % num_heads:
@@ -53,6 +54,7 @@ class HunyuanDiT(nn.Module):
             num_experts=num_experts,
             moe_top_k=moe_top_k,
             mlp_ratio=mlp_ratio,
+            timestep_scale=timestep_scale,
         )
         self.in_channels, self.hidden_size, self.depth, self.num_heads = (
             in_channels,
@@ -61,7 +63,7 @@ class HunyuanDiT(nn.Module):
             num_heads,
         )
         self.x_embedder = nn.Linear(in_channels, hidden_size)
-        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size, timestep_scale)
         self.blocks = nn.ModuleList(
             [
                 DiTBlock(

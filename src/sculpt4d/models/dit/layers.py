@@ -24,16 +24,23 @@ def timestep_features(t: Tensor, dim: int) -> Tensor:
 
 
 class TimestepEmbedder(nn.Module):
-    """t [B] in [0, 1] -> [B, 1, D]: a single time token (keys ``t_embedder.mlp.{0,2}``)."""
+    """t [B] in [0, 1] -> [B, 1, D]: a single time token (keys ``t_embedder.mlp.{0,2}``).
 
-    def __init__(self, hidden_size: int):
+    ``scale`` multiplies t before the sinusoidal features: 1 = upstream (t in [0, 1] spans at most 1 rad, so
+    only the highest of the ``D/2`` frequencies move); 1000 = DiT's and SD3's ``t x 1000``, where every
+    frequency band moves. A property of the trained weights, so it lives in the model's config."""
+
+    def __init__(self, hidden_size: int, scale: float = 1.0):
         super().__init__()
-        self.hidden_size = hidden_size
+        if scale <= 0:
+            raise ValueError(f"timestep_scale must be > 0, got {scale}")
+        self.hidden_size, self.scale = hidden_size, float(scale)
         self.mlp = nn.Sequential(
             nn.Linear(hidden_size, 4 * hidden_size), nn.GELU(), nn.Linear(4 * hidden_size, hidden_size)
         )
 
     def forward(self, t: Tensor) -> Tensor:
+        t = t if self.scale == 1.0 else t.float() * self.scale
         emb = timestep_features(t, self.hidden_size).to(self.mlp[0].weight.dtype)
         return self.mlp(emb)[:, None]  # [B, 1, D]
 
