@@ -251,3 +251,50 @@ def test_draw_agreement_compares_draws_with_each_other_and_the_truth(
         assert 0.0 <= row["draw_vs_truth"] <= 1.0 and 0.0 <= row["draw_vs_draw"] <= 1.0
     assert module.main([*args, "--draws", "1"]) == 2
     assert module.main([*args[:2], "--benchmark", str(tmp_path / "nowhere")]) == 2
+
+
+def test_probe_conditioner_reads_the_shape_out_of_image_features(tmp_path, micro_checkpoint, tiny_dataset):
+    """scripts/probe_conditioner.py: ridge read-outs of four feature sets (and the model) scored per category."""
+    from conftest import load_script
+
+    module = load_script("probe_conditioner")
+    out = tmp_path / "probe.json"
+    args = ["--ckpt", str(micro_checkpoint), "--train", str(tiny_dataset), "--benchmark", str(tiny_dataset)]
+    small = [
+        "--frames",
+        "2",
+        "--stride",
+        "1",
+        "--resolution",
+        "8",
+        "--train-objects",
+        "5",
+        "--lambdas",
+        "0.01",
+        "1",
+    ]
+    assert module.main([*args, *small, "--model", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    columns = [*module.FEATURES, module.MODEL]
+    assert set(res["all"]) == set(columns) and set(res["per_category"])
+    assert all(0.0 <= res["all"][c] <= 1.0 for c in columns)
+    assert set(res["lambda"]) == set(module.FEATURES) and set(res["lambda"].values()) <= {0.01, 1.0}
+    assert module.main([*args[:4], "--benchmark", str(tmp_path / "nowhere")]) == 2
+    assert module.main([*args, "--train-objects", "1"]) == 2
+
+
+def test_probe_ridge_recovers_a_linear_map():
+    """The probe's dual-form ridge at a vanishing strength reproduces an exact affine map on new inputs."""
+    from conftest import load_script
+
+    module = load_script("probe_conditioner")
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(5, 3)), rng.normal(size=3)
+    x, x_new = rng.normal(size=(40, 5)), rng.normal(size=(7, 5))
+    fit = module.ridge_fit(x, x @ w + b, 1e-10)
+    np.testing.assert_allclose(module.ridge_predict(fit, x_new), x_new @ w + b, atol=1e-5)
+    no_features = module.ridge_fit(np.zeros((4, 0)), np.arange(8.0).reshape(4, 2), 1.0)
+    np.testing.assert_allclose(module.ridge_predict(no_features, np.zeros((2, 0))), [[3.0, 4.0]] * 2)
+    assert module.grid_iou(np.array([[0.9, 0.1, 0.7]]), np.array([[1.0, 1.0, 0.0]]))[0] == pytest.approx(
+        1 / 3
+    )
