@@ -7,7 +7,7 @@ Every sequence gives ``--frames`` frames (every ``--stride``-th, as the evaluati
 (view ``i mod views`` of training sequence i, view 0 of the benchmark), cropped as the checkpoint was trained. The
 target is the ground-truth occupancy of a ``--resolution``³ grid over one box that holds every mesh; the
 read-out is ridge regression from the features (the conditioner's tokens [L, D] flattened, or the 32² RGB
-pixels), its strength chosen on the last fifth of the training sequences, fitted on ``--train-objects``
+pixels), its strength chosen on every fifth training sequence held out, fitted on ``--train-objects``
 training sequences and scored on the benchmark by the IoU of the predicted occupancy (> 0.5) with the truth.
 A trained encoder that beats a random one by little has learned little about the shape from the flow loss;
 ``--model`` scores the checkpoint's own 4D samples (seed i, 20 steps) on the same grid, so a read-out that
@@ -112,15 +112,15 @@ def measure(ckpt: str, train: Path, benchmark: Path, train_objects: int, frames:
         s["occ"] = np.stack([occupancy_grid(m, bounds, resolution).ravel() for m in s["meshes"]]).astype(
             np.float32
         )
-    n_fit = len(train_list) - max(1, len(train_list) // 5)  # sequences the strength is chosen without
-    cut = n_fit * frames
+    # every 5th training sequence (every category: the list is sorted by name) is held out to choose the strength
+    held = np.repeat(np.arange(len(train_list)) % 5 == 4, frames)
     result: dict = {"per_category": defaultdict(dict), "all": {}, "lambda": {}}
     for kind in FEATURES:
         x_tr, x_te = (features(splits[k], kind, trained, random) for k in ("train", "test"))
         y_tr, y_te = splits["train"]["occ"], splits["test"]["occ"]
         holdout = {
             lam: grid_iou(
-                ridge_predict(ridge_fit(x_tr[:cut], y_tr[:cut], lam), x_tr[cut:]), y_tr[cut:]
+                ridge_predict(ridge_fit(x_tr[~held], y_tr[~held], lam), x_tr[held]), y_tr[held]
             ).mean()
             for lam in lambdas
         }
