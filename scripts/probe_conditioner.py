@@ -83,6 +83,17 @@ def grid_iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(union > 0, (p & t).sum(1) / np.maximum(union, 1), 1.0)
 
 
+def record(result: dict, column: str, ious: np.ndarray, categories: list[str], note: str = "") -> None:
+    """Store one column's mean IoU overall and per category in ``result``, and print the overall one."""
+    result["all"][column] = float(ious.mean())
+    by_cat = defaultdict(list)
+    for cat, v in zip(categories, ious):
+        by_cat[cat].append(v)
+    for cat, values in by_cat.items():
+        result["per_category"][cat][column] = float(np.mean(values))
+    print(f"{column:8s} benchmark grid IoU {ious.mean():.3f}{note}", flush=True)
+
+
 def measure(ckpt: str, train: Path, benchmark: Path, train_objects: int, frames: int, stride: int,
             resolution: int, lambdas: list[float], model: bool = False) -> dict:  # fmt: skip
     """``{"per_category": {cat: {kind: iou}}, "all": {kind: iou}, "lambda": {kind: chosen}}``."""
@@ -127,13 +138,7 @@ def measure(ckpt: str, train: Path, benchmark: Path, train_objects: int, frames:
         best = max(holdout, key=holdout.get)
         ious = grid_iou(ridge_predict(ridge_fit(x_tr, y_tr, best), x_te), y_te)
         result["lambda"][kind] = best
-        result["all"][kind] = float(ious.mean())
-        by_cat = defaultdict(list)
-        for cat, v in zip(splits["test"]["categories"], ious):
-            by_cat[cat].append(v)
-        for cat, values in by_cat.items():
-            result["per_category"][cat][kind] = float(np.mean(values))
-        print(f"{kind:8s} benchmark grid IoU {ious.mean():.3f} (ridge strength {best:g})", flush=True)
+        record(result, kind, ious, splits["test"]["categories"], f" (ridge strength {best:g})")
     if model:  # the checkpoint's 4D samples (the evaluation's seeds and 20 steps), scored on the same grid
         preds = [
             occupancy_grid(m, bounds, resolution).ravel()
@@ -141,13 +146,7 @@ def measure(ckpt: str, train: Path, benchmark: Path, train_objects: int, frames:
             for m in pipe(paths, seed=i, num_steps=20, progress=False).meshes
         ]
         ious = grid_iou(np.stack(preds).astype(np.float32), splits["test"]["occ"])
-        result["all"][MODEL] = float(ious.mean())
-        by_cat = defaultdict(list)
-        for cat, v in zip(splits["test"]["categories"], ious):
-            by_cat[cat].append(v)
-        for cat, values in by_cat.items():
-            result["per_category"][cat][MODEL] = float(np.mean(values))
-        print(f"{MODEL:8s} benchmark grid IoU {ious.mean():.3f}", flush=True)
+        record(result, MODEL, ious, splits["test"]["categories"])
     result["per_category"] = dict(sorted(result["per_category"].items()))
     result["settings"] = {"ckpt": str(ckpt), "train_objects": len(train_list), "frames": frames,
                           "stride": stride, "resolution": resolution}  # fmt: skip
