@@ -40,8 +40,7 @@ class TimestepEmbedder(nn.Module):
         )
 
     def forward(self, t: Tensor) -> Tensor:
-        t = t if self.scale == 1.0 else t.float() * self.scale
-        emb = timestep_features(t, self.hidden_size).to(self.mlp[0].weight.dtype)
+        emb = timestep_features(t.float() * self.scale, self.hidden_size).to(self.mlp[0].weight.dtype)
         return self.mlp(emb)[:, None]  # [B, 1, D]
 
 
