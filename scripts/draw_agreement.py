@@ -15,25 +15,24 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+COLUMNS = ("draw_vs_truth", "draw_vs_draw")  # mean volume IoU of a draw with the truth, of two draws
 
 
 def measure(ckpt: str, benchmark: Path, draws: int, max_objects: int, frames: int, stride: int, seed: int,
             resolution: int) -> dict:  # fmt: skip
     """``{"per_sequence": {name: row}, "per_category": {...}, "all": row}``, row = draw_vs_truth, draw_vs_draw."""
-    from sculpt4d.evaluate import category_of, evenly_spaced, find_objects, load_object
+    from sculpt4d.evaluate import category_means, category_of, evenly_spaced, find_objects, load_object
     from sculpt4d.metrics.occupancy import volume_iou
     from sculpt4d.pipeline import Sculpt4DPipeline
 
     pipe = Sculpt4DPipeline.from_pretrained(ckpt)
     objects = find_objects(benchmark)
     objects = [objects[i] for i in evenly_spaced(len(objects), min(max_objects, len(objects)))]
-    groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     per_sequence = {}
     for i, obj in enumerate(objects):
         inputs, truths = load_object(obj, frames, 0, stride)
@@ -51,12 +50,8 @@ def measure(ckpt: str, benchmark: Path, draws: int, max_objects: int, frames: in
         print(
             f"{obj.name:<16} draw vs truth {row['draw_vs_truth']:.3f}  draw vs draw {row['draw_vs_draw']:.3f}"
         )
-        for key in (category_of(obj.name), "all"):
-            for name, value in row.items():
-                groups[key][name].append(value)
-    mean = {k: {m: float(np.mean(v)) for m, v in g.items()} for k, g in groups.items()}
-    return {"per_sequence": per_sequence, "per_category": {k: v for k, v in mean.items() if k != "all"},
-            "all": mean["all"]}  # fmt: skip
+    rows = [{"category": category_of(name), **row} for name, row in per_sequence.items()]
+    return {"per_sequence": per_sequence, **category_means(rows, COLUMNS)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report_category_rows(
         measure(a.ckpt, a.benchmark, a.draws, a.max_objects, a.frames, a.stride, a.seed, a.resolution),
-        ["draw_vs_truth", "draw_vs_draw"],
+        COLUMNS,
         a.json,
     )
     return 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -83,14 +82,9 @@ def grid_iou(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(union > 0, (p & t).sum(1) / np.maximum(union, 1), 1.0)
 
 
-def record(result: dict, column: str, ious: np.ndarray, categories: list[str], note: str = "") -> None:
-    """Store one column's mean IoU overall and per category in ``result``, and print the overall one."""
-    result["all"][column] = float(ious.mean())
-    by_cat = defaultdict(list)
-    for cat, v in zip(categories, ious):
-        by_cat[cat].append(v)
-    for cat, values in by_cat.items():
-        result["per_category"][cat][column] = float(np.mean(values))
+def record(columns: dict[str, np.ndarray], column: str, ious: np.ndarray, note: str = "") -> None:
+    """Keep one column's per-frame IoUs and print their mean."""
+    columns[column] = ious
     print(f"{column:8s} benchmark grid IoU {ious.mean():.3f}{note}", flush=True)
 
 
@@ -101,7 +95,7 @@ def measure(ckpt: str, train: Path, benchmark: Path, train_objects: int, frames:
     from omegaconf import OmegaConf
 
     from sculpt4d.checkpoints.resolve import resolve_checkpoint
-    from sculpt4d.evaluate import evenly_spaced, find_objects
+    from sculpt4d.evaluate import category_means, evenly_spaced, find_objects
     from sculpt4d.metrics.occupancy import occupancy_grid
     from sculpt4d.pipeline import Sculpt4DPipeline
 
@@ -125,7 +119,8 @@ def measure(ckpt: str, train: Path, benchmark: Path, train_objects: int, frames:
         )
     # every 5th training sequence (every category: the list is sorted by name) is held out to choose the strength
     held = np.repeat(np.arange(len(train_list)) % 5 == 4, frames)
-    result: dict = {"per_category": defaultdict(dict), "all": {}, "lambda": {}}
+    columns: dict[str, np.ndarray] = {}  # per-frame IoUs of each read-out (and of the model)
+    chosen: dict[str, float] = {}
     for kind in FEATURES:
         x_tr, x_te = (features(splits[k], kind, trained, random) for k in ("train", "test"))
         y_tr, y_te = splits["train"]["occ"], splits["test"]["occ"]
@@ -137,8 +132,8 @@ def measure(ckpt: str, train: Path, benchmark: Path, train_objects: int, frames:
         }
         best = max(holdout, key=holdout.get)
         ious = grid_iou(ridge_predict(ridge_fit(x_tr, y_tr, best), x_te), y_te)
-        result["lambda"][kind] = best
-        record(result, kind, ious, splits["test"]["categories"], f" (ridge strength {best:g})")
+        chosen[kind] = best
+        record(columns, kind, ious, f" (ridge strength {best:g})")
     if model:  # the checkpoint's 4D samples (the evaluation's seeds and 20 steps), scored on the same grid
         preds = [
             occupancy_grid(m, bounds, resolution).ravel()
@@ -146,8 +141,12 @@ def measure(ckpt: str, train: Path, benchmark: Path, train_objects: int, frames:
             for m in pipe(paths, seed=i, num_steps=20, progress=False).meshes
         ]
         ious = grid_iou(np.stack(preds).astype(np.float32), splits["test"]["occ"])
-        record(result, MODEL, ious, splits["test"]["categories"])
-    result["per_category"] = dict(sorted(result["per_category"].items()))
+        record(columns, MODEL, ious)
+    rows = [
+        {"category": cat, **{c: ious[i] for c, ious in columns.items()}}
+        for i, cat in enumerate(splits["test"]["categories"])
+    ]
+    result = {**category_means(rows, list(columns)), "lambda": chosen}
     result["settings"] = {"ckpt": str(ckpt), "train_objects": len(train_list), "frames": frames,
                           "stride": stride, "resolution": resolution}  # fmt: skip
     return result

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +52,7 @@ def decoded_occupancy(vae, z: torch.Tensor, points: np.ndarray, chunk: int = 327
 
 
 def measure(ckpt: str, benchmark: Path, resolution: int, frames: int, stride: int, near: float) -> dict:
-    from sculpt4d.evaluate import find_objects, load_object, surface_samples
+    from sculpt4d.evaluate import category_of, find_objects, load_object, surface_samples
     from sculpt4d.metrics.occupancy import grid_points, occupancy_grid
     from sculpt4d.pipeline import Sculpt4DPipeline
 
@@ -70,7 +69,7 @@ def measure(ckpt: str, benchmark: Path, resolution: int, frames: int, stride: in
         for t, truth in enumerate(truths):
             pred = decoded_occupancy(vae, z[t], points)
             row = error_split(pred, occupancy_grid(truth, bounds, resolution), near)
-            rows.append({"object": obj.name, "category": obj.name.rsplit("_", 1)[0], "frame": t, **row})
+            rows.append({"object": obj.name, "category": category_of(obj.name), "frame": t, **row})
         print(
             f"{obj.name}: grid IoU {np.mean([r['iou'] for r in rows if r['object'] == obj.name]):.3f}",
             flush=True,
@@ -79,19 +78,11 @@ def measure(ckpt: str, benchmark: Path, resolution: int, frames: int, stride: in
 
 
 def summarise(rows: list[dict], ckpt: str, benchmark: Path, resolution: int) -> dict:
+    from sculpt4d.evaluate import category_means
+
     keys = [k for k in rows[0] if k not in ("object", "category", "frame")]
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[r["category"]].append(r)
-    mean = lambda rs: {k: round(float(np.mean([r[k] for r in rs])), 4) for k in keys}  # noqa: E731
-    return {
-        "ckpt": ckpt,
-        "benchmark": str(benchmark),
-        "resolution": resolution,
-        "frames": len(rows),
-        "all": mean(rows),
-        "per_category": {c: mean(rs) for c, rs in sorted(groups.items())},
-    }
+    settings = {"ckpt": ckpt, "benchmark": str(benchmark), "resolution": resolution, "frames": len(rows)}
+    return {**settings, **category_means(rows, keys)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -222,6 +222,25 @@ def test_vae_grid_error_split_says_where_the_wrong_voxels_are():
     assert s["volume_ratio"] == pytest.approx(8 / 12) and s["iou"] == pytest.approx(8 / 12)
 
 
+def test_category_means_averages_each_category_and_all_rows():
+    """The diagnostics' shared summary: per-category means (sorted) and the mean over every row, not of categories."""
+    from sculpt4d.evaluate import category_means
+
+    rows = [
+        {"category": "gear", "iou": 0.2, "f": 1.0},
+        {"category": "door", "iou": 0.5, "f": 0.0},
+        {"category": "gear", "iou": 0.4, "f": 0.0},
+    ]
+    out = category_means(rows, ["iou"])
+    assert list(out["per_category"]) == ["door", "gear"]
+    assert out["per_category"]["gear"] == {"iou": pytest.approx(0.3)} and out["per_category"]["door"] == {
+        "iou": 0.5
+    }
+    assert out["all"] == {"iou": pytest.approx(1.1 / 3)}  # 0.367, where the mean of the categories is 0.4
+    with pytest.raises(ValueError, match="no rows"):
+        category_means([], ["iou"])
+
+
 def test_vae_grid_iou_runs_on_an_export_and_a_prepared_split(tmp_path, micro_checkpoint, tiny_dataset):
     module = _grid_script()
     out = tmp_path / "grid.json"

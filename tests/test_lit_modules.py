@@ -84,6 +84,45 @@ def test_dit3d_step_trains_dit_and_optionally_conditioner(train_cfg, train_condi
     assert len(changed & model_params) > 0.9 * len(model_params)
 
 
+def test_dit3d_readout_trains_the_conditioner_on_occupancy_and_is_not_exported(
+    train_cfg, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    cfg = train_cfg(
+        "dit3d",
+        "lit.train_conditioner=true",
+        "lit.readout_weight=2.0",
+        "lit.readout_points=64",
+        "data.load_volume=true",
+    )
+    module = instantiate(cfg.lit, _recursive_=False)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    cond = module.encode_condition(batch)  # [B, L, D]
+    aux = module.auxiliary_terms(batch, cond, torch.Generator().manual_seed(0))
+    assert set(aux) == {"readout_bce", "readout_iou"} and aux["readout_bce"] > 0
+    terms = {"loss": torch.tensor(0.5), **aux}
+    assert torch.allclose(module.objective(terms), 0.5 + 2.0 * aux["readout_bce"])
+    # the read-out's gradient reaches the encoder's first layer (the patch embedding)
+    aux["readout_bce"].backward()
+    grads = {n: p.grad for n, p in module.conditioner.named_parameters() if "patch_embeddings" in n}
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
+    before = _snapshot(module)
+    _fit_module(cfg, module, 1)
+    assert any(n.startswith("readout.") for n in _changed(before, module))
+    weights = load_file(str(module.export_checkpoint(tmp_path / "export") / "model.safetensors"))
+    assert weights and not any(k.startswith("readout") for k in weights)
+
+
+@pytest.mark.parametrize("overrides", [("lit.readout_weight=1.0",), ("lit.readout_weight=-1.0",)])
+def test_dit3d_readout_refuses_a_frozen_conditioner_and_a_negative_weight(train_cfg, overrides) -> None:
+    cfg = train_cfg("dit3d", "lit.train_conditioner=false", *overrides)
+    with pytest.raises((InstantiationException, ValueError), match="readout_weight"):
+        instantiate(cfg.lit, _recursive_=False)
+
+
 def test_sculpt4d_step_trains_only_the_adapter(train_cfg) -> None:
     cfg = train_cfg("4d", "lit.train_backbone=false")  # the paper's setting (the tiny recipe fine-tunes it)
     module = instantiate(cfg.lit, _recursive_=False)

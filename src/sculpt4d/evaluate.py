@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +283,21 @@ def format_table(summary: dict[str, dict[str, float]], markdown: bool = False) -
         "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
         for cells in [header, *rows]
     )
+
+
+def category_means(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, Any]:
+    """``{"per_category": {category: row}, "all": row}``: the mean of each of ``columns`` over the ``rows`` of each
+    ``row["category"]`` (categories sorted) and over all rows, the layout :func:`report_category_rows` prints."""
+    if not rows:
+        raise ValueError("category_means: no rows")
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(str(row["category"]), []).append(row)
+
+    def mean(group: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        return {c: float(np.mean([r[c] for r in group])) for c in columns}
+
+    return {"per_category": {k: mean(groups[k]) for k in sorted(groups)}, "all": mean(rows)}
 
 
 def report_category_rows(out: dict[str, Any], columns: Sequence[str], json_path: Path | None = None) -> None:

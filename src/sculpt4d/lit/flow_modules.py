@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
@@ -21,6 +22,8 @@ from sculpt4d.lit.base import BaseLitModule, to_plain
 from sculpt4d.lit.vae_module import occupancy_iou
 from sculpt4d.models.attention import AttentionConfig
 from sculpt4d.models.factory import COMPONENTS, build_components
+from sculpt4d.models.vae.decoder import GeometryDecoder
+from sculpt4d.models.vae.embedder import FourierEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +139,11 @@ class _FlowModule(BaseLitModule):
         gen = self.step_generator(self.global_step)
         with torch.no_grad():
             x1 = self.encode_latents(batch, gen)
-        cond = self.drop_condition(self.encode_condition(batch), gen)
+        full_cond = self.encode_condition(batch)
+        cond = self.drop_condition(full_cond, gen)
         t = self.flow.sample_timesteps(x1.shape[0], gen, device=gen.device).to(x1.device)
         terms = self.loss_terms(x1, cond, t, self.noise(x1, gen))
+        terms.update(self.auxiliary_terms(batch, full_cond, gen))
         self.log("train/loss", terms["loss"], prog_bar=True, batch_size=x1.shape[0])
         self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"}, batch_size=x1.shape[0])
         return self.objective(terms)
@@ -149,8 +154,14 @@ class _FlowModule(BaseLitModule):
         """The logged loss terms at (t, noise); ``loss`` is the flow-matching MSE."""
         return {"loss": self.flow.loss(self.model_fn, x1, cond, t=t, noise=noise)}
 
+    def auxiliary_terms(
+        self, batch: dict[str, Any], cond: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """Training terms beside the flow loss, from the (undropped) condition; none here."""
+        return {}
+
     def objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """What the optimiser minimises, from :meth:`loss_terms`."""
+        """What the optimiser minimises, from :meth:`loss_terms` and :meth:`auxiliary_terms`."""
         return terms["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -164,6 +175,7 @@ class _FlowModule(BaseLitModule):
         null_loss = self.flow.loss(self.model_fn, x1, torch.zeros_like(cond), t=t, noise=noise)
         # how much the image is worth: the loss with CFG's null context minus the loss with the image
         terms["cond_gap"] = null_loss - terms["loss"]
+        terms.update(self.auxiliary_terms(batch, cond, gen))
         self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=b, sync_dist=True)
         n = int(self.val_cfg.get("num_samples", 0))
         if n > 0 and batch_idx == 0 and "vol_points" in batch:
@@ -211,20 +223,84 @@ class DiT3DModule(_FlowModule):
 
     The paper freezes DINOv2; the tiny model has no pretrained image encoder, so its conditioner is trained
     here jointly (``train_conditioner: true``) and frozen for the 4D stage.
+
+    ``readout_weight`` > 0 adds a dense signal for a jointly trained conditioner: a small occupancy
+    decoder (the VAE decoder's design, reading the image tokens instead of shape latents) predicts each
+    frame's occupancy at ``readout_points`` of its volume queries, and ``readout_weight`` × its BCE joins
+    the flow loss. The read-out trains with the stage and is not exported: it only shapes the tokens.
     """
 
     stage = "dit3d"
 
-    def __init__(self, net: DictConfig | dict, train_conditioner: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        net: DictConfig | dict,
+        train_conditioner: bool = False,
+        readout_weight: float = 0.0,
+        readout_points: int = 512,
+        **kwargs: Any,
+    ) -> None:
         required = ("vae",) if train_conditioner else ("vae", "conditioner")
         super().__init__(net, four_d=False, require=required, **kwargs)
+        if readout_weight < 0 or readout_points < 1:
+            raise ValueError(
+                f"readout_weight must be >= 0 and readout_points >= 1, got {readout_weight}, {readout_points}"
+            )
+        if readout_weight > 0 and not train_conditioner:
+            raise ValueError("readout_weight > 0 trains the conditioner: set train_conditioner: true")
         self.train_conditioner = bool(train_conditioner)
+        self.readout_weight = float(readout_weight)
+        self.readout_points = int(readout_points)
+        self.readout = self._build_readout() if self.readout_weight > 0 else None
         self.conditioner.set_trainable(self.train_conditioner)
         self.frozen = [self.vae] + ([] if self.train_conditioner else [self.conditioner])
         self._finish_init()
 
+    def _build_readout(self) -> GeometryDecoder:
+        """Occupancy logits at xyz from the image tokens ``[B, L, D]`` (width D, the VAE's Fourier bands)."""
+        vae_cfg, cond_cfg = self.net_cfg["vae"], self.net_cfg["conditioner"]["dinov2"]
+        embedder = FourierEmbedder(
+            num_freqs=int(vae_cfg["num_freqs"]), include_pi=bool(vae_cfg["include_pi"])
+        )
+        width = int(cond_cfg["hidden_size"])
+        return GeometryDecoder(
+            embedder, width, heads=int(cond_cfg["num_attention_heads"]), mlp_expand_ratio=2
+        )
+
     def extra_hparams(self) -> dict[str, Any]:
-        return {**super().extra_hparams(), "train_conditioner": self.train_conditioner}
+        return {
+            **super().extra_hparams(),
+            "train_conditioner": self.train_conditioner,
+            "readout_weight": self.readout_weight,
+            "readout_points": self.readout_points,
+        }
+
+    def auxiliary_terms(
+        self, batch: dict[str, Any], cond: torch.Tensor, generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """``readout_bce`` / ``readout_iou``: the read-out's occupancy from the image tokens (if enabled)."""
+        if self.readout is None:
+            return {}
+        if "vol_points" not in batch:
+            raise ValueError("readout_weight > 0 needs volume queries: set data.load_volume: true")
+        points = batch["vol_points"].flatten(0, 1)  # [B*T, M, 3]
+        occ = batch["vol_occ"].flatten(0, 1)  # [B*T, M]
+        m = min(self.readout_points, points.shape[1])
+        pick = torch.rand(points.shape[:2], generator=generator, device=generator.device).argsort(dim=1)[
+            :, :m
+        ]
+        pick = pick.to(points.device)
+        points = points.gather(1, pick[..., None].expand(-1, -1, 3))  # [B*T, m, 3]
+        occ = occ.gather(1, pick)  # [B*T, m]
+        logits = self.readout(points, cond).squeeze(-1).float()  # [B*T, m]
+        bce = F.binary_cross_entropy_with_logits(logits, occ.float())
+        return {"readout_bce": bce, "readout_iou": occupancy_iou(logits.detach(), occ).mean()}
+
+    def objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Flow loss + ``readout_weight`` × the read-out's BCE."""
+        if self.readout is None:
+            return terms["loss"]
+        return terms["loss"] + self.readout_weight * terms["readout_bce"]
 
     def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
         surface = batch["surface"].flatten(0, 1)  # [B*T, P, 7] (T = 1 for this stage)
