@@ -286,10 +286,8 @@ class DiT3DModule(_FlowModule):
         points = batch["vol_points"].flatten(0, 1)  # [B*T, M, 3]
         occ = batch["vol_occ"].flatten(0, 1)  # [B*T, M]
         m = min(self.readout_points, points.shape[1])
-        pick = torch.rand(points.shape[:2], generator=generator, device=generator.device).argsort(dim=1)[
-            :, :m
-        ]
-        pick = pick.to(points.device)
+        order = torch.rand(points.shape[:2], generator=generator, device=generator.device).argsort(dim=1)
+        pick = order[:, :m].to(points.device)  # [B*T, m]: m of each frame's queries, without replacement
         points = points.gather(1, pick[..., None].expand(-1, -1, 3))  # [B*T, m, 3]
         occ = occ.gather(1, pick)  # [B*T, m]
         logits = self.readout(points, cond).squeeze(-1).float()  # [B*T, m]
