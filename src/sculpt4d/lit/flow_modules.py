@@ -23,7 +23,6 @@ from sculpt4d.lit.vae_module import occupancy_iou
 from sculpt4d.models.attention import AttentionConfig
 from sculpt4d.models.factory import COMPONENTS, build_components
 from sculpt4d.models.vae.decoder import GeometryDecoder
-from sculpt4d.models.vae.embedder import FourierEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -257,14 +256,14 @@ class DiT3DModule(_FlowModule):
         self._finish_init()
 
     def _build_readout(self) -> GeometryDecoder:
-        """Occupancy logits at xyz from the image tokens ``[B, L, D]`` (width D, the VAE's Fourier bands)."""
-        vae_cfg, cond_cfg = self.net_cfg["vae"], self.net_cfg["conditioner"]["dinov2"]
-        embedder = FourierEmbedder(
-            num_freqs=int(vae_cfg["num_freqs"]), include_pi=bool(vae_cfg["include_pi"])
-        )
-        width = int(cond_cfg["hidden_size"])
+        """Occupancy logits at xyz from the image tokens ``[B, L, D]``: width D, and the VAE's own (parameter-free)
+        Fourier embedder, shared as its encoder and decoder share it."""
+        cond_cfg = self.net_cfg["conditioner"]["dinov2"]
         return GeometryDecoder(
-            embedder, width, heads=int(cond_cfg["num_attention_heads"]), mlp_expand_ratio=2
+            self.vae.fourier_embedder,
+            int(cond_cfg["hidden_size"]),
+            heads=int(cond_cfg["num_attention_heads"]),
+            mlp_expand_ratio=2,
         )
 
     def extra_hparams(self) -> dict[str, Any]:
