@@ -223,18 +223,9 @@ class Objects4DDataset(Dataset):
             return [first] * T
         return [first] + [rng.choice(available, size, replace=available < size) for _ in range(T - 1)]
 
-    def load_item(self, index: int, seed: int) -> dict[str, Any]:
-        """The item of object ``index`` drawn with ``seed`` (raises :class:`BadObjectError`)."""
-        rec = self.records[index]
-        rng = np.random.default_rng(seed)
-        if rec.num_frames < self.span:
-            raise BadObjectError(f"{rec.path}: {rec.num_frames} frames < {self.span} needed")
-        fitting = [k for k in self.strides if (self.sequence_length - 1) * k + 1 <= rec.num_frames]
-        stride = int(rng.choice(fitting)) if len(fitting) > 1 else fitting[0]
-        max_start = rec.num_frames - ((self.sequence_length - 1) * stride + 1)
-        start = int(rng.integers(0, max_start + 1)) if self.random_start else 0
-        frames = [rec.frames[start + k * stride] for k in range(self.sequence_length)]
-
+    def read_surface(self, rec: ObjectRecord, frames: Sequence[str], rng: np.random.Generator) -> torch.Tensor:
+        """``surface [T, P, 7]`` of ``frames`` of ``rec``: the stored points' rows drawn with ``rng`` (one draw
+        for every frame with consistent sampling), xyz · POINT_SCALE, unit normals, the sharp label."""
         # one index set for every frame: row i is the same surface point in each frame
         idx_r = self._point_indices(rng, rec.num_random, self.pc_size, len(frames))
         parts = [("random_surface", idx_r, 0.0)]
@@ -263,6 +254,21 @@ class Objects4DDataset(Dataset):
         surf[..., :3] *= POINT_SCALE
         normals = surf[..., 3:6]
         surf[..., 3:6] = normals / normals.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        return surf
+
+    def load_item(self, index: int, seed: int) -> dict[str, Any]:
+        """The item of object ``index`` drawn with ``seed`` (raises :class:`BadObjectError`)."""
+        rec = self.records[index]
+        rng = np.random.default_rng(seed)
+        if rec.num_frames < self.span:
+            raise BadObjectError(f"{rec.path}: {rec.num_frames} frames < {self.span} needed")
+        fitting = [k for k in self.strides if (self.sequence_length - 1) * k + 1 <= rec.num_frames]
+        stride = int(rng.choice(fitting)) if len(fitting) > 1 else fitting[0]
+        max_start = rec.num_frames - ((self.sequence_length - 1) * stride + 1)
+        start = int(rng.integers(0, max_start + 1)) if self.random_start else 0
+        frames = [rec.frames[start + k * stride] for k in range(self.sequence_length)]
+
+        surf = self.read_surface(rec, frames, rng)  # [T, P, 7]
         item: dict[str, Any] = {
             "surface": surf,
             "frame_index": torch.tensor([start + k * stride for k in range(self.sequence_length)]),

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
+from sculpt4d.data.latent_cache import LatentCache, load_or_build_latent_cache
 from sculpt4d.diffusion import EulerSampler, FlowMatching, motion_loss, shared_noise
 from sculpt4d.lit.base import BaseLitModule, to_plain
 from sculpt4d.lit.vae_module import occupancy_iou
@@ -43,12 +44,20 @@ class _FlowModule(BaseLitModule):
         logit_mean: float = 0.0,
         logit_std: float = 1.0,
         sample_posterior: bool = True,
+        cache_latents: bool = False,
+        latent_cache_draws: int = 2,
+        latent_cache_dir: str | None = None,
         attention: DictConfig | dict | None = None,
         four_d: bool = False,
         require: tuple[str, ...] = ("vae",),
         **kwargs: Any,
     ) -> None:
         """``require``: the parts ``init_from`` must provide (others are loaded when present).
+
+        ``cache_latents``: encode the frozen VAE's posterior means of every training and validation frame
+        once, ``latent_cache_draws`` point picks each, when fitting starts (saved under ``latent_cache_dir``
+        and reused while the VAE and data are unchanged; :mod:`sculpt4d.data.latent_cache`), and look each
+        step's latents up instead of encoding its surfaces. Means only: needs ``sample_posterior: false``.
 
         Training timesteps: ``timestep_sampling`` (``uniform`` | ``logit_normal`` with ``logit_mean`` /
         ``logit_std``), then ``timestep_shift`` (> 1 trains more on the noisy end, where the image decides the
@@ -59,6 +68,19 @@ class _FlowModule(BaseLitModule):
         super().__init__(net, **kwargs)
         self.init_from = init_from
         self.sample_posterior = bool(sample_posterior)
+        if cache_latents and self.sample_posterior:
+            raise ValueError(
+                "cache_latents stores posterior means: it needs sample_posterior: false (posterior samples "
+                "are drawn anew at every step)"
+            )
+        if cache_latents and not latent_cache_dir:
+            raise ValueError("cache_latents needs latent_cache_dir (where the encoded latents are kept)")
+        if latent_cache_draws < 1:
+            raise ValueError(f"latent_cache_draws must be >= 1, got {latent_cache_draws}")
+        self.cache_latents = bool(cache_latents)
+        self.latent_cache_draws = int(latent_cache_draws)
+        self.latent_cache_dir = latent_cache_dir
+        self.latent_cache: LatentCache | None = None  # filled by on_fit_start
         self.cond_drop_prob = float(cond_drop_prob)
         if timestep_shift <= 0:
             raise ValueError(f"timestep_shift must be > 0, got {timestep_shift}")
@@ -107,7 +129,41 @@ class _FlowModule(BaseLitModule):
             "timestep_shift": self.flow.shift,
             "scale_factor": self.scale_factor,
             "sample_posterior": self.sample_posterior,
+            "cache_latents": self.cache_latents,
+            "latent_cache_draws": self.latent_cache_draws,
         }
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.cache_latents and self.latent_cache is None:
+            self.latent_cache = self._load_latent_cache()
+
+    def _load_latent_cache(self) -> LatentCache:
+        """The training and validation objects' cached latents (rank 0 encodes a missing cache, the rest wait)."""
+        dm = self.trainer.datamodule
+        train_set, val_set = getattr(dm, "train_set", None), getattr(dm, "val_set", None)
+        if train_set is None:
+            raise ValueError("cache_latents needs the Objects4DDataModule (its train_set/val_set objects)")
+        records = list(train_set.records) + (list(val_set.records) if val_set is not None else [])
+
+        def load() -> LatentCache:
+            assert self.latent_cache_dir is not None
+            return load_or_build_latent_cache(
+                self.vae, train_set, records, self.latent_cache_draws, self.latent_cache_dir
+            )
+
+        if self.trainer.world_size == 1:
+            return load()
+        cache = load() if self.global_rank == 0 else None
+        self.trainer.strategy.barrier("latent_cache")
+        return cache if cache is not None else load()
+
+    def cached_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor | None:
+        """``[B, T, N, C]`` posterior means of the batch's frames from the latent cache (None without one)."""
+        if self.latent_cache is None:
+            return None
+        z = self.latent_cache.lookup(batch["object"], batch["frame_index"], generator)
+        return z.to(self.device)
 
     def export_components(self) -> dict[str, nn.Module]:
         return {"vae": self.vae, "model": self.model, "conditioner": self.conditioner}
@@ -300,6 +356,9 @@ class DiT3DModule(_FlowModule):
         return terms["loss"] + self.readout_weight * terms["readout_bce"]
 
     def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        cached = self.cached_latents(batch, generator)  # [B, T, N, C] or None
+        if cached is not None:
+            return self.vae.to_dit(cached.flatten(0, 1))  # [B*T, N, C]
         surface = batch["surface"].flatten(0, 1)  # [B*T, P, 7] (T = 1 for this stage)
         z = self.vae.encode(surface, sample_posterior=self.sample_posterior, generator=generator)
         return self.vae.to_dit(z)  # [B*T, N, C]
@@ -407,6 +466,9 @@ class Sculpt4DModule(_FlowModule):
         return cfg
 
     def encode_latents(self, batch: dict[str, Any], generator: torch.Generator) -> torch.Tensor:
+        cached = self.cached_latents(batch, generator)  # [B, T, N, C] or None
+        if cached is not None:
+            return self.vae.to_dit(cached)
         z = self.vae.encode_sequence(
             batch["surface"],
             sample_posterior=self.sample_posterior,
