@@ -3,6 +3,7 @@
     python benchmarks/train_step.py --data data/tiny/train                      # the three tiny stages
     python benchmarks/train_step.py --data data/tiny/train --stages dit3d --steps 40 --json step.json
     python benchmarks/train_step.py --data data/tiny/train --override data.num_workers=0   # loader in-process
+    python benchmarks/train_step.py --data data/tiny/train --stages dit3d dit3d+cache      # cached latents vs live
 
 For each stage (``experiment=tiny_<stage>``, every hyper-parameter as the recipe trains it; weights randomly
 initialised: speed does not depend on them) three measurements, side by side in one process:
@@ -14,6 +15,11 @@ initialised: speed does not depend on them) three measurements, side by side in 
 ``loader_share`` = 1 − fit_preloaded / fit: the part of a training step lost to data loading (on a 2-core machine
 the loader's worker competes with the training threads for the same cores). Validation, checkpoints and
 loggers are off in every row.
+
+A stage named ``<stage>+cache`` trains on the latent cache (``lit.cache_latents=true``: the frozen VAE's posterior
+means encoded once, :mod:`sculpt4d.data.latent_cache`); its row adds ``cache_build_s``, the one-off encoding of
+every object of the data (a later ``+cache`` stage loads that cache: its time is the loading), and, when the
+plain stage ran too, ``speedup`` = its fit time / this one's.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import lightning.pytorch as pl
 import torch
 from _common import ROOT, add_json_arg, print_table, write_json
 
-STAGES = ("vae", "dit3d", "4d")
+STAGES = ("vae", "dit3d", "4d", "dit3d+cache", "4d+cache")
+CACHE_SUFFIX = "+cache"
 
 
 def compose(stage: str, data: Path, steps: int, out: Path, extra: list[str]):
@@ -97,24 +104,48 @@ class Preloaded:
         return len(self.batches)
 
 
-def fit(cfg, loader: Any, warmup: int) -> float:
+def fit(cfg, loader: Any, warmup: int, latent_cache: Any = None) -> float:
     """Seconds per step of ``Trainer.fit`` over ``loader`` (a DataLoader or :class:`Preloaded` batches)."""
     from hydra.utils import instantiate
 
     torch.manual_seed(0)
     model = instantiate(cfg.lit, _recursive_=False)
+    model.latent_cache = latent_cache  # a fit on plain loaders has no datamodule to build it from
     clock = StepClock()
     trainer = instantiate(cfg.trainer, callbacks=[clock], logger=False)
     trainer.fit(model, train_dataloaders=loader)
     return clock.seconds_per_step(warmup)
 
 
+def build_cache(cfg, datamodule: Any, cache_dir: Path) -> tuple[Any, float]:
+    """The latent cache of every object of ``datamodule`` for the stage's (randomly initialised, the same in
+    every stage) VAE, and the seconds it took: encoding, or loading what an earlier stage encoded."""
+    from hydra.utils import instantiate
+
+    from sculpt4d.data.latent_cache import load_or_build_latent_cache
+
+    torch.manual_seed(0)
+    vae = instantiate(cfg.lit, _recursive_=False).vae
+    records = list(datamodule.train_set.records) + list(datamodule.val_set.records)
+    t0 = time.perf_counter()
+    cache = load_or_build_latent_cache(
+        vae, datamodule.train_set, records, int(cfg.lit.latent_cache_draws), cache_dir
+    )
+    return cache, time.perf_counter() - t0
+
+
 def measure(stage: str, data: Path, steps: int, warmup: int, out: Path, extra: list[str]) -> dict[str, Any]:
     from hydra.utils import instantiate
 
-    cfg = compose(stage, data, steps, out, extra)
+    cached = stage.endswith(CACHE_SUFFIX)
+    base = stage.removesuffix(CACHE_SUFFIX)
+    cache_overrides = ["lit.cache_latents=true", "lit.sample_posterior=false"] if cached else []
+    cfg = compose(base, data, steps, out, [*extra, *cache_overrides])
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
+    latent_cache, build_s = (
+        build_cache(cfg, datamodule, out.parent / "latent_cache") if cached else (None, None)
+    )
     t0 = time.perf_counter()
     batches = []
     for batch in datamodule.train_dataloader():
@@ -126,9 +157,9 @@ def measure(stage: str, data: Path, steps: int, warmup: int, out: Path, extra: l
 
     fresh = instantiate(cfg.data)  # cold caches again, as at the start of a run
     fresh.setup("fit")
-    fit_s = fit(cfg, fresh.train_dataloader(), warmup)
-    pre_s = fit(cfg, Preloaded(batches), warmup)
-    return {
+    fit_s = fit(cfg, fresh.train_dataloader(), warmup, latent_cache)
+    pre_s = fit(cfg, Preloaded(batches), warmup, latent_cache)
+    row = {
         "stage": stage,
         "batch": int(cfg.training.batch_size),
         "steps": steps,
@@ -138,6 +169,9 @@ def measure(stage: str, data: Path, steps: int, warmup: int, out: Path, extra: l
         "loader_share": 1.0 - pre_s / fit_s,
         "steps_per_s": 1.0 / fit_s,
     }
+    if cached:
+        row["cache_build_s"] = build_s
+    return row
 
 
 def main() -> None:
@@ -163,6 +197,11 @@ def main() -> None:
         for stage in args.stages:
             out = Path(tmp) / stage
             rows.append(measure(stage, args.data.resolve(), args.steps, args.warmup, out, args.override))
+    fit_by_stage = {row["stage"]: row["fit_s"] for row in rows}
+    for row in rows:
+        plain = fit_by_stage.get(row["stage"].removesuffix(CACHE_SUFFIX))
+        if row["stage"].endswith(CACHE_SUFFIX) and plain is not None:
+            row["speedup"] = plain / row["fit_s"]
     title = f"train step ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     print_table(rows, title)
     write_json(args.json, {"threads": torch.get_num_threads(), "machine": platform.machine(), "rows": rows})

@@ -36,8 +36,15 @@ def reader(records) -> Objects4DDataset:
 def _vae(seed: int = 0) -> ShapeVAE:
     torch.manual_seed(seed)
     return ShapeVAE(
-        num_latents=32, embed_dim=8, width=32, heads=2, num_encoder_layers=1, num_decoder_layers=1,
-        point_feats=4, pc_size=PC_SIZE, downsample_ratio=8,
+        num_latents=32,
+        embed_dim=8,
+        width=32,
+        heads=2,
+        num_encoder_layers=1,
+        num_decoder_layers=1,
+        point_feats=4,
+        pc_size=PC_SIZE,
+        downsample_ratio=8,
     ).eval()
 
 
@@ -105,7 +112,9 @@ def test_lookup_takes_one_draw_per_item_for_every_frame_of_it() -> None:
 
 
 @pytest.mark.parametrize("stage", ["dit3d", "4d"])
-def test_flow_stages_train_on_the_cached_means_without_encoding(train_cfg, tmp_path: Path, stage: str) -> None:
+def test_flow_stages_train_on_the_cached_means_without_encoding(
+    train_cfg, tmp_path: Path, stage: str
+) -> None:
     cache_dir = tmp_path / "cache"
     cfg = train_cfg(
         stage, "lit.cache_latents=true", "lit.sample_posterior=false", f"lit.latent_cache_dir={cache_dir}"
@@ -113,8 +122,15 @@ def test_flow_stages_train_on_the_cached_means_without_encoding(train_cfg, tmp_p
     dm = instantiate(cfg.data)
     module = instantiate(cfg.lit, _recursive_=False)
     trainer = Trainer(
-        accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, use_distributed_sampler=False,
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
     )
     trainer.fit(module, datamodule=dm)
     cache = module.latent_cache
@@ -127,7 +143,9 @@ def test_flow_stages_train_on_the_cached_means_without_encoding(train_cfg, tmp_p
     module.vae.encode_posterior = no_encoding
     batch = next(iter(dm.fixed_train_dataloader(1)))
     x1 = module.encode_latents(batch, torch.Generator().manual_seed(3))
-    expected = cache.lookup(batch["object"], batch["frame_index"], torch.Generator().manual_seed(3))  # [B, T, N, C]
+    expected = cache.lookup(
+        batch["object"], batch["frame_index"], torch.Generator().manual_seed(3)
+    )  # [B, T, N, C]
     expected = module.vae.to_dit(expected)
     torch.testing.assert_close(x1, expected.flatten(0, 1) if stage == "dit3d" else expected)
 

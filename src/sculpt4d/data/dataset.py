@@ -223,7 +223,9 @@ class Objects4DDataset(Dataset):
             return [first] * T
         return [first] + [rng.choice(available, size, replace=available < size) for _ in range(T - 1)]
 
-    def read_surface(self, rec: ObjectRecord, frames: Sequence[str], rng: np.random.Generator) -> torch.Tensor:
+    def read_surface(
+        self, rec: ObjectRecord, frames: Sequence[str], rng: np.random.Generator
+    ) -> torch.Tensor:
         """``surface [T, P, 7]`` of ``frames`` of ``rec``: the stored points' rows drawn with ``rng`` (one draw
         for every frame with consistent sampling), xyz · POINT_SCALE, unit normals, the sharp label."""
         # one index set for every frame: row i is the same surface point in each frame

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,7 +76,9 @@ def cache_key(vae: nn.Module, dataset: Objects4DDataset, records: Sequence[Objec
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     for rec in records:
         stat = (rec.path / SURFACE_FILE).stat()
-        h.update(f"|{rec.name}|{rec.path.resolve()}|{','.join(rec.frames)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        h.update(
+            f"|{rec.name}|{rec.path.resolve()}|{','.join(rec.frames)}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+        )
     return h.hexdigest()
 
 
@@ -92,7 +95,17 @@ def encode_objects(
     vae.eval()
     device = next(vae.parameters()).device
     out: dict[str, torch.Tensor] = {}
-    for rec in records:
+    start, report_every = time.monotonic(), max(1, len(records) // 10)
+    for i, rec in enumerate(records):
+        if i and i % report_every == 0:
+            elapsed = time.monotonic() - start
+            log.info(
+                "latent cache: %d / %d objects in %.0f s (%.0f s to go)",
+                i,
+                len(records),
+                elapsed,
+                elapsed * (len(records) - i) / i,
+            )
         per_draw = []
         for k in range(draws):
             rows_seed, pick_seed = draw_seeds(rec.name, k)
@@ -133,7 +146,9 @@ def load_or_build_latent_cache(
         latents = load_file(str(path))
         log.info("latent cache: %d objects x %d draws from %s", len(latents), draws, path)
         return LatentCache(latents)
-    log.info("latent cache: encoding %d objects x %d draws (once for this VAE and data) ...", len(records), draws)
+    log.info(
+        "latent cache: encoding %d objects x %d draws (once for this VAE and data) ...", len(records), draws
+    )
     latents = encode_objects(vae, reader, records, draws)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
