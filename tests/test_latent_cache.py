@@ -90,6 +90,12 @@ def test_the_cache_is_reused_from_disk_and_rebuilt_for_another_vae(
     assert len(list(tmp_path.glob("latents_*.safetensors"))) == 2
     name = records[0].name
     assert not torch.allclose(other.latents[name], first.latents[name])
+    # the query pick is part of the key, though not of the weights
+    same_weights = _vae(0)
+    key = lc.cache_key(same_weights, reader, records, 2)
+    same_weights.fps_random_start = not same_weights.fps_random_start
+    assert lc.cache_key(same_weights, reader, records, 2) != key
+    assert lc.cache_key(_vae(0), reader, records, 3) != key
 
 
 def test_lookup_takes_one_draw_per_item_for_every_frame_of_it() -> None:

@@ -67,10 +67,15 @@ def draw_seeds(name: str, draw: int) -> tuple[list[int], int]:
 
 
 def cache_key(vae: nn.Module, dataset: Objects4DDataset, records: Sequence[ObjectRecord], draws: int) -> str:
-    """sha256 over the VAE's weights, the surface sampling settings, ``draws`` and each object's surface file."""
+    """sha256 over the VAE's weights and query-pick settings, the surface sampling settings, ``draws`` and each
+    object's surface file."""
     h = hashlib.sha256()
     h.update(f"v{CACHE_VERSION}|{draws}|{dataset.pc_size}|{dataset.pc_sharpedge_size}|".encode())
     h.update(f"{dataset.consistent_sampling}|{type(vae).__name__}|".encode())
+    encoder = getattr(vae, "encoder", None)  # how the encoder picks its queries: not in its weights
+    for attr in ("num_latents", "downsample_ratio", "pc_size", "pc_sharpedge_size"):
+        h.update(f"{attr}={getattr(encoder, attr, None)}|".encode())
+    h.update(f"fps_random_start={getattr(vae, 'fps_random_start', None)}|".encode())
     for name, tensor in sorted(vae.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
