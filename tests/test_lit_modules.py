@@ -123,6 +123,19 @@ def test_dit3d_readout_refuses_a_frozen_conditioner_and_a_negative_weight(train_
         instantiate(cfg.lit, _recursive_=False)
 
 
+def test_dit3d_readout_without_volume_queries_stops_before_the_first_batch(train_cfg) -> None:
+    class Batches(Callback):
+        started = 0
+
+        def on_train_batch_start(self, *args, **kwargs) -> None:
+            Batches.started += 1
+
+    cfg = train_cfg("dit3d", "lit.train_conditioner=true", "lit.readout_weight=1.0", "data.load_volume=false")
+    with pytest.raises(ValueError, match="data.load_volume: true"):
+        _fit(cfg, 1, callbacks=[Batches()])
+    assert Batches.started == 0  # refused when fitting starts, not at the first step
+
+
 def test_sculpt4d_step_trains_only_the_adapter(train_cfg) -> None:
     cfg = train_cfg("4d", "lit.train_backbone=false")  # the paper's setting (the tiny recipe fine-tunes it)
     module = instantiate(cfg.lit, _recursive_=False)

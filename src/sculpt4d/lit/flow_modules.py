@@ -311,6 +311,17 @@ class DiT3DModule(_FlowModule):
         self.frozen = [self.vae] + ([] if self.train_conditioner else [self.conditioner])
         self._finish_init()
 
+    def on_fit_start(self) -> None:
+        dm = self.trainer.datamodule
+        if (
+            self.readout is not None
+            and dm is not None
+            and not getattr(dm, "hparams", {}).get("load_volume", True)
+        ):
+            # before the latent cache is built and any step runs
+            raise ValueError("readout_weight > 0 needs volume queries: set data.load_volume: true")
+        super().on_fit_start()
+
     def _build_readout(self) -> GeometryDecoder:
         """Occupancy logits at xyz from the image tokens ``[B, L, D]``: width D, and the VAE's own (parameter-free)
         Fourier embedder, shared as its encoder and decoder share it."""
