@@ -4,6 +4,8 @@
     python benchmarks/train_step.py --data data/tiny/train --stages dit3d --steps 40 --json step.json
     python benchmarks/train_step.py --data data/tiny/train --override data.num_workers=0   # loader in-process
     python benchmarks/train_step.py --data data/tiny/train --stages dit3d dit3d+cache      # cached latents vs live
+    python benchmarks/train_step.py --stages dit3d+cache --cache-dir outputs/cache/bench \
+        --override trainer.precision=bf16-mixed                                            # a cache kept between runs
 
 For each stage (``experiment=tiny_<stage>``, every hyper-parameter as the recipe trains it; weights randomly
 initialised: speed does not depend on them) three measurements, side by side in one process:
@@ -134,7 +136,9 @@ def build_cache(cfg, datamodule: Any, cache_dir: Path) -> tuple[Any, float]:
     return cache, time.perf_counter() - t0
 
 
-def measure(stage: str, data: Path, steps: int, warmup: int, out: Path, extra: list[str]) -> dict[str, Any]:
+def measure(
+    stage: str, data: Path, steps: int, warmup: int, out: Path, extra: list[str], cache_dir: Path
+) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     cached = stage.endswith(CACHE_SUFFIX)
@@ -143,9 +147,7 @@ def measure(stage: str, data: Path, steps: int, warmup: int, out: Path, extra: l
     cfg = compose(base, data, steps, out, [*extra, *cache_overrides])
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
-    latent_cache, build_s = (
-        build_cache(cfg, datamodule, out.parent / "latent_cache") if cached else (None, None)
-    )
+    latent_cache, build_s = build_cache(cfg, datamodule, cache_dir) if cached else (None, None)
     t0 = time.perf_counter()
     batches = []
     for batch in datamodule.train_dataloader():
@@ -184,6 +186,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="steps left out of the per-step time")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every stage")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="where +cache stages keep the latent cache (default: a temporary folder); a later run with the "
+        "same data and overrides loads it instead of encoding again",
+    )
     add_json_arg(parser)
     args = parser.parse_args()
     if not args.data.is_dir():
@@ -196,7 +205,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for stage in args.stages:
             out = Path(tmp) / stage
-            rows.append(measure(stage, args.data.resolve(), args.steps, args.warmup, out, args.override))
+            cache_dir = args.cache_dir or Path(tmp) / "latent_cache"
+            rows.append(
+                measure(stage, args.data.resolve(), args.steps, args.warmup, out, args.override, cache_dir)
+            )
     fit_by_stage = {row["stage"]: row["fit_s"] for row in rows}
     for row in rows:
         plain = fit_by_stage.get(row["stage"].removesuffix(CACHE_SUFFIX))

@@ -37,12 +37,14 @@ def test_train_step_benchmark_names_a_missing_data_folder(tmp_path):
 def test_train_step_benchmark_times_the_cached_stage_beside_the_plain_one(make_dataset, tmp_path):
     data = make_dataset(tmp_path / "data", num_objects=3)
     out = tmp_path / "step.json"
+    cache_dir = tmp_path / "cache"
     cmd = [sys.executable, "benchmarks/train_step.py", "--data", str(data), "--stages", "dit3d", "dit3d+cache",
            "--steps", "4", "--warmup", "1", "--override", "training.batch_size=2", "data.num_workers=0",
-           "--json", str(out)]  # fmt: skip
+           "--cache-dir", str(cache_dir), "--json", str(out)]  # fmt: skip
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     plain, cached = json.loads(out.read_text())["rows"]
     assert plain["stage"] == "dit3d" and "cache_build_s" not in plain
     assert cached["stage"] == "dit3d+cache" and cached["cache_build_s"] > 0
     assert cached["speedup"] == plain["fit_s"] / cached["fit_s"]
+    assert len(list(cache_dir.glob("latents_*.safetensors"))) == 1  # kept for the next run
