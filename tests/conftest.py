@@ -300,3 +300,26 @@ def load_script(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def fit_module(cfg, module, steps: int, **trainer_kwargs):
+    """Fit ``module`` for ``steps`` on ``cfg.data`` (CPU, no logger, checkpoints or validation; ``trainer_kwargs``
+    add to the Trainer's): (module, trainer)."""
+    from hydra.utils import instantiate
+    from lightning.pytorch import Trainer
+
+    dm = instantiate(cfg.data)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        **trainer_kwargs,
+    )
+    trainer.fit(module, datamodule=dm)
+    return module, trainer

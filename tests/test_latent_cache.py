@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import MICRO, fit_module
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch import Trainer
 
 from sculpt4d.data import Objects4DDataset, list_object_dirs, scan_object
 from sculpt4d.data.latent_cache import (
@@ -35,17 +35,7 @@ def reader(records) -> Objects4DDataset:
 
 def _vae(seed: int = 0) -> ShapeVAE:
     torch.manual_seed(seed)
-    return ShapeVAE(
-        num_latents=32,
-        embed_dim=8,
-        width=32,
-        heads=2,
-        num_encoder_layers=1,
-        num_decoder_layers=1,
-        point_feats=4,
-        pc_size=PC_SIZE,
-        downsample_ratio=8,
-    ).eval()
+    return instantiate(MICRO.vae).eval()  # pc_size 256
 
 
 def test_cached_means_equal_a_live_sequence_encoding_and_do_not_depend_on_the_other_objects(
@@ -125,20 +115,9 @@ def test_flow_stages_train_on_the_cached_means_without_encoding(
     cfg = train_cfg(
         stage, "lit.cache_latents=true", "lit.sample_posterior=false", f"lit.latent_cache_dir={cache_dir}"
     )
-    dm = instantiate(cfg.data)
     module = instantiate(cfg.lit, _recursive_=False)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-    )
-    trainer.fit(module, datamodule=dm)
+    _, trainer = fit_module(cfg, module, 1)
+    dm = trainer.datamodule
     cache = module.latent_cache
     assert cache is not None and cache.draws == 2 and len(list(cache_dir.glob("latents_*.safetensors"))) == 1
     assert set(cache.latents) == {r.name for r in dm.train_set.records + dm.val_set.records}

@@ -6,30 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import fit_module
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Callback
 from omegaconf import OmegaConf
 
 
 def _fit(cfg, steps: int, callbacks=()) -> tuple[object, object]:
-    dm = instantiate(cfg.data)
     module = instantiate(cfg.lit, _recursive_=False)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        gradient_clip_val=1.0,
-        callbacks=list(callbacks),
-    )
-    trainer.fit(module, datamodule=dm)
-    return module, trainer
+    return fit_module(cfg, module, steps, gradient_clip_val=1.0, callbacks=list(callbacks))
 
 
 def _changed(before: dict[str, torch.Tensor], module) -> set[str]:
@@ -47,27 +33,10 @@ def test_vae_step_trains_everything(train_cfg) -> None:
     before = _snapshot(module)
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable == set(before)  # VAE stage: every parameter trains
-    _, trainer = _fit_module(cfg, module, 1)
+    _, trainer = fit_module(cfg, module, 1)
     changed = _changed(before, module)
     assert changed == trainable
     assert int(module.ema.num_updates) == 1
-
-
-def _fit_module(cfg, module, steps):
-    dm = instantiate(cfg.data)
-    trainer = Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-    )
-    trainer.fit(module, datamodule=dm)
-    return module, trainer
 
 
 @pytest.mark.parametrize("train_conditioner", [True, False])
@@ -75,7 +44,7 @@ def test_dit3d_step_trains_dit_and_optionally_conditioner(train_cfg, train_condi
     cfg = train_cfg("dit3d", f"lit.train_conditioner={train_conditioner}")
     module = instantiate(cfg.lit, _recursive_=False)
     before = _snapshot(module)
-    _fit_module(cfg, module, 1)
+    fit_module(cfg, module, 1)
     changed = _changed(before, module)
     assert not any(n.startswith("vae.") for n in changed)  # frozen VAE untouched
     assert any(n.startswith("model.") for n in changed)
@@ -110,7 +79,7 @@ def test_dit3d_readout_trains_the_conditioner_on_occupancy_and_is_not_exported(
     grads = {n: p.grad for n, p in module.conditioner.named_parameters() if "patch_embeddings" in n}
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values())
     before = _snapshot(module)
-    _fit_module(cfg, module, 1)
+    fit_module(cfg, module, 1)
     assert any(n.startswith("readout.") for n in _changed(before, module))
     weights = load_file(str(module.export_checkpoint(tmp_path / "export") / "model.safetensors"))
     assert weights and not any(k.startswith("readout") for k in weights)
@@ -142,7 +111,7 @@ def test_sculpt4d_step_trains_only_the_adapter(train_cfg) -> None:
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable and all(n.startswith("model.adapter.") for n in trainable)
     before = _snapshot(module)
-    _fit_module(cfg, module, 2)  # LoRA B is zero at init: its A factors move from the 2nd step on
+    fit_module(cfg, module, 2)  # LoRA B is zero at init: its A factors move from the 2nd step on
     changed = _changed(before, module)
     assert changed and all(n.startswith("model.adapter.") for n in changed)
     assert "model.adapter.frame_embed" in changed
@@ -164,7 +133,7 @@ def test_sculpt4d_can_train_the_conditioner_at_the_backbone_rate(train_cfg) -> N
         "lr"
     ]
     before = _snapshot(module)
-    _fit_module(cfg, module, 2)
+    fit_module(cfg, module, 2)
     changed = _changed(before, module)
     assert any(n.startswith("conditioner.") for n in changed)
     assert not any(n.startswith(("vae.", "model.backbone.")) for n in changed)
@@ -319,7 +288,7 @@ def test_decoder_stage_refines_a_whole_model_and_keeps_its_latent_space(train_cf
     before = _snapshot(module)
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable == {n for n in before if not n.startswith(("vae.encoder.", "vae.pre_kl."))}
-    _fit_module(cfg, module, 2)
+    fit_module(cfg, module, 2)
     changed = _changed(before, module)
     assert changed and changed <= trainable and any(n.startswith("vae.geo_decoder.") for n in changed)
     out = module.export_checkpoint(tmp_path / "refined")
