@@ -27,6 +27,9 @@ from sculpt4d.models.vae.decoder import GeometryDecoder
 
 log = logging.getLogger(__name__)
 
+# refused when fitting starts on a datamodule without them, and by any batch that lacks them
+READOUT_NEEDS_VOLUME = "readout_weight > 0 needs volume queries: set data.load_volume: true"
+
 
 class _FlowModule(BaseLitModule):
     """Shared parts: VAE (frozen), conditioner, velocity model, CFG dropout, validation sampling."""
@@ -319,7 +322,7 @@ class DiT3DModule(_FlowModule):
             and not getattr(dm, "hparams", {}).get("load_volume", True)
         ):
             # before the latent cache is built and any step runs
-            raise ValueError("readout_weight > 0 needs volume queries: set data.load_volume: true")
+            raise ValueError(READOUT_NEEDS_VOLUME)
         super().on_fit_start()
 
     def _build_readout(self) -> GeometryDecoder:
@@ -348,7 +351,7 @@ class DiT3DModule(_FlowModule):
         if self.readout is None:
             return {}
         if "vol_points" not in batch:
-            raise ValueError("readout_weight > 0 needs volume queries: set data.load_volume: true")
+            raise ValueError(READOUT_NEEDS_VOLUME)
         points = batch["vol_points"].flatten(0, 1)  # [B*T, M, 3]
         occ = batch["vol_occ"].flatten(0, 1)  # [B*T, M]
         m = min(self.readout_points, points.shape[1])
